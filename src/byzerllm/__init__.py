@@ -1,0 +1,22 @@
+"""byzerllm: deploy models as worker pools on Ray and use every one through one client API."""
+
+from . import errors
+from .backends.models import DEFAULT_CHAT_MODEL
+from .client import ByzerLLM, Template, Templates
+from .runtime.cluster import connect_cluster
+from .types import InferBackend, LLMRequest, LLMResponse, SingleOutputMeta
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_CHAT_MODEL",
+    "ByzerLLM",
+    "InferBackend",
+    "LLMRequest",
+    "LLMResponse",
+    "SingleOutputMeta",
+    "Template",
+    "Templates",
+    "connect_cluster",
+    "errors",
+]

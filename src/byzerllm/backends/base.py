@@ -1,0 +1,101 @@
+"""The backend interface: one engine or provider behind one small class.
+
+A backend knows nothing of Ray or HTTP. It is built from a model path and its options, and
+turns one ``ChatRequest`` into a stream of ``ChatChunk`` (text deltas; the last chunk carries
+the finish reason and token counts). ``chat`` collects that stream, so streaming and
+non-streaming calls share one code path.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from ..errors import UnsupportedParameterError
+from ..types import ChatChunk, ChatRequest, ChatResponse
+
+Cancelled = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+class Backend(ABC):
+    """Base class of every backend.
+
+    Subclasses set ``name``, ``options`` (accepted deploy options and their defaults) and
+    ``request_options`` (accepted keys of ``ChatRequest.extra``), and implement ``stream`` and
+    ``meta``. ``thread_safe = False`` makes a worker serialise the requests of one instance.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+    request_options: ClassVar[frozenset[str]] = frozenset()
+    thread_safe: ClassVar[bool] = False
+
+    def __init__(self, model_path: str, options: dict[str, Any]) -> None:
+        self.model_path = model_path
+        self.config = self.check_options(options)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``options`` over the defaults; raise ``UnsupportedParameterError`` naming an
+        unknown key and listing the accepted ones."""
+        for key in options:
+            if key not in cls.options:
+                raise UnsupportedParameterError(
+                    f"infer_param {key!r} is not known to the {cls.name} backend; "
+                    f"accepted: {', '.join(sorted(cls.options))}",
+                    param=key,
+                    accepted=sorted(cls.options),
+                )
+        return {**cls.options, **options}
+
+    def check_request(self, request: ChatRequest) -> None:
+        """Reject ``request.extra`` keys this backend does not know (by name)."""
+        for key in request.extra:
+            if key not in self.request_options:
+                raise UnsupportedParameterError(
+                    f"generation parameter {key!r} is not supported by the {self.name} backend; "
+                    f"accepted: max_length, temperature, top_p, stop, seed"
+                    + (", " + ", ".join(sorted(self.request_options)) if self.request_options else ""),
+                    param=key,
+                    accepted=sorted(self.request_options),
+                )
+
+    @abstractmethod
+    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
+        """Yield text deltas as they are generated; stop early when ``cancelled()`` is true."""
+
+    def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
+        """Run ``stream`` to the end and return the joined text with counts and timings."""
+        start = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        last = ChatChunk("")
+        for chunk in self.stream(request, cancelled):
+            if chunk.delta:
+                if first is None:
+                    first = time.perf_counter() - start
+                parts.append(chunk.delta)
+            last = chunk
+        cost = time.perf_counter() - start
+        return ChatResponse(
+            text="".join(parts),
+            finish_reason=last.finish_reason,
+            input_tokens=last.input_tokens,
+            generated_tokens=last.generated_tokens,
+            first_token_time=cost if first is None else first,
+            time_cost=cost,
+        )
+
+    @abstractmethod
+    def meta(self) -> dict[str, Any]:
+        """Describe the loaded model: backend, max_model_len, support_stream,
+        support_chat_template, architectures, and anything else a client can use."""
+
+    def close(self) -> None:
+        """Release the model; the default does nothing."""

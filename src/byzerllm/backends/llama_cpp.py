@@ -1,0 +1,213 @@
+"""GGUF models on llama.cpp (through llama-cpp-python).
+
+The conversation is rendered with the GGUF file's own chat template (``tokenizer.chat_template``
+in its metadata), then tokens are generated one at a time so that each one can be streamed,
+counted exactly, cancelled, and decoded as UTF-8 across token boundaries (a Chinese character
+may span two tokens). Stop strings are held back until they can no longer match.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import BackendError, InvalidRequestError
+from ..types import ChatChunk, ChatRequest
+from .base import Backend, Cancelled, _never
+from .models import resolve_model_path
+
+# Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
+DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.0,
+                    "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def _held_suffix(text: str, stops: list[str]) -> int:
+    """Length of the longest end of ``text`` that could begin a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF chat model on llama.cpp, CPU by default.
+
+    Deploy options (``infer_params``, ``backend.`` prefix optional): ``max_model_len`` / ``n_ctx``
+    context length in tokens (default 4096), ``n_threads`` (default 1: on a 2-core machine one
+    thread per worker serves best), ``n_batch``, ``n_gpu_layers``, ``seed``, ``cache_prompt``
+    (reuse the KV cache of a shared prompt prefix, default true), ``chat_template`` (a Jinja2
+    template replacing the GGUF's), ``use_mmap``, ``verbose``.
+
+    Raises ``ModelPathError`` when the file is missing and ``BackendError`` when llama.cpp
+    cannot load it.
+    """
+
+    name = "llama_cpp"
+    options = {
+        "max_model_len": None,
+        "n_ctx": 4096,
+        "n_threads": 1,
+        "n_batch": 512,
+        "n_gpu_layers": 0,
+        "seed": None,
+        "cache_prompt": True,
+        "chat_template": None,
+        "use_mmap": True,
+        "verbose": False,
+    }
+    request_options = frozenset(k for k in DEFAULT_SAMPLING if k not in ("temperature", "top_p"))
+    thread_safe = False
+
+    def __init__(self, model_path: str, options: dict[str, Any]) -> None:
+        super().__init__(model_path, options)
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path = resolve_model_path(model_path)
+        cfg = self.config
+        n_ctx = cfg["max_model_len"] or cfg["n_ctx"]
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=path,
+                n_ctx=int(n_ctx),
+                n_threads=int(cfg["n_threads"]),
+                n_threads_batch=int(cfg["n_threads"]),
+                n_batch=int(cfg["n_batch"]),
+                n_gpu_layers=int(cfg["n_gpu_layers"]),
+                use_mmap=bool(cfg["use_mmap"]),
+                verbose=bool(cfg["verbose"]),
+                **({"seed": int(cfg["seed"])} if cfg["seed"] is not None else {}),
+            )
+        except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
+            raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+        self._eog = llama_cpp.llama_vocab_is_eog
+        self.path = path
+        template = cfg["chat_template"] or self.llm.metadata.get("tokenizer.chat_template")
+        self.formatter = None
+        if template:
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(self.llm.token_eos()),
+                bos_token=self._token_text(self.llm.token_bos()),
+            )
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def _prompt_tokens(self, request: ChatRequest) -> list[int]:
+        if request.prompt is not None:
+            return self.llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
+        if self.formatter is None:
+            raise InvalidRequestError(
+                f"{self.path} has no chat template; set one with infer_params chat_template=... "
+                "or a client template (setup_template)",
+                param="messages",
+            )
+        messages = [_text_message(m, i) for i, m in enumerate(request.messages)]
+        rendered = self.formatter(messages=messages)
+        return self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
+        llm = self.llm
+        tokens = self._prompt_tokens(request)
+        n_ctx = llm.n_ctx()
+        room = n_ctx - len(tokens)
+        if room <= 0:
+            raise InvalidRequestError(
+                f"the prompt is {len(tokens)} tokens; max_model_len is {n_ctx}", param="messages"
+            )
+        max_tokens = min(request.max_tokens or room, room)
+        s = {**DEFAULT_SAMPLING, **request.extra}
+        if request.temperature is not None:
+            s["temperature"] = request.temperature
+        if request.top_p is not None:
+            s["top_p"] = request.top_p
+        llm.set_seed(request.seed if request.seed is not None else random.randint(0, 2**31 - 1))
+        if not self.config["cache_prompt"]:
+            llm.reset()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = request.stop
+        held = ""
+        generated = 0
+        finish = "length"
+        for token in llm.generate(
+            tokens,
+            temp=float(s["temperature"]),
+            top_p=float(s["top_p"]),
+            top_k=int(s["top_k"]),
+            min_p=float(s["min_p"]),
+            repeat_penalty=float(s["repetition_penalty"]),
+            presence_penalty=float(s["presence_penalty"]),
+            frequency_penalty=float(s["frequency_penalty"]),
+            reset=True,
+        ):
+            if self._eog(llm._model.vocab, token):
+                finish = "stop"
+                break
+            generated += 1
+            held += decoder.decode(llm.detokenize([token]))
+            if stops:
+                hit = min((i for i in (held.find(x) for x in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    if hit:
+                        yield ChatChunk(held[:hit], None, len(tokens), generated)
+                    held = ""
+                    finish = "stop"
+                    break
+                keep = _held_suffix(held, stops)
+                out, held = (held[:-keep], held[-keep:]) if keep else (held, "")
+            else:
+                out, held = held, ""
+            if out:
+                yield ChatChunk(out, None, len(tokens), generated)
+            if generated >= max_tokens or cancelled():
+                finish = "length" if generated >= max_tokens else "cancelled"
+                break
+        # bytes of a character cut off by max_tokens are dropped, not shown as U+FFFD
+        if held:  # a partial stop string that never completed is ordinary text
+            yield ChatChunk(held, None, len(tokens), generated)
+        yield ChatChunk("", finish_reason=finish, input_tokens=len(tokens), generated_tokens=generated)
+
+    def meta(self) -> dict[str, Any]:
+        md = self.llm.metadata
+        arch = md.get("general.architecture")
+        return {
+            "backend": self.name,
+            "model_path": self.path,
+            "model_name": md.get("general.name"),
+            "max_model_len": self.llm.n_ctx(),
+            "support_stream": True,
+            "support_chat_template": self.formatter is not None,
+            "architectures": [arch] if arch else [],
+            "n_threads": int(self.config["n_threads"]),
+            "load_time": time.time(),
+        }
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def _text_message(msg: dict[str, Any], index: int) -> dict[str, Any]:
+    """A message whose content is text; text parts of a list are joined, other parts refused."""
+    content = msg.get("content")
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type", "text") == "text" and "text" in part:
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise InvalidRequestError(
+                    f"conversations[{index}] has a {kind!r} part; the llama_cpp backend takes text only",
+                    param=f"conversations[{index}].content",
+                )
+        content = "".join(texts)
+    return {"role": msg["role"], "content": content or ""}

@@ -1,0 +1,260 @@
+"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, cluster start/stop.
+
+Flags follow the Byzer-LLM documents (``--num_workers``, ``--infer_params k=v k2=v2``); the
+dashed spellings (``--num-workers``) work too. Errors print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from ..backends.models import DEFAULT_CHAT_MODEL
+from ..errors import ByzerLLMError
+from ..params import parse_key_values
+
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(1)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ByzerLLMError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+class MultiValueCommand(click.Command):
+    """Lets ``--infer_params a=1 b=2`` take several values, as argparse ``nargs='+'`` did."""
+
+    multi = ("--infer_params", "--infer-params")
+
+    def parse_args(self, ctx, args):
+        out, current = [], None
+        for arg in args:
+            if arg in self.multi:
+                current = arg
+                continue
+            if current and not arg.startswith("--"):
+                out += [current, arg]
+                continue
+            current = None
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def _connect(address: str, start_local: bool = False) -> None:
+    from ..runtime.cluster import connect_cluster
+
+    if connect_cluster(address, start_local=start_local):
+        err.print("No Ray cluster was running: started a local Ray head on this machine "
+                  "(stop it with `byzerllm cluster stop`).")
+
+
+def _opt(name: str, **kw):
+    dashed = name.replace("_", "-")
+    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    return click.option(*names, name, **kw)
+
+
+@click.group()
+@click.version_option(package_name="byzerllm")
+def cli() -> None:
+    """Deploy language models as worker pools on Ray and use them."""
+
+
+@cli.command(cls=MultiValueCommand)
+@_opt("model", required=True, help="Deployment name (udf_name), e.g. smollm2_chat.")
+@_opt("model_path", default=DEFAULT_CHAT_MODEL, show_default=True, help="GGUF file, or builtin:smollm2.")
+@_opt("pretrained_model_type", default="custom/auto", show_default=True)
+@_opt("infer_backend", default=None, help="Inference backend (default: llama_cpp for local models).")
+@_opt("num_workers", default=1, type=int, show_default=True)
+@_opt("worker_concurrency", default=1, type=int, show_default=True, help="Requests one worker serves at once.")
+@_opt("cpus_per_worker", default=0.001, type=float, show_default=True)
+@_opt("gpus_per_worker", default=0.0, type=float, show_default=True)
+@_opt("load_balance", default="lru", show_default=True, help="lru, round_robin, least_busy or random.")
+@_opt("infer_params", multiple=True, help="Backend options key=value (true/false, numbers, JSON typed).")
+@_opt("ray_address", default="auto", show_default=True)
+@_opt("timeout", default=600.0, type=float, show_default=True, help="Seconds to wait for the workers.")
+@handle_errors
+def deploy(model, model_path, pretrained_model_type, infer_backend, num_workers, worker_concurrency,
+           cpus_per_worker, gpus_per_worker, load_balance, infer_params, ray_address, timeout):
+    """Deploy a model as a named pool of workers."""
+    from ..client import ByzerLLM
+
+    params = parse_key_values(infer_params)
+    _connect(ray_address, start_local=True)
+    llm = (ByzerLLM().setup_num_workers(num_workers).setup_worker_concurrency(worker_concurrency)
+           .setup_cpus_per_worker(cpus_per_worker).setup_gpus_per_worker(gpus_per_worker)
+           .setup_load_balance_way(load_balance))
+    if infer_backend:
+        llm.setup_infer_backend(infer_backend)
+    start = time.monotonic()
+    with err.status(f"Deploying {model}: starting {num_workers} worker(s)...") as status:
+        def progress(ready: int, total: int) -> None:
+            status.update(f"Deploying {model}: {ready}/{total} workers ready ({time.monotonic() - start:.1f}s)")
+
+        meta = llm.deploy(model_path=model_path, pretrained_model_type=pretrained_model_type, udf_name=model,
+                          infer_params=params, timeout=timeout, on_progress=progress)
+    click.echo(f"Deployed {model}: {num_workers} worker(s), backend {meta.get('backend')}, "
+               f"max_model_len {meta.get('max_model_len')} ({time.monotonic() - start:.1f}s)")
+
+
+@cli.command()
+@_opt("model", required=True)
+@_opt("ray_address", default="auto", show_default=True)
+@handle_errors
+def undeploy(model, ray_address):
+    """Remove a deployment; requests still running on it end with an error."""
+    from ..client import ByzerLLM
+
+    _connect(ray_address)
+    ByzerLLM().undeploy(model)
+    click.echo(f"Undeployed {model}")
+
+
+@cli.command()
+@_opt("model", required=True)
+@_opt("query", required=True, help="The user message.")
+@_opt("system", default=None, help="A system message.")
+@_opt("template", default="auto", show_default=True, help="auto (the model's own) or chatml/default/llama.")
+@_opt("max_length", default=None, type=int, help="Max tokens to generate.")
+@_opt("temperature", default=None, type=float)
+@_opt("seed", default=None, type=int)
+@click.option("--stream/--no-stream", default=True, show_default=True)
+@_opt("ray_address", default="auto", show_default=True)
+@handle_errors
+def query(model, query, system, template, max_length, temperature, seed, stream, ray_address):
+    """Ask a deployment one question; the answer streams to stdout, counts go to stderr."""
+    from ..client import ByzerLLM, Templates
+
+    _connect(ray_address)
+    llm = ByzerLLM()
+    if template != "auto":
+        known = {"chatml": Templates.chatml, "qwen": Templates.qwen, "default": Templates.default,
+                 "llama": Templates.llama}
+        if template not in known:
+            _fail(f"--template {template!r} is unknown; accepted: auto, {', '.join(known)}")
+        llm.setup_template(model, known[template]())
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": query}]
+    config = {k: v for k, v in (("max_length", max_length), ("temperature", temperature), ("seed", seed))
+              if v is not None}
+    if stream:
+        meta = None
+        for piece, meta in llm.stream_chat_oai(messages, model=model, llm_config=config, delta_mode=True):
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        click.echo()
+        if meta:
+            err.print(f"[{meta.input_tokens_count} input tokens, {meta.generated_tokens_count} generated, "
+                      f"first token {meta.first_token_time or 0:.3f}s, total {meta.time_cost:.3f}s, "
+                      f"finish_reason {meta.finish_reason}]", style="dim")
+    else:
+        resp = llm.chat_oai(messages, model=model, llm_config=config)[0]
+        click.echo(resp.output)
+        m = resp.metadata
+        err.print(f"[{m['input_tokens_count']} input tokens, {m['generated_tokens_count']} generated, "
+                  f"first token {m['first_token_time']:.3f}s, total {m['time_cost']:.3f}s, "
+                  f"{m['speed']:.1f} tokens/s, finish_reason {m['finish_reason']}]", style="dim")
+
+
+@cli.command()
+@_opt("model", required=True)
+@_opt("interval", default=0.0, type=float, help="Repeat every N seconds (Ctrl-C stops).")
+@_opt("count", default=0, type=int, help="With --interval: stop after N prints.")
+@_opt("ray_address", default="auto", show_default=True)
+@handle_errors
+def stat(model, interval, count, ray_address):
+    """Worker counts of a deployment as JSON (total/busy/idle workers, requests per worker...)."""
+    from ..client import ByzerLLM
+
+    _connect(ray_address)
+    llm = ByzerLLM()
+    printed = 0
+    while True:
+        click.echo(json.dumps(llm.stat(model), indent=4, ensure_ascii=False))
+        printed += 1
+        if interval <= 0 or (count and printed >= count):
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command(name="list")
+@_opt("ray_address", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def list_cmd(ray_address, as_json):
+    """List the deployments on the cluster."""
+    from rich.table import Table
+
+    from ..client import ByzerLLM
+
+    _connect(ray_address)
+    llm = ByzerLLM()
+    rows = []
+    for name in llm.list_deployments():
+        try:
+            info = llm.deployment_info(name)
+        except ByzerLLMError:
+            continue  # undeployed between the listing and this call
+        spec = info["spec"]
+        rows.append({"model": name, "state": info["state"], "backend": spec["backend"],
+                     "workers": spec["num_workers"], "worker_concurrency": spec["worker_concurrency"],
+                     "model_path": spec["model_path"], "pretrained_model_type": spec["pretrained_model_type"]})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("No deployments.")
+        return
+    table = Table("model", "state", "backend", "workers", "concurrency", "model_path")
+    for r in rows:
+        table.add_row(r["model"], r["state"], r["backend"], str(r["workers"]), str(r["worker_concurrency"]),
+                      r["model_path"])
+    Console().print(table)
+
+
+@cli.group()
+def cluster() -> None:
+    """Start or stop the local Ray cluster."""
+
+
+@cluster.command(name="start")
+@handle_errors
+def cluster_start():
+    """Start a local Ray head (no dashboard, loopback only) unless one is running."""
+    _connect("auto", start_local=True)
+    click.echo("Ray cluster is running.")
+
+
+@cluster.command(name="stop")
+def cluster_stop():
+    """Stop the local Ray cluster and every deployment on it."""
+    from ..runtime.cluster import stop_local_cluster
+
+    stop_local_cluster()
+    click.echo("Ray cluster stopped.")
+
+
+def main() -> None:
+    cli(prog_name="byzerllm")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""``ByzerLLM``: deploy models on a Ray cluster and talk to them by deployment name."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, replace
+from typing import Any
+
+from ..backends.models import DEFAULT_CHAT_MODEL
+from ..errors import InvalidRequestError
+from ..params import build_chat_request, normalize_infer_params
+from ..runtime.cluster import connect_cluster, is_connected
+from ..types import ChatChunk, ChatRequest, InferBackend, LLMResponse, SingleOutputMeta, response_metadata
+from .templates import Template
+
+
+def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
+    if pretrained_model_type.startswith("saas/"):
+        return "saas"
+    return "llama_cpp"
+
+
+class ByzerLLM:
+    """Client of the Ray runtime: deployment settings, deploy/undeploy, chat and stream.
+
+    Settings are chained: ``ByzerLLM().setup_num_workers(2).setup_worker_concurrency(1)``.
+    The process connects to the Ray cluster of this machine on first use (``ray.init
+    (address="auto")``); call ``byzerllm.connect_cluster(address)`` first for another one.
+    """
+
+    def __init__(self, verbose: bool = False, default_model: str | None = None) -> None:
+        self.verbose = verbose
+        self.default_model_name = default_model
+        self.num_workers = 1
+        self.cpus_per_worker = 0.001
+        self.gpus_per_worker = 0.0
+        self.worker_concurrency = 1
+        self.infer_backend: str | None = None
+        self.load_balance = "lru"
+        self.templates: dict[str, Template | str] = {}
+        self.extra_generation_params: dict[str, dict[str, Any]] = {}
+        self.max_model_lengths: dict[str, int] = {}
+        self._meta_cache: dict[str, dict[str, Any]] = {}
+        self._runtime = None
+
+    # --- settings --------------------------------------------------------------------
+    @classmethod
+    def from_default_model(cls, model: str, auto_connect_cluster: bool = True) -> ByzerLLM:
+        """A client whose calls go to deployment ``model`` unless told otherwise."""
+        llm = cls(default_model=model)
+        if auto_connect_cluster:
+            llm.runtime  # noqa: B018 - connects now so errors show at construction
+        return llm
+
+    def setup_default_model_name(self, model: str | None) -> ByzerLLM:
+        self.default_model_name = model
+        return self
+
+    def setup_num_workers(self, n: int) -> ByzerLLM:
+        self.num_workers = n
+        return self
+
+    def setup_cpus_per_worker(self, n: float) -> ByzerLLM:
+        self.cpus_per_worker = n
+        return self
+
+    def setup_gpus_per_worker(self, n: float) -> ByzerLLM:
+        self.gpus_per_worker = n
+        return self
+
+    def setup_worker_concurrency(self, n: int) -> ByzerLLM:
+        self.worker_concurrency = n
+        return self
+
+    def setup_infer_backend(self, backend: str | InferBackend) -> ByzerLLM:
+        self.infer_backend = backend.value if isinstance(backend, InferBackend) else backend
+        return self
+
+    def setup_load_balance_way(self, strategy: str) -> ByzerLLM:
+        """``lru`` (default: least recently used worker), ``round_robin``, ``least_busy``, ``random``."""
+        self.load_balance = strategy
+        return self
+
+    def setup_template(self, model: str, template: str | Template) -> ByzerLLM:
+        """``"auto"``: the model's own chat template; a ``Template``: rendered on the client."""
+        if template != "auto" and not isinstance(template, Template):
+            raise InvalidRequestError('template must be "auto" or a byzerllm.Template', param="template")
+        self.templates[model] = template
+        return self
+
+    def setup_extra_generation_params(self, model: str, params: dict[str, Any]) -> ByzerLLM:
+        """Defaults merged under every request's ``llm_config`` for ``model``."""
+        self.extra_generation_params[model] = dict(params)
+        return self
+
+    def setup_max_model_length(self, model: str, length: int) -> ByzerLLM:
+        self.max_model_lengths[model] = length
+        return self
+
+    # --- deployments -----------------------------------------------------------------
+    @property
+    def runtime(self):
+        if self._runtime is None:
+            if not is_connected():
+                connect_cluster()
+            from ..runtime.ray import RayRuntime
+
+            self._runtime = RayRuntime()
+        return self._runtime
+
+    def deploy(self, model_path: str | None = DEFAULT_CHAT_MODEL, pretrained_model_type: str = "custom/auto",
+               udf_name: str = "", infer_params: dict[str, Any] | None = None, timeout: float = 600.0,
+               on_progress=None) -> dict[str, Any]:
+        """Deploy ``model_path`` as a pool of ``num_workers`` workers named ``udf_name``.
+
+        ``model_path`` is a GGUF file or ``builtin:smollm2``. ``infer_params`` are backend
+        options (``backend.`` / ``saas.`` prefixes allowed). Returns the model meta (see
+        ``get_meta``). Raises ``DeploymentExistsError``, ``ModelPathError`` (naming the path),
+        ``UnsupportedParameterError`` (naming the option), ``BackendNotFoundError``,
+        ``DeploymentError`` (resources, timeout).
+        """
+        from ..runtime.ray import DeploymentSpec
+
+        backend = self.infer_backend or _default_backend(model_path, pretrained_model_type)
+        spec = DeploymentSpec(
+            name=udf_name,
+            backend=backend,
+            model_path=model_path or "",
+            pretrained_model_type=pretrained_model_type,
+            num_workers=self.num_workers,
+            cpus_per_worker=self.cpus_per_worker,
+            gpus_per_worker=self.gpus_per_worker,
+            worker_concurrency=self.worker_concurrency,
+            load_balance=self.load_balance,
+            options=normalize_infer_params(infer_params),
+        )
+        from ..backends import get_backend_class
+
+        get_backend_class(backend).check_options(spec.options)  # fail before touching the cluster
+        return self.runtime.deploy(spec, timeout=timeout, on_progress=on_progress)
+
+    def undeploy(self, udf_name: str) -> None:
+        """Remove deployment ``udf_name``; raises ``ModelNotFoundError`` when it is not there."""
+        self.runtime.undeploy(udf_name)
+        self._meta_cache.pop(udf_name, None)
+
+    def is_model_exist(self, udf_name: str) -> bool:
+        return self.runtime.exists(udf_name)
+
+    def list_deployments(self) -> list[str]:
+        from ..runtime.ray import list_deployments
+
+        self.runtime  # noqa: B018
+        return list_deployments()
+
+    def deployment_info(self, udf_name: str) -> dict[str, Any]:
+        """The spec, state and meta of a deployment."""
+        return self.runtime.info(udf_name)
+
+    def stat(self, model: str | None = None) -> dict[str, Any]:
+        """Worker counts of a deployment, in the shape ``byzerllm stat`` prints."""
+        return self.runtime.stat(self._model(model))
+
+    def get_meta(self, model: str | None = None, llm_config: dict | None = None) -> dict[str, Any]:
+        """``model_deploy_type``, ``backend``, ``max_model_len``, ``support_stream``,
+        ``support_chat_template``, ``architectures`` of a deployment (one RPC, then cached)."""
+        name = self._model(model)
+        if name not in self._meta_cache:
+            self._meta_cache[name] = self.runtime.meta(name)
+        return dict(self._meta_cache[name])
+
+    # --- requests --------------------------------------------------------------------
+    def _model(self, model: str | None) -> str:
+        name = model or self.default_model_name
+        if not name:
+            raise InvalidRequestError(
+                "no model given: pass model=... or call setup_default_model_name(...)", param="model"
+            )
+        return name
+
+    def _request(self, conversations, model: str | None, llm_config, role_mapping, extra_request_params):
+        name = self._model(model)
+        template = self.templates.get(name, "auto")
+        if role_mapping and not isinstance(template, Template):
+            from .templates import Templates
+
+            template = Templates.default()
+        configs = [self.extra_generation_params.get(name)]
+        if isinstance(template, Template):
+            configs.insert(0, template.generation_config)
+        request = build_chat_request(conversations, *configs, llm_config, extra_request_params)
+        if isinstance(template, Template):
+            request.prompt = template.with_roles(role_mapping).render(request.messages)
+        return name, request
+
+    def chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
+                 llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
+                 extra_request_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+        """One chat completion.
+
+        ``conversations``: OpenAI messages. ``llm_config``: max_length, temperature, top_p,
+        stop, seed and backend keys (``gen.`` prefix allowed). Returns ``[LLMResponse]`` whose
+        metadata has input_tokens_count, generated_tokens_count, time_cost (s, end to end),
+        first_token_time (s), speed (tokens/s) and finish_reason. Raises
+        ``InvalidRequestError`` (naming the field), ``ModelNotFoundError`` (listing the
+        deployed names), ``WorkerDiedError``, ``DeploymentUndeployedError``.
+        """
+        name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        start = time.perf_counter()
+        resp = self.runtime.chat(name, request)
+        cost = time.perf_counter() - start
+        first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
+        return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
+
+    def stream_chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
+                        llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
+                        delta_mode: bool = False,
+                        extra_request_params: dict[str, Any] | None = None) -> Iterator[tuple[str, SingleOutputMeta]]:
+        """Stream a chat completion as ``(text, SingleOutputMeta)`` tuples as tokens are made.
+
+        ``delta_mode=True`` yields each new piece; ``False`` yields the whole text so far. The
+        last tuple has ``meta.finish_reason`` set (its text is empty in delta mode). Stopping
+        the iteration early cancels the generation on the worker. Errors as ``chat_oai``.
+        """
+        name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        return _tuples(self.runtime.stream(name, request), delta_mode)
+
+    async def async_chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
+                             llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
+                             extra_request_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+        """``chat_oai`` for asyncio code; awaits the worker without blocking the event loop."""
+        name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
+        await asyncio.to_thread(runtime._lookup, name)
+        start = time.perf_counter()
+        resp = await runtime.achat(name, request)
+        cost = time.perf_counter() - start
+        first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
+        return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
+
+    async def async_stream_chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
+                                    llm_config: dict[str, Any] | None = None,
+                                    role_mapping: dict[str, str] | None = None, delta_mode: bool = False,
+                                    extra_request_params: dict[str, Any] | None = None,
+                                    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+        """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
+        name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
+        await asyncio.to_thread(runtime._lookup, name)
+        meta = SingleOutputMeta()
+        start = time.perf_counter()
+        text = ""
+        async for chunk in runtime.astream(name, request):
+            piece = _advance(meta, chunk, start)
+            text += piece
+            yield (piece if delta_mode else text), replace(meta)
+
+
+def _input(name: str, request: ChatRequest) -> dict[str, Any]:
+    data = asdict(request)
+    data["model"] = name
+    return data
+
+
+def _advance(meta: SingleOutputMeta, chunk: ChatChunk, start: float) -> str:
+    now = time.perf_counter() - start
+    if chunk.delta and meta.first_token_time is None:
+        meta.first_token_time = now
+    meta.input_tokens_count = chunk.input_tokens
+    meta.generated_tokens_count = chunk.generated_tokens
+    meta.time_cost = now
+    meta.finish_reason = chunk.finish_reason
+    return chunk.delta
+
+
+def _tuples(chunks: Iterator[ChatChunk], delta_mode: bool) -> Iterator[tuple[str, SingleOutputMeta]]:
+    meta = SingleOutputMeta()
+    start = time.perf_counter()
+    text = ""
+    for chunk in chunks:
+        piece = _advance(meta, chunk, start)
+        text += piece
+        yield (piece if delta_mode else text), replace(meta)

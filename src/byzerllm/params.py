@@ -1,0 +1,165 @@
+"""Translation of the Byzer-LLM legacy parameters into the internal schema.
+
+This is the one edge where ``llm_config`` / ``gen.*`` / ``generation.*`` keys, ``infer_params``
+with ``backend.*`` / ``saas.*`` prefixes and string values from the command line are read;
+nothing deeper sees them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import InvalidRequestError
+from .types import ChatRequest
+
+ROLES = ("system", "user", "assistant", "tool")
+
+# legacy llm_config key (prefix stripped) -> ChatRequest field
+_FIELD_ALIASES = {
+    "max_length": "max_tokens",
+    "max_tokens": "max_tokens",
+    "max_new_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+    "stop_words": "stop",
+    "seed": "seed",
+}
+# keys that only steer the client (they select streaming style); accepted and dropped
+_CLIENT_ONLY = {"incremental_output", "request_id", "stream"}
+_PREFIXES = ("gen.", "generation.")
+
+
+def _strip(key: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def _number(name: str, value: Any, kind: type, low: float | None = None, high: float | None = None):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidRequestError(f"{name} must be a {kind.__name__}, got {value!r}", param=name)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{name} must be a {kind.__name__}, got {value!r}", param=name) from None
+    if kind is int and float(value) != number:
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}", param=name)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InvalidRequestError(f"{name} must be between {low} and {high}, got {value!r}", param=name)
+    return number
+
+
+def validate_messages(conversations: Any) -> list[dict[str, Any]]:
+    """Check OpenAI-shaped messages: a non-empty list of ``{"role", "content"}`` dicts.
+
+    Raises ``InvalidRequestError`` naming the first bad message (``conversations[i].field``).
+    """
+    if not isinstance(conversations, list) or not conversations:
+        raise InvalidRequestError("conversations must be a non-empty list of messages", param="conversations")
+    out = []
+    for i, msg in enumerate(conversations):
+        if not isinstance(msg, dict):
+            raise InvalidRequestError(f"conversations[{i}] must be a dict with role and content", param=f"conversations[{i}]")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise InvalidRequestError(
+                f"conversations[{i}].role is {role!r}; accepted roles: {', '.join(ROLES)}", param=f"conversations[{i}].role"
+            )
+        content = msg.get("content")
+        if content is None and not msg.get("tool_calls"):
+            raise InvalidRequestError(f"conversations[{i}].content is missing", param=f"conversations[{i}].content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidRequestError(
+                f"conversations[{i}].content must be a string or a list of parts", param=f"conversations[{i}].content"
+            )
+        out.append(dict(msg))
+    return out
+
+
+def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> ChatRequest:
+    """Build a ``ChatRequest`` from messages and legacy configs, later configs winning.
+
+    Known keys (with or without ``gen.`` / ``generation.``): max_length / max_tokens,
+    temperature (0-2), top_p (0-1), stop (str or list), seed. Other keys go to
+    ``ChatRequest.extra`` for the backend to accept or reject by name.
+    """
+    request = ChatRequest(messages=validate_messages(conversations))
+    for config in configs:
+        if not config:
+            continue
+        if not isinstance(config, dict):
+            raise InvalidRequestError(f"llm_config must be a dict, got {type(config).__name__}", param="llm_config")
+        for raw_key, value in config.items():
+            key = _strip(raw_key, _PREFIXES)
+            if key in _CLIENT_ONLY:
+                continue
+            target = _FIELD_ALIASES.get(key)
+            if target == "max_tokens":
+                request.max_tokens = _number(raw_key, value, int, 1)
+            elif target == "temperature":
+                request.temperature = _number(raw_key, value, float, 0.0, 2.0)
+            elif target == "top_p":
+                request.top_p = _number(raw_key, value, float, 0.0, 1.0)
+            elif target == "seed":
+                request.seed = _number(raw_key, value, int)
+            elif target == "stop":
+                stops = [value] if isinstance(value, str) else value
+                if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+                    raise InvalidRequestError(f"{raw_key} must be a string or a list of non-empty strings", param=raw_key)
+                request.stop = list(stops)
+            else:
+                request.extra[key] = value
+    return request
+
+
+def normalize_infer_params(infer_params: dict[str, Any] | None) -> dict[str, Any]:
+    """Strip the ``backend.`` / ``saas.`` prefixes of deploy ``infer_params``.
+
+    Raises ``InvalidRequestError`` when two spellings name the same option.
+    """
+    out: dict[str, Any] = {}
+    for raw_key, value in (infer_params or {}).items():
+        if not isinstance(raw_key, str) or not raw_key:
+            raise InvalidRequestError(f"infer_params keys must be non-empty strings, got {raw_key!r}", param="infer_params")
+        key = _strip(raw_key, ("backend.", "saas."))
+        if key in out:
+            raise InvalidRequestError(f"infer_params sets {key!r} twice", param=raw_key)
+        out[key] = value
+    return out
+
+
+def parse_cli_value(text: str) -> Any:
+    """Type a command-line value: true/false -> bool, null -> None, numbers, JSON, else str."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text[:1] in "[{\"":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"value {text!r} looks like JSON but does not parse: {exc}") from None
+    return text
+
+
+def parse_key_values(items: list[str] | tuple[str, ...], param: str = "--infer_params") -> dict[str, Any]:
+    """Parse ``key=value`` strings into a typed dict (see ``parse_cli_value``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise InvalidRequestError(f"{param} expects key=value pairs, got {item!r}", param=param)
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise InvalidRequestError(f"{param} has an empty key in {item!r}", param=param)
+        out[key] = parse_cli_value(value)
+    return out

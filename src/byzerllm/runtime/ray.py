@@ -1,0 +1,430 @@
+"""The Ray runtime: a deployment is a named pool of worker actors on a Ray cluster.
+
+Layout on the cluster (namespace ``byzerllm``)::
+
+    DeploymentPool  "deployment:<name>"   detached async actor: spec, leases, counts, routing
+      Worker x N                           one backend each; restarted by Ray when its process dies
+
+A request takes a lease from the pool (one actor round trip that picks a worker with the
+load-balancing strategy), then talks to that worker directly, so streamed tokens make one hop.
+The lease is returned when the request ends. Counts (total requests, busy slots, last work
+time) live in the pool and survive a worker restart.
+
+Ray Serve was not used: its router picks replicas by power-of-two choices and exposes neither
+per-replica counts nor the lru / round_robin strategies of the Byzer-LLM documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from ..errors import (
+    ByzerLLMError,
+    DeploymentError,
+    DeploymentExistsError,
+    DeploymentUndeployedError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    WorkerDiedError,
+)
+from ..types import ChatChunk, ChatRequest, ChatResponse
+from .cluster import NAMESPACE
+from .worker import Worker
+
+PREFIX = "deployment:"
+LOAD_BALANCE_STRATEGIES = ("lru", "round_robin", "least_busy", "random")
+
+
+@dataclass
+class DeploymentSpec:
+    """What a deployment runs and on what resources. ``options`` are the backend's deploy
+    options with ``backend.`` / ``saas.`` prefixes stripped."""
+
+    name: str
+    backend: str
+    model_path: str
+    pretrained_model_type: str = "custom/auto"
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    worker_concurrency: int = 1
+    load_balance: str = "lru"
+    options: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+
+    def validate(self) -> None:
+        """Raise ``InvalidRequestError`` naming the first bad field."""
+        if not self.name or not isinstance(self.name, str):
+            raise InvalidRequestError("udf_name (the deployment name) must be a non-empty string", param="udf_name")
+        for fname, low in (("num_workers", 1), ("worker_concurrency", 1)):
+            value = getattr(self, fname)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidRequestError(f"{fname} must be an integer >= {low}, got {value!r}", param=fname)
+        for fname in ("cpus_per_worker", "gpus_per_worker"):
+            value = getattr(self, fname)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise InvalidRequestError(f"{fname} must be a number >= 0, got {value!r}", param=fname)
+        if self.load_balance not in LOAD_BALANCE_STRATEGIES:
+            raise InvalidRequestError(
+                f"load balance strategy {self.load_balance!r} is unknown; accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
+                param="load_balance",
+            )
+
+
+class DeploymentPool:
+    """The pool actor of one deployment (async: one event loop, no locks)."""
+
+    def __init__(self, spec: DeploymentSpec) -> None:
+        self.spec = spec
+        self.state = "starting"
+        n, k = spec.num_workers, spec.worker_concurrency
+        worker_cls = ray.remote(Worker)
+        self.workers = [
+            worker_cls.options(
+                num_cpus=spec.cpus_per_worker,
+                num_gpus=spec.gpus_per_worker,
+                max_concurrency=k + 2,  # room for ready/meta/cancel while k requests run
+                max_restarts=-1,
+                max_task_retries=0,
+                namespace=NAMESPACE,
+            ).remote(spec.backend, spec.model_path, spec.options)
+            for _ in range(n)
+        ]
+        self.in_flight = [0] * n
+        self.total_requests = [0] * n
+        self.last_work = [time.time()] * n
+        self.leases: dict[int, int] = {}
+        self._lease_ids = itertools.count(1)
+        self._rr = itertools.cycle(range(n))
+        self._cond = asyncio.Condition()
+        self.meta_cache: dict[str, Any] | None = None
+
+    def get_workers(self) -> list:
+        return self.workers
+
+    async def wait_ready(self) -> dict[str, Any]:
+        """Wait for every worker's backend; return worker 0's meta. Raises its start-up error."""
+        infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
+        self.meta_cache = infos[0]["meta"]
+        self.state = "running"
+        return self.meta_cache
+
+    def status(self) -> str:
+        return self.state
+
+    def info(self) -> dict[str, Any]:
+        return {"spec": asdict(self.spec), "state": self.state, "meta": self.meta_cache}
+
+    async def worker_pids(self) -> list[int]:
+        infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
+        return [i["pid"] for i in infos]
+
+    def _pick(self) -> int | None:
+        k = self.spec.worker_concurrency
+        free = [i for i in range(len(self.workers)) if self.in_flight[i] < k]
+        if not free:
+            return None
+        strategy = self.spec.load_balance
+        if strategy == "round_robin":
+            for _ in range(len(self.workers)):
+                i = next(self._rr)
+                if self.in_flight[i] < k:
+                    return i
+        if strategy == "least_busy":
+            return min(free, key=lambda i: (self.in_flight[i], self.last_work[i]))
+        if strategy == "random":
+            return random.choice(free)
+        return min(free, key=lambda i: self.last_work[i])  # lru
+
+    async def acquire(self) -> tuple[int, int]:
+        """Lease a worker slot: ``(lease_id, worker_index)``; waits while every slot is busy."""
+        async with self._cond:
+            while True:
+                if self.state == "stopping":
+                    raise DeploymentUndeployedError(f"deployment {self.spec.name!r} is being undeployed")
+                idx = self._pick()
+                if idx is not None:
+                    break
+                await self._cond.wait()
+            lease = next(self._lease_ids)
+            self.leases[lease] = idx
+            self.in_flight[idx] += 1
+            self.total_requests[idx] += 1
+            self.last_work[idx] = time.time()
+            return lease, idx
+
+    async def release(self, lease: int) -> None:
+        """Return a lease (idempotent)."""
+        idx = self.leases.pop(lease, None)
+        if idx is None:
+            return
+        self.in_flight[idx] -= 1
+        self.last_work[idx] = time.time()
+        async with self._cond:
+            self._cond.notify()
+
+    def stat(self) -> dict[str, Any]:
+        """Counts in the shape of ``byzerllm stat`` (blog post 002)."""
+        k = self.spec.worker_concurrency
+        busy = sum(1 for c in self.in_flight if c > 0)
+        now = time.time()
+        return {
+            "total_workers": len(self.workers),
+            "busy_workers": busy,
+            "idle_workers": len(self.workers) - busy,
+            "load_balance_strategy": self.spec.load_balance,
+            "total_requests": list(self.total_requests),
+            "state": [k - c for c in self.in_flight],
+            "worker_max_concurrency": k,
+            "workers_last_work_time": [f"{now - t}s" for t in self.last_work],
+        }
+
+    async def shutdown(self) -> None:
+        """Stop taking requests and kill the workers; running requests end with an error."""
+        self.state = "stopping"
+        async with self._cond:
+            self._cond.notify_all()
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+
+
+def _actor_name(name: str) -> str:
+    return PREFIX + name
+
+
+def list_deployments() -> list[str]:
+    """Names of the deployments on the connected cluster, sorted."""
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(
+        a["name"][len(PREFIX):]
+        for a in actors
+        if a.get("namespace") == NAMESPACE and a["name"].startswith(PREFIX)
+    )
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The error raised inside the actor, for a RayTaskError that wraps one of ours."""
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ByzerLLMError):
+            return cause
+    return exc
+
+
+class RayRuntime:
+    """Client side of the Ray runtime: finds deployments by name and routes requests."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, tuple[Any, list]] = {}
+
+    # --- deployments -----------------------------------------------------------------
+    def _pool(self, name: str):
+        try:
+            return ray.get_actor(_actor_name(name), namespace=NAMESPACE)
+        except ValueError:
+            deployed = list_deployments()
+            raise ModelNotFoundError(
+                f"model {name!r} is not deployed; deployed: {', '.join(deployed) or 'none'}",
+                param="model",
+                available=deployed,
+            ) from None
+
+    def _lookup(self, name: str, refresh: bool = False) -> tuple[Any, list]:
+        if refresh or name not in self._handles:
+            pool = self._pool(name)
+            self._handles[name] = (pool, ray.get(pool.get_workers.remote()))
+        return self._handles[name]
+
+    def exists(self, name: str) -> bool:
+        return name in list_deployments()
+
+    def deploy(self, spec: DeploymentSpec, timeout: float = 600.0,
+               on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Create the pool and wait for every worker to load its backend.
+
+        ``on_progress(ready, total)`` is called as workers become ready. Returns the model
+        meta. Raises ``DeploymentExistsError``, ``DeploymentError`` (resources, timeout) or the
+        backend's start-up error (``ModelPathError``, ``UnsupportedParameterError``...); on any
+        failure nothing of the deployment is left on the cluster.
+        """
+        spec.validate()
+        if self.exists(spec.name):
+            raise DeploymentExistsError(f"deployment {spec.name!r} already exists; undeploy it first", param="udf_name")
+        total = ray.cluster_resources()
+        for res, per in (("CPU", spec.cpus_per_worker), ("GPU", spec.gpus_per_worker)):
+            need = per * spec.num_workers
+            if need > total.get(res, 0) + 1e-9:
+                raise DeploymentError(
+                    f"deployment {spec.name!r} needs {need:g} {res} ({spec.num_workers} workers x {per:g}); "
+                    f"the cluster has {total.get(res, 0):g}",
+                    param=f"{res.lower()}s_per_worker",
+                )
+        pool = ray.remote(DeploymentPool).options(
+            name=_actor_name(spec.name), namespace=NAMESPACE, lifetime="detached",
+            num_cpus=0, max_restarts=0, max_concurrency=1000,
+        ).remote(spec)
+        try:
+            workers = ray.get(pool.get_workers.remote())
+            pending = {w.ready.remote(): i for i, w in enumerate(workers)}
+            done = 0
+            deadline = time.monotonic() + timeout
+            if on_progress:
+                on_progress(0, len(workers))
+            while pending:
+                left = deadline - time.monotonic()
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(left, 0))
+                if not ready:
+                    avail = ray.available_resources()
+                    raise DeploymentError(
+                        f"deployment {spec.name!r}: {len(pending)} of {len(workers)} workers not ready after {timeout:g}s "
+                        f"(available: {avail.get('CPU', 0):g} CPU, {avail.get('GPU', 0):g} GPU)"
+                    )
+                for ref in ready:
+                    pending.pop(ref)
+                    ray.get(ref)
+                    done += 1
+                    if on_progress:
+                        on_progress(done, len(workers))
+            return ray.get(pool.wait_ready.remote())
+        except BaseException as exc:
+            self._kill(pool)
+            raise _unwrap(exc) from None
+
+    def _kill(self, pool) -> None:
+        try:
+            ray.get(pool.shutdown.remote(), timeout=30)
+        except Exception:
+            pass
+        ray.kill(pool, no_restart=True)
+
+    def undeploy(self, name: str) -> None:
+        """Remove a deployment; running requests end with ``DeploymentUndeployedError``.
+        Raises ``ModelNotFoundError`` when no deployment has this name."""
+        pool = self._pool(name)
+        self._kill(pool)
+        self._handles.pop(name, None)
+        deadline = time.monotonic() + 30
+        while self.exists(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def info(self, name: str) -> dict[str, Any]:
+        pool, _ = self._lookup(name)
+        return ray.get(pool.info.remote())
+
+    def stat(self, name: str) -> dict[str, Any]:
+        pool, _ = self._lookup(name, refresh=True)
+        return ray.get(pool.stat.remote())
+
+    def worker_pids(self, name: str) -> list[int]:
+        pool, _ = self._lookup(name)
+        return ray.get(pool.worker_pids.remote())
+
+    def meta(self, name: str) -> dict[str, Any]:
+        info = self.info(name)
+        meta = dict(info["meta"] or {})
+        meta.setdefault("backend", info["spec"]["backend"])
+        meta["model_deploy_type"] = "saas" if info["spec"]["pretrained_model_type"].startswith("saas/") else "proprietary"
+        meta["backend"] = "ray/" + info["spec"]["backend"]
+        return meta
+
+    # --- requests --------------------------------------------------------------------
+    def _failure(self, name: str, exc: BaseException) -> BaseException:
+        """Map a Ray error during a request to the error the user should see."""
+        exc = _unwrap(exc)
+        if isinstance(exc, ByzerLLMError):
+            return exc
+        if isinstance(exc, RayActorError):
+            self._handles.pop(name, None)
+            try:
+                state = ray.get(self._pool(name).status.remote(), timeout=10)
+            except (ModelNotFoundError, RayActorError, GetTimeoutError):
+                state = "gone"
+            if state in ("stopping", "gone"):
+                return DeploymentUndeployedError(f"deployment {name!r} was undeployed while the request was running")
+            return WorkerDiedError(
+                f"the worker of {name!r} serving this request died; it is being replaced, retry the request"
+            )
+        return exc
+
+    def _lease(self, name: str) -> tuple[Any, Any, int]:
+        for attempt in (0, 1):
+            pool, workers = self._lookup(name, refresh=attempt == 1)
+            try:
+                lease, idx = ray.get(pool.acquire.remote())
+                return pool, workers[idx], lease
+            except RayActorError:
+                if attempt == 1:
+                    raise self._failure(name, DeploymentUndeployedError(f"deployment {name!r} is gone")) from None
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+        raise AssertionError("unreachable")
+
+    def chat(self, name: str, request: ChatRequest) -> ChatResponse:
+        pool, worker, lease = self._lease(name)
+        try:
+            return ray.get(worker.chat.remote(request))
+        except (RayTaskError, RayActorError) as exc:
+            raise self._failure(name, exc) from None
+        finally:
+            pool.release.remote(lease)
+
+    def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
+        pool, worker, lease = self._lease(name)
+        finished = False
+        try:
+            for ref in worker.stream.options(num_returns="streaming").remote(request):
+                chunk = ray.get(ref)
+                finished = chunk.finish_reason is not None
+                yield chunk
+        except (RayTaskError, RayActorError) as exc:
+            finished = True
+            raise self._failure(name, exc) from None
+        finally:
+            if not finished:  # the caller stopped reading: stop the generation too
+                worker.cancel.remote(request.request_id)
+            pool.release.remote(lease)
+
+    async def _alease(self, name: str) -> tuple[Any, Any, int]:
+        pool, workers = self._lookup(name)
+        try:
+            lease, idx = await pool.acquire.remote()
+        except RayActorError:
+            pool, workers = self._lookup(name, refresh=True)
+            lease, idx = await pool.acquire.remote()
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
+        return pool, workers[idx], lease
+
+    async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
+        pool, worker, lease = await self._alease(name)
+        try:
+            return await worker.chat.remote(request)
+        except (RayTaskError, RayActorError) as exc:
+            raise await asyncio.to_thread(self._failure, name, exc) from None
+        finally:
+            pool.release.remote(lease)
+
+    async def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        pool, worker, lease = await self._alease(name)
+        finished = False
+        try:
+            async for ref in worker.stream.options(num_returns="streaming").remote(request):
+                chunk = await ref
+                finished = chunk.finish_reason is not None
+                yield chunk
+        except (RayTaskError, RayActorError) as exc:
+            finished = True
+            raise await asyncio.to_thread(self._failure, name, exc) from None
+        finally:
+            if not finished:
+                worker.cancel.remote(request.request_id)
+            pool.release.remote(lease)

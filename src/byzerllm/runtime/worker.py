@@ -1,0 +1,92 @@
+"""One replica of a deployment: owns one backend instance and serves its requests.
+
+Runtime-agnostic: the Ray runtime wraps it in an actor, the in-process runtime calls it
+directly. Requests of a backend that is not thread-safe are served one at a time; a request
+can be cancelled between two generated tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import nullcontext
+from typing import Any
+
+from ..backends import create_backend
+from ..errors import BackendError, ByzerLLMError, RequestCancelledError
+from ..types import ChatChunk, ChatRequest, ChatResponse
+
+
+class Worker:
+    """Build a backend and serve chat requests on it.
+
+    A start-up failure does not raise here: it is kept and raised by ``ready()`` so the pool
+    can report it without the runtime restarting a worker that can never start.
+    """
+
+    def __init__(self, backend: str, model_path: str, options: dict[str, Any]) -> None:
+        self.init_error: ByzerLLMError | None = None
+        self.backend = None
+        try:
+            self.backend = create_backend(backend, model_path, options)
+        except ByzerLLMError as exc:
+            self.init_error = exc
+        except Exception as exc:  # engine start-up failures of any kind
+            self.init_error = BackendError(f"{backend} backend failed to load {model_path}: {exc!r}")
+        serialise = self.backend is not None and not self.backend.thread_safe
+        self._lock = threading.Lock() if serialise else nullcontext()
+        self._cancelled: set[str] = set()
+
+    def ready(self) -> dict[str, Any]:
+        """``{"pid", "meta"}`` once the backend is loaded; raises the start-up error otherwise."""
+        if self.init_error is not None:
+            raise self.init_error
+        return {"pid": os.getpid(), "meta": self.backend.meta()}
+
+    def meta(self) -> dict[str, Any]:
+        return self.ready()["meta"]
+
+    def cancel(self, request_id: str) -> None:
+        """Ask the generation of ``request_id`` to stop at its next token."""
+        self._cancelled.add(request_id)
+
+    def _check(self, request: ChatRequest) -> None:
+        if self.init_error is not None:
+            raise self.init_error
+        self.backend.check_request(request)
+
+    def chat(self, request: ChatRequest) -> ChatResponse:
+        """Serve one request to completion."""
+        self._check(request)
+        try:
+            with self._lock:
+                return self.backend.chat(request, lambda: request.request_id in self._cancelled)
+        except ByzerLLMError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{self.backend.name} backend failed: {exc!r}\n{traceback.format_exc(limit=3)}") from None
+        finally:
+            self._cancelled.discard(request.request_id)
+
+    def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
+        """Serve one request, yielding chunks as the backend generates them."""
+        self._check(request)
+        rid = request.request_id
+        try:
+            with self._lock:
+                for chunk in self.backend.stream(request, lambda: rid in self._cancelled):
+                    yield chunk
+                if rid in self._cancelled:
+                    raise RequestCancelledError(f"request {rid} was cancelled")
+        except ByzerLLMError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{self.backend.name} backend failed: {exc!r}") from None
+        finally:
+            self._cancelled.discard(rid)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()

@@ -1,0 +1,120 @@
+"""Request and response types shared by the client, runtimes and backends.
+
+``ChatRequest`` / ``ChatChunk`` / ``ChatResponse`` are the one internal schema (OpenAI-shaped
+messages, typed fields). ``LLMRequest`` / ``LLMResponse`` / ``SingleOutputMeta`` are the public
+shapes of the Byzer-LLM documents. Times are seconds, token counts are model tokens.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class InferBackend(str, enum.Enum):
+    """Inference engines a deployment can run on (``setup_infer_backend``)."""
+
+    LlamaCpp = "llama_cpp"
+    Transformers = "transformers"
+    VLLM = "ray/vllm"
+    DeepSpeed = "ray/deepspeed"
+    # lower-case aliases used by the Byzer-LLM documents
+    llama_cpp = "llama_cpp"
+    transformers = "transformers"
+    vllm = "ray/vllm"
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion request as backends see it.
+
+    ``messages`` are OpenAI chat messages (``{"role", "content"}``). When ``prompt`` is set the
+    client already rendered the conversation with a custom template and the backend completes the
+    raw text instead. ``extra`` holds backend-specific sampling options; a backend rejects the
+    ones it does not know with ``UnsupportedParameterError``.
+    """
+
+    messages: list[dict[str, Any]]
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(slots=True)
+class ChatChunk:
+    """A piece of a streamed completion: ``delta`` text; the last chunk has ``finish_reason``
+    ("stop" or "length") and the token counts of the whole request."""
+
+    delta: str
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class ChatResponse:
+    """A whole completion with token counts and timings (seconds, measured where generated)."""
+
+    text: str
+    finish_reason: str | None
+    input_tokens: int
+    generated_tokens: int
+    first_token_time: float
+    time_cost: float
+
+
+@dataclass
+class LLMRequest:
+    """The Byzer-LLM request shape (``instruction`` plus sampling fields), used by ``emb``."""
+
+    instruction: str | list[str]
+    embedding: bool = False
+    max_length: int = 4096
+    temperature: float = 0.1
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LLMResponse:
+    """Result of ``chat_oai``: ``output`` text, the ``input`` request, and ``metadata`` with
+    input_tokens_count, generated_tokens_count, time_cost (s), first_token_time (s),
+    speed (generated tokens per second of time_cost) and finish_reason."""
+
+    output: str
+    input: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SingleOutputMeta:
+    """The second item of each ``stream_chat_oai`` tuple: running counts for the stream so
+    far; ``finish_reason`` is set on the last item only."""
+
+    input_tokens_count: int = 0
+    generated_tokens_count: int = 0
+    first_token_time: float | None = None
+    time_cost: float = 0.0
+    finish_reason: str | None = None
+    reasoning_content: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def response_metadata(resp: ChatResponse, time_cost: float, first_token_time: float) -> dict[str, Any]:
+    """The documented metadata dict for one completion, with end-to-end timings (seconds)."""
+    return {
+        "input_tokens_count": resp.input_tokens,
+        "generated_tokens_count": resp.generated_tokens,
+        "time_cost": time_cost,
+        "first_token_time": first_token_time,
+        "speed": resp.generated_tokens / time_cost if time_cost > 0 else 0.0,
+        "finish_reason": resp.finish_reason,
+    }

@@ -1,0 +1,1 @@
+"""Import paths of the Byzer-LLM documents (``byzerllm.utils.client``)."""
