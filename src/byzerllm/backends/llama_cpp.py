@@ -86,6 +86,8 @@ class LlamaCppBackend(Backend):
             )
         except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
             raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+        # llama.cpp may round its context up; the Python-side buffers keep the requested size
+        self.n_ctx = min(int(n_ctx), self.llm.n_ctx())
         self._eog = llama_cpp.llama_vocab_is_eog
         self.path = path
         template = cfg["chat_template"] or self.llm.metadata.get("tokenizer.chat_template")
@@ -118,7 +120,7 @@ class LlamaCppBackend(Backend):
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         llm = self.llm
         tokens = self._prompt_tokens(request)
-        n_ctx = llm.n_ctx()
+        n_ctx = self.n_ctx
         room = n_ctx - len(tokens)
         if room <= 0:
             raise InvalidRequestError(
@@ -183,7 +185,7 @@ class LlamaCppBackend(Backend):
             "backend": self.name,
             "model_path": self.path,
             "model_name": md.get("general.name"),
-            "max_model_len": self.llm.n_ctx(),
+            "max_model_len": self.n_ctx,
             "support_stream": True,
             "support_chat_template": self.formatter is not None,
             "architectures": [arch] if arch else [],

@@ -161,14 +161,14 @@ def query(model, query, system, template, max_length, temperature, seed, stream,
         if meta:
             err.print(f"[{meta.input_tokens_count} input tokens, {meta.generated_tokens_count} generated, "
                       f"first token {meta.first_token_time or 0:.3f}s, total {meta.time_cost:.3f}s, "
-                      f"finish_reason {meta.finish_reason}]", style="dim")
+                      f"finish_reason {meta.finish_reason}]", style="dim", soft_wrap=True)
     else:
         resp = llm.chat_oai(messages, model=model, llm_config=config)[0]
         click.echo(resp.output)
         m = resp.metadata
         err.print(f"[{m['input_tokens_count']} input tokens, {m['generated_tokens_count']} generated, "
                   f"first token {m['first_token_time']:.3f}s, total {m['time_cost']:.3f}s, "
-                  f"{m['speed']:.1f} tokens/s, finish_reason {m['finish_reason']}]", style="dim")
+                  f"{m['speed']:.1f} tokens/s, finish_reason {m['finish_reason']}]", style="dim", soft_wrap=True)
 
 
 @cli.command()

@@ -1,0 +1,63 @@
+"""Shared fixtures. Integration tests run on a real local Ray cluster that the session starts
+with the byzerllm CLI and stops at the end (``ray stop``), and on the real built-in model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the installed ``byzerllm`` command in a fresh process."""
+    proc = subprocess.run([str(BIN / "byzerllm"), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"byzerllm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A fresh local Ray cluster started by ``byzerllm cluster start``; stopped afterwards."""
+    import ray
+
+    probe = subprocess.run([str(BIN / "ray"), "status"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        pytest.exit("a Ray cluster is already running on this machine; stop it (byzerllm cluster stop) "
+                    "before running the tests, which start and stop their own", returncode=3)
+    proc = run_cli("cluster", "start", timeout=180, check=True)
+    assert "started a local Ray head" in proc.stderr
+    import byzerllm
+
+    byzerllm.connect_cluster()
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def llm(ray_cluster):
+    import byzerllm
+
+    return byzerllm.ByzerLLM()
+
+
+@pytest.fixture(scope="session")
+def smollm2_chat(llm):
+    """The built-in model deployed as ``test_chat`` with 2 workers (shared by the session)."""
+    name = "test_chat"
+    llm.setup_num_workers(2).setup_worker_concurrency(1)
+    llm.deploy(model_path="builtin:smollm2", udf_name=name, infer_params={})
+    llm.setup_num_workers(1)
+    yield name
+    if llm.is_model_exist(name):
+        llm.undeploy(name)
