@@ -41,7 +41,8 @@ class LlamaCppBackend(Backend):
     Deploy options (``infer_params``, ``backend.`` prefix optional): ``max_model_len`` / ``n_ctx``
     context length in tokens (default 4096), ``n_threads`` (default 1: on a 2-core machine one
     thread per worker serves best), ``n_batch``, ``n_gpu_layers``, ``seed``, ``cache_prompt``
-    (reuse the KV cache of a shared prompt prefix, default true), ``chat_template`` (a Jinja2
+    (reuse the KV cache of a shared prompt prefix, default true; never for a request
+    with a ``seed``, which must give the same text on any worker), ``chat_template`` (a Jinja2
     template replacing the GGUF's), ``use_mmap``, ``verbose``.
 
     Raises ``ModelPathError`` when the file is missing and ``BackendError`` when llama.cpp
@@ -133,7 +134,9 @@ class LlamaCppBackend(Backend):
         if request.top_p is not None:
             s["top_p"] = request.top_p
         llm.set_seed(request.seed if request.seed is not None else random.randint(0, 2**31 - 1))
-        if not self.config["cache_prompt"]:
+        # Reusing a cached prefix changes how the prompt is batched, and so the logits' last
+        # bits: a seeded request is evaluated from scratch to be reproducible on any worker.
+        if not self.config["cache_prompt"] or request.seed is not None:
             llm.reset()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = request.stop

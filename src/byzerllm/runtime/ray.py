@@ -7,7 +7,10 @@ Layout on the cluster (namespace ``byzerllm``)::
 
 A request takes a lease from the pool (one actor round trip that picks a worker with the
 load-balancing strategy), then talks to that worker directly, so streamed tokens make one hop.
-The lease is returned when the request ends. Counts (total requests, busy slots, last work
+The lease is returned when the request ends. When the worker of a request dies before the
+request produced any output (a non-streamed request, or a stream before its first chunk), the
+request is sent again on a new lease (a few times, with short pauses); a stream that already delivered text ends with
+``WorkerDiedError``. Ray restarts the dead worker's process and reloads its backend. Counts (total requests, busy slots, last work
 time) live in the pool and survive a worker restart.
 
 Ray Serve was not used: its router picks replicas by power-of-two choices and exposes neither
@@ -41,6 +44,9 @@ from .cluster import NAMESPACE
 from .worker import Worker
 
 PREFIX = "deployment:"
+# A request whose worker died before it produced output is sent again, after these pauses
+# (seconds): Ray needs a moment to notice a dead process before it routes to its replacement.
+RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, 2.0)
 LOAD_BALANCE_STRATEGIES = ("lru", "round_robin", "least_busy", "random")
 
 
@@ -369,29 +375,43 @@ class RayRuntime:
         raise AssertionError("unreachable")
 
     def chat(self, name: str, request: ChatRequest) -> ChatResponse:
-        pool, worker, lease = self._lease(name)
-        try:
-            return ray.get(worker.chat.remote(request))
-        except (RayTaskError, RayActorError) as exc:
-            raise self._failure(name, exc) from None
-        finally:
-            pool.release.remote(lease)
+        for attempt in range(len(RETRY_PAUSES) + 1):
+            if attempt:
+                time.sleep(RETRY_PAUSES[attempt - 1])
+            pool, worker, lease = self._lease(name)
+            try:
+                return ray.get(worker.chat.remote(request))
+            except (RayTaskError, RayActorError) as exc:
+                error = self._failure(name, exc)
+                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES):
+                    raise error from None
+            finally:
+                pool.release.remote(lease)
+        raise AssertionError("unreachable")
 
     def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
-        pool, worker, lease = self._lease(name)
-        finished = False
-        try:
-            for ref in worker.stream.options(num_returns="streaming").remote(request):
-                chunk = ray.get(ref)
-                finished = chunk.finish_reason is not None
-                yield chunk
-        except (RayTaskError, RayActorError) as exc:
-            finished = True
-            raise self._failure(name, exc) from None
-        finally:
-            if not finished:  # the caller stopped reading: stop the generation too
-                worker.cancel.remote(request.request_id)
-            pool.release.remote(lease)
+        for attempt in range(len(RETRY_PAUSES) + 1):
+            if attempt:
+                time.sleep(RETRY_PAUSES[attempt - 1])
+            pool, worker, lease = self._lease(name)
+            finished = False
+            started = False
+            try:
+                for ref in worker.stream.options(num_returns="streaming").remote(request):
+                    chunk = ray.get(ref)
+                    started = True
+                    finished = chunk.finish_reason is not None
+                    yield chunk
+                return
+            except (RayTaskError, RayActorError) as exc:
+                finished = True
+                error = self._failure(name, exc)
+                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES) or started:
+                    raise error from None
+            finally:
+                if not finished:  # the caller stopped reading: stop the generation too
+                    worker.cancel.remote(request.request_id)
+                pool.release.remote(lease)
 
     async def _alease(self, name: str) -> tuple[Any, Any, int]:
         pool, workers = self._lookup(name)
@@ -405,26 +425,40 @@ class RayRuntime:
         return pool, workers[idx], lease
 
     async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
-        pool, worker, lease = await self._alease(name)
-        try:
-            return await worker.chat.remote(request)
-        except (RayTaskError, RayActorError) as exc:
-            raise await asyncio.to_thread(self._failure, name, exc) from None
-        finally:
-            pool.release.remote(lease)
+        for attempt in range(len(RETRY_PAUSES) + 1):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSES[attempt - 1])
+            pool, worker, lease = await self._alease(name)
+            try:
+                return await worker.chat.remote(request)
+            except (RayTaskError, RayActorError) as exc:
+                error = await asyncio.to_thread(self._failure, name, exc)
+                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES):
+                    raise error from None
+            finally:
+                pool.release.remote(lease)
+        raise AssertionError("unreachable")
 
     async def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        pool, worker, lease = await self._alease(name)
-        finished = False
-        try:
-            async for ref in worker.stream.options(num_returns="streaming").remote(request):
-                chunk = await ref
-                finished = chunk.finish_reason is not None
-                yield chunk
-        except (RayTaskError, RayActorError) as exc:
-            finished = True
-            raise await asyncio.to_thread(self._failure, name, exc) from None
-        finally:
-            if not finished:
-                worker.cancel.remote(request.request_id)
-            pool.release.remote(lease)
+        for attempt in range(len(RETRY_PAUSES) + 1):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSES[attempt - 1])
+            pool, worker, lease = await self._alease(name)
+            finished = False
+            started = False
+            try:
+                async for ref in worker.stream.options(num_returns="streaming").remote(request):
+                    chunk = await ref
+                    started = True
+                    finished = chunk.finish_reason is not None
+                    yield chunk
+                return
+            except (RayTaskError, RayActorError) as exc:
+                finished = True
+                error = await asyncio.to_thread(self._failure, name, exc)
+                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES) or started:
+                    raise error from None
+            finally:
+                if not finished:
+                    worker.cancel.remote(request.request_id)
+                pool.release.remote(lease)
