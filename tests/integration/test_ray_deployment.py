@@ -27,6 +27,8 @@ from ..conftest import run_cli
 
 pytestmark = pytest.mark.integration
 ASK = [{"role": "user", "content": "Name three colours."}]
+LONG = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
+ENDLESS = {"ignore_eos": True}  # generation runs to max_length whatever the model says
 
 
 def test_chat_returns_text_and_documented_metadata(llm, smollm2_chat):
@@ -157,7 +159,7 @@ def test_busy_slots_show_while_a_request_runs_and_early_exit_frees_them(llm):
     llm.deploy(model_path="builtin:smollm2", udf_name=name)
     llm.setup_worker_concurrency(1).setup_load_balance_way("lru")
     try:
-        stream = llm.stream_chat_oai(ASK, model=name, llm_config={"max_length": 400, "temperature": 1.0})
+        stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
         next(stream)
         s = llm.stat(name)
         assert s["busy_workers"] == 1 and s["state"] == [1] and s["load_balance_strategy"] == "round_robin"
@@ -197,11 +199,11 @@ def test_requests_on_a_dying_worker(llm):
     try:
         [pid] = llm.runtime.worker_pids(name)
         threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
-        [resp] = llm.chat_oai(ASK, model=name, llm_config={"max_length": 200, "temperature": 1.0})
+        [resp] = llm.chat_oai(ASK, model=name, llm_config={"max_length": 200, **ENDLESS})
         assert resp.metadata["generated_tokens_count"] > 0
         assert sum(llm.stat(name)["total_requests"]) >= 2  # the first attempt and the retry
         [pid] = llm.runtime.worker_pids(name)
-        stream = llm.stream_chat_oai(ASK, model=name, llm_config={"max_length": 2000, "temperature": 1.0})
+        stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 2000, **ENDLESS})
         next(stream)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerDiedError, match="died"):
@@ -216,9 +218,11 @@ def test_requests_on_a_dying_worker(llm):
 def test_undeploy_while_requests_run_ends_them_with_a_clear_error(llm):
     name = "gone_chat"
     llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    threading.Timer(0.5, lambda: byzerllm.ByzerLLM().undeploy(name)).start()
+    stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 2000, **ENDLESS})
+    next(stream)  # the request is running on the worker
+    threading.Thread(target=byzerllm.ByzerLLM().undeploy, args=(name,)).start()
     with pytest.raises(DeploymentUndeployedError, match="undeployed while the request was running"):
-        for _ in llm.stream_chat_oai(ASK, model=name, llm_config={"max_length": 2000, "temperature": 1.0}):
+        for _ in stream:
             pass
     assert not llm.is_model_exist(name)
 
@@ -266,3 +270,25 @@ def test_cli_deploy_list_undeploy(llm, smollm2_chat):
     assert "cli_chat" in run_cli("list", check=True).stdout
     assert "Undeployed cli_chat" in run_cli("undeploy", "--model", "cli_chat", check=True).stdout
     assert not llm.is_model_exist("cli_chat")
+
+
+def test_a_client_killed_mid_stream_gives_its_slot_back(llm, smollm2_chat):
+    name = "orphan_chat"
+    llm.deploy(model_path="builtin:smollm2", udf_name=name)
+    try:
+        code = (
+            "import byzerllm, os, sys\n"
+            "byzerllm.connect_cluster()\n"
+            f"s = byzerllm.ByzerLLM().stream_chat_oai([{{'role': 'user', 'content': 'Tell a story.'}}], model={name!r},"
+            " llm_config={'max_length': 150, 'ignore_eos': True})\n"
+            "next(s); print('streaming', flush=True); os._exit(0)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert "streaming" in out.stdout
+        deadline = time.monotonic() + 30
+        while llm.stat(name)["state"] != [1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert llm.stat(name)["state"] == [1]
+        assert llm.chat_oai(ASK, model=name, llm_config={"max_length": 2})[0].output is not None
+    finally:
+        llm.undeploy(name)

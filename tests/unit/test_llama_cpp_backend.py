@@ -64,7 +64,7 @@ def test_chinese_text_decodes_across_token_boundaries(backend):
 
 def test_cancel_stops_between_tokens(backend):
     seen = []
-    chunks = list(backend.stream(req(max_length=200, seed=1, temperature=1.0), cancelled=lambda: len(seen) >= 3
+    chunks = list(backend.stream(req(max_length=200, seed=1, ignore_eos=True), cancelled=lambda: len(seen) >= 3
                                  or seen.append(1)))
     assert chunks[-1].finish_reason == "cancelled"
     assert chunks[-1].generated_tokens <= 4
@@ -110,3 +110,8 @@ def test_a_file_that_is_not_gguf_is_a_backend_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(BackendError, match="could not load"):
         create_backend("llama_cpp", str(bad), {})
+
+
+def test_ignore_eos_generates_exactly_max_length(backend):
+    resp = backend.chat(req("Say OK.", max_length=50, ignore_eos=True, seed=3))
+    assert resp.generated_tokens == 50 and resp.finish_reason == "length"

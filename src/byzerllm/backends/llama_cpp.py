@@ -22,6 +22,9 @@ from .models import resolve_model_path
 # Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.0,
                     "presence_penalty": 0.0, "frequency_penalty": 0.0}
+# ``ignore_eos`` (as in llama.cpp's server and vLLM) generates through end-of-turn tokens up to
+# max_length: fixed-length generations for benchmarks and tests.
+REQUEST_OPTIONS = frozenset({*DEFAULT_SAMPLING, "ignore_eos"} - {"temperature", "top_p"})
 
 
 def _held_suffix(text: str, stops: list[str]) -> int:
@@ -62,7 +65,7 @@ class LlamaCppBackend(Backend):
         "use_mmap": True,
         "verbose": False,
     }
-    request_options = frozenset(k for k in DEFAULT_SAMPLING if k not in ("temperature", "top_p"))
+    request_options = REQUEST_OPTIONS
     thread_safe = False
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
@@ -128,7 +131,8 @@ class LlamaCppBackend(Backend):
                 f"the prompt is {len(tokens)} tokens; max_model_len is {n_ctx}", param="messages"
             )
         max_tokens = min(request.max_tokens or room, room)
-        s = {**DEFAULT_SAMPLING, **request.extra}
+        s = {**DEFAULT_SAMPLING, "ignore_eos": False, **request.extra}
+        ignore_eos = bool(s["ignore_eos"])
         if request.temperature is not None:
             s["temperature"] = request.temperature
         if request.top_p is not None:
@@ -154,7 +158,7 @@ class LlamaCppBackend(Backend):
             frequency_penalty=float(s["frequency_penalty"]),
             reset=True,
         ):
-            if self._eog(llm._model.vocab, token):
+            if not ignore_eos and self._eog(llm._model.vocab, token):
                 finish = "stop"
                 break
             generated += 1

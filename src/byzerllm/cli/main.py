@@ -61,7 +61,7 @@ def _connect(address: str, start_local: bool = False) -> None:
 
     if connect_cluster(address, start_local=start_local):
         err.print("No Ray cluster was running: started a local Ray head on this machine "
-                  "(stop it with `byzerllm cluster stop`).")
+                  "(stop it with `byzerllm cluster stop`).", soft_wrap=True)
 
 
 def _opt(name: str, **kw):

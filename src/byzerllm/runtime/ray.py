@@ -7,7 +7,8 @@ Layout on the cluster (namespace ``byzerllm``)::
 
 A request takes a lease from the pool (one actor round trip that picks a worker with the
 load-balancing strategy), then talks to that worker directly, so streamed tokens make one hop.
-The lease is returned when the request ends. When the worker of a request dies before the
+The worker returns the lease when the request ends (the caller does too, for a worker that
+died; returning is idempotent). When the worker of a request dies before the
 request produced any output (a non-streamed request, or a stream before its first chunk), the
 request is sent again on a new lease (a few times, with short pauses); a stream that already delivered text ends with
 ``WorkerDiedError``. Ray restarts the dead worker's process and reloads its backend. Counts (total requests, busy slots, last work
@@ -86,6 +87,36 @@ class DeploymentSpec:
             )
 
 
+class RayWorker(Worker):
+    """A worker as a Ray actor. It returns the lease of each request to its pool when the
+    request ends, so a slot comes back even when the caller's process died mid-request."""
+
+    def __init__(self, pool_name: str, backend: str, model_path: str, options: dict[str, Any]) -> None:
+        super().__init__(backend, model_path, options)
+        self._pool_name = pool_name
+        self._pool = None
+
+    def _release(self, lease: int) -> None:
+        try:
+            if self._pool is None:
+                self._pool = ray.get_actor(self._pool_name, namespace=NAMESPACE)
+            self._pool.release.remote(lease)
+        except Exception:  # the pool is gone: the deployment was removed
+            pass
+
+    def chat_leased(self, request: ChatRequest, lease: int) -> ChatResponse:
+        try:
+            return self.chat(request)
+        finally:
+            self._release(lease)
+
+    def stream_leased(self, request: ChatRequest, lease: int) -> Iterator[ChatChunk]:
+        try:
+            yield from self.stream(request)
+        finally:
+            self._release(lease)
+
+
 class DeploymentPool:
     """The pool actor of one deployment (async: one event loop, no locks)."""
 
@@ -93,7 +124,7 @@ class DeploymentPool:
         self.spec = spec
         self.state = "starting"
         n, k = spec.num_workers, spec.worker_concurrency
-        worker_cls = ray.remote(Worker)
+        worker_cls = ray.remote(RayWorker)
         self.workers = [
             worker_cls.options(
                 num_cpus=spec.cpus_per_worker,
@@ -102,7 +133,7 @@ class DeploymentPool:
                 max_restarts=-1,
                 max_task_retries=0,
                 namespace=NAMESPACE,
-            ).remote(spec.backend, spec.model_path, spec.options)
+            ).remote(_actor_name(spec.name), spec.backend, spec.model_path, spec.options)
             for _ in range(n)
         ]
         self.in_flight = [0] * n
@@ -380,7 +411,7 @@ class RayRuntime:
                 time.sleep(RETRY_PAUSES[attempt - 1])
             pool, worker, lease = self._lease(name)
             try:
-                return ray.get(worker.chat.remote(request))
+                return ray.get(worker.chat_leased.remote(request, lease))
             except (RayTaskError, RayActorError) as exc:
                 error = self._failure(name, exc)
                 if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES):
@@ -397,7 +428,7 @@ class RayRuntime:
             finished = False
             started = False
             try:
-                for ref in worker.stream.options(num_returns="streaming").remote(request):
+                for ref in worker.stream_leased.options(num_returns="streaming").remote(request, lease):
                     chunk = ray.get(ref)
                     started = True
                     finished = chunk.finish_reason is not None
@@ -430,7 +461,7 @@ class RayRuntime:
                 await asyncio.sleep(RETRY_PAUSES[attempt - 1])
             pool, worker, lease = await self._alease(name)
             try:
-                return await worker.chat.remote(request)
+                return await worker.chat_leased.remote(request, lease)
             except (RayTaskError, RayActorError) as exc:
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES):
@@ -447,7 +478,7 @@ class RayRuntime:
             finished = False
             started = False
             try:
-                async for ref in worker.stream.options(num_returns="streaming").remote(request):
+                async for ref in worker.stream_leased.options(num_returns="streaming").remote(request, lease):
                     chunk = await ref
                     started = True
                     finished = chunk.finish_reason is not None

@@ -1,0 +1,72 @@
+"""Every example in the README and docs/ runs, on the real model and a real Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import BIN, ROOT
+
+pytestmark = pytest.mark.integration
+FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
+
+
+def blocks(path: Path, lang: str) -> list[str]:
+    return [body for kind, body in FENCE.findall(path.read_text()) if kind == lang]
+
+
+def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_readme_quickstart_is_exactly_two_commands():
+    quickstart = blocks(ROOT / "README.md", "bash")[0].strip().splitlines()
+    assert quickstart == [
+        "bash scripts/install.sh && bash examples/quickstart.sh",
+        "bash scripts/install.sh --dev && .venv/bin/python -m pytest",
+    ]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert quickstart[1] in ci
+
+
+def test_quickstart_main_job(ray_cluster):
+    """The first Quickstart command after the install: deploy, query from CLI and Python, stat."""
+    proc = run(["bash", "examples/quickstart.sh"])
+    assert "Deployed smollm2_chat: 2 worker(s)" in proc.stdout
+    assert '"total_workers": 2' in proc.stdout
+    assert sum(int(n) for n in re.findall(r"^\s+(\d+),?$", proc.stdout.split('"total_requests"')[1]
+                                          .split("]")[0], re.M)) == 3
+    run([str(BIN / "byzerllm"), "undeploy", "--model", "smollm2_chat"])
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_python_examples(ray_cluster, doc, tmp_path):
+    code = blocks(doc, "python")
+    if not code:
+        pytest.skip("no python example")
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(code))
+    run([sys.executable, str(script)])
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_shell_examples(ray_cluster, doc, tmp_path):
+    code = blocks(doc, "bash")
+    if doc.name == "README.md":
+        code = code[1:]  # the Quickstart block is checked above
+    if not code:
+        pytest.skip("no shell example")
+    script = tmp_path / "example.sh"
+    script.write_text("set -euo pipefail\n" + "\n".join(code))
+    run(["bash", str(script)])
