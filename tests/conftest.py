@@ -16,8 +16,13 @@ BIN = Path(sys.executable).parent
 
 def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     """Run the installed ``byzerllm`` command in a fresh process."""
-    proc = subprocess.run([str(BIN / "byzerllm"), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    proc = subprocess.run(
+        [str(BIN / "byzerllm"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"byzerllm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -30,8 +35,11 @@ def ray_cluster():
 
     probe = subprocess.run([str(BIN / "ray"), "status"], capture_output=True, text=True)
     if probe.returncode == 0:
-        pytest.exit("a Ray cluster is already running on this machine; stop it (byzerllm cluster stop) "
-                    "before running the tests, which start and stop their own", returncode=3)
+        pytest.exit(
+            "a Ray cluster is already running on this machine; stop it (byzerllm cluster stop) "
+            "before running the tests, which start and stop their own",
+            returncode=3,
+        )
     proc = run_cli("cluster", "start", timeout=180, check=True)
     assert "started a local Ray head" in proc.stderr
     import byzerllm

@@ -34,7 +34,7 @@ _PREFIXES = ("gen.", "generation.")
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     for prefix in prefixes:
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key
 
 
@@ -62,11 +62,14 @@ def validate_messages(conversations: Any) -> list[dict[str, Any]]:
     out = []
     for i, msg in enumerate(conversations):
         if not isinstance(msg, dict):
-            raise InvalidRequestError(f"conversations[{i}] must be a dict with role and content", param=f"conversations[{i}]")
+            raise InvalidRequestError(
+                f"conversations[{i}] must be a dict with role and content", param=f"conversations[{i}]"
+            )
         role = msg.get("role")
         if role not in ROLES:
             raise InvalidRequestError(
-                f"conversations[{i}].role is {role!r}; accepted roles: {', '.join(ROLES)}", param=f"conversations[{i}].role"
+                f"conversations[{i}].role is {role!r}; accepted roles: {', '.join(ROLES)}",
+                param=f"conversations[{i}].role",
             )
         content = msg.get("content")
         if content is None and not msg.get("tool_calls"):
@@ -108,7 +111,9 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
             elif target == "stop":
                 stops = [value] if isinstance(value, str) else value
                 if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-                    raise InvalidRequestError(f"{raw_key} must be a string or a list of non-empty strings", param=raw_key)
+                    raise InvalidRequestError(
+                        f"{raw_key} must be a string or a list of non-empty strings", param=raw_key
+                    )
                 request.stop = list(stops)
             else:
                 request.extra[key] = value
@@ -123,7 +128,9 @@ def normalize_infer_params(infer_params: dict[str, Any] | None) -> dict[str, Any
     out: dict[str, Any] = {}
     for raw_key, value in (infer_params or {}).items():
         if not isinstance(raw_key, str) or not raw_key:
-            raise InvalidRequestError(f"infer_params keys must be non-empty strings, got {raw_key!r}", param="infer_params")
+            raise InvalidRequestError(
+                f"infer_params keys must be non-empty strings, got {raw_key!r}", param="infer_params"
+            )
         key = _strip(raw_key, ("backend.", "saas."))
         if key in out:
             raise InvalidRequestError(f"infer_params sets {key!r} twice", param=raw_key)
@@ -143,7 +150,7 @@ def parse_cli_value(text: str) -> Any:
             return kind(text)
         except ValueError:
             pass
-    if text[:1] in "[{\"":
+    if text[:1] in '[{"':
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-class InferBackend(str, enum.Enum):
+class InferBackend(enum.StrEnum):
     """Inference engines a deployment can run on (``setup_infer_backend``)."""
 
     LlamaCpp = "llama_cpp"

@@ -45,8 +45,10 @@ def test_quickstart_main_job(ray_cluster):
     proc = run(["bash", "examples/quickstart.sh"])
     assert "Deployed smollm2_chat: 2 worker(s)" in proc.stdout
     assert '"total_workers": 2' in proc.stdout
-    assert sum(int(n) for n in re.findall(r"^\s+(\d+),?$", proc.stdout.split('"total_requests"')[1]
-                                          .split("]")[0], re.M)) == 3
+    assert (
+        sum(int(n) for n in re.findall(r"^\s+(\d+),?$", proc.stdout.split('"total_requests"')[1].split("]")[0], re.M))
+        == 3
+    )
     run([str(BIN / "byzerllm"), "undeploy", "--model", "smollm2_chat"])
 
 

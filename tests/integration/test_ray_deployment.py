@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -35,8 +36,14 @@ def test_chat_returns_text_and_documented_metadata(llm, smollm2_chat):
     [resp] = llm.chat_oai(ASK, model=smollm2_chat, llm_config={"max_length": 12, "seed": 1})
     assert isinstance(resp, byzerllm.LLMResponse) and resp.output
     m = resp.metadata
-    assert set(m) >= {"input_tokens_count", "generated_tokens_count", "time_cost", "first_token_time", "speed",
-                      "finish_reason"}
+    assert set(m) >= {
+        "input_tokens_count",
+        "generated_tokens_count",
+        "time_cost",
+        "first_token_time",
+        "speed",
+        "finish_reason",
+    }
     assert 0 < m["generated_tokens_count"] <= 12
     assert m["input_tokens_count"] > 5
     assert 0 < m["first_token_time"] <= m["time_cost"]
@@ -57,13 +64,14 @@ def test_stream_deltas_join_to_the_non_stream_text_with_the_same_seed(llm, smoll
     # delta_mode=False yields the text so far
     cumulative = [t for t, _ in llm.stream_chat_oai(ASK, model=smollm2_chat, llm_config=config)]
     assert cumulative[-1] == whole.output
-    assert all(b.startswith(a) for a, b in zip(cumulative, cumulative[1:]))
+    assert all(b.startswith(a) for a, b in itertools.pairwise(cumulative))
 
 
 def test_stream_arrives_token_by_token(llm, smollm2_chat):
-    stamps = [time.perf_counter() for _ in llm.stream_chat_oai(ASK, model=smollm2_chat,
-                                                                 llm_config={"max_length": 30, "seed": 2},
-                                                                 delta_mode=True)]
+    stamps = [
+        time.perf_counter()
+        for _ in llm.stream_chat_oai(ASK, model=smollm2_chat, llm_config={"max_length": 30, "seed": 2}, delta_mode=True)
+    ]
     assert len(stamps) >= 10
     assert stamps[-1] - stamps[1] > 0.05  # spread over the generation, not delivered at once
 
@@ -115,9 +123,12 @@ async def test_async_twins_do_not_block_the_event_loop(llm, smollm2_chat):
 
     task = asyncio.create_task(ticker())
     [resp] = await llm.async_chat_oai(ASK, model=smollm2_chat, llm_config={"max_length": 30, "seed": 4})
-    pieces = [t async for t, _ in llm.async_stream_chat_oai(ASK, model=smollm2_chat,
-                                                            llm_config={"max_length": 30, "seed": 4},
-                                                            delta_mode=True)]
+    pieces = [
+        t
+        async for t, _ in llm.async_stream_chat_oai(
+            ASK, model=smollm2_chat, llm_config={"max_length": 30, "seed": 4}, delta_mode=True
+        )
+    ]
     done.set()
     await task
     assert "".join(pieces) == resp.output
@@ -130,8 +141,10 @@ def test_stat_counts_equal_requests_and_two_workers_share_load(llm):
     llm.deploy(model_path="builtin:smollm2", udf_name=name)
     llm.setup_num_workers(1)
     try:
-        threads = [threading.Thread(target=llm.chat_oai, args=(ASK,), kwargs={"model": name,
-                   "llm_config": {"max_length": 20}}) for _ in range(6)]
+        threads = [
+            threading.Thread(target=llm.chat_oai, args=(ASK,), kwargs={"model": name, "llm_config": {"max_length": 20}})
+            for _ in range(6)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -232,7 +245,7 @@ def test_unknown_model_lists_the_deployed_ones(llm, smollm2_chat):
         llm.chat_oai(ASK, model="no_such_model")
     assert smollm2_chat in info.value.available
     proc = run_cli("query", "--model", "no_such_model", "--query", "hi")
-    assert proc.returncode == 1 and f"deployed: " in proc.stderr and smollm2_chat in proc.stderr
+    assert proc.returncode == 1 and "deployed: " in proc.stderr and smollm2_chat in proc.stderr
 
 
 def test_no_model_at_all_says_how_to_give_one(llm, smollm2_chat):
@@ -261,8 +274,17 @@ def test_bad_deploys_are_named_and_leave_nothing_behind(llm, smollm2_chat, tmp_p
 
 
 def test_cli_deploy_list_undeploy(llm, smollm2_chat):
-    proc = run_cli("deploy", "--model", "cli_chat", "--num_workers", "1", "--infer_params",
-                   "backend.max_model_len=1024", "n_threads=1", check=True)
+    proc = run_cli(
+        "deploy",
+        "--model",
+        "cli_chat",
+        "--num_workers",
+        "1",
+        "--infer_params",
+        "backend.max_model_len=1024",
+        "n_threads=1",
+        check=True,
+    )
     assert "Deployed cli_chat" in proc.stdout and "max_model_len 1024" in proc.stdout
     rows = json.loads(run_cli("list", "--json", check=True).stdout)
     row = next(r for r in rows if r["model"] == "cli_chat")

@@ -17,6 +17,15 @@ def test_infer_params_take_several_values_and_bad_pairs_are_named():
 
 def test_help_lists_the_documented_flags():
     result = CliRunner().invoke(cli, ["deploy", "--help"])
-    for flag in ("--model", "--pretrained_model_type", "--infer_backend", "--model_path", "--num_workers",
-                 "--worker_concurrency", "--cpus_per_worker", "--gpus_per_worker", "--infer_params"):
+    for flag in (
+        "--model",
+        "--pretrained_model_type",
+        "--infer_backend",
+        "--model_path",
+        "--num_workers",
+        "--worker_concurrency",
+        "--cpus_per_worker",
+        "--gpus_per_worker",
+        "--infer_params",
+    ):
         assert flag in result.output

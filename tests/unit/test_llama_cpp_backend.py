@@ -64,8 +64,9 @@ def test_chinese_text_decodes_across_token_boundaries(backend):
 
 def test_cancel_stops_between_tokens(backend):
     seen = []
-    chunks = list(backend.stream(req(max_length=200, seed=1, ignore_eos=True), cancelled=lambda: len(seen) >= 3
-                                 or seen.append(1)))
+    chunks = list(
+        backend.stream(req(max_length=200, seed=1, ignore_eos=True), cancelled=lambda: len(seen) >= 3 or seen.append(1))
+    )
     assert chunks[-1].finish_reason == "cancelled"
     assert chunks[-1].generated_tokens <= 4
 

@@ -13,8 +13,10 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def test_legacy_keys_map_to_typed_fields():
-    req = build_chat_request(MSG, {"max_length": 10, "gen.temperature": 0.2, "generation.top_p": 0.5,
-                                   "stop": "###", "seed": "7", "gen.top_k": 3})
+    req = build_chat_request(
+        MSG,
+        {"max_length": 10, "gen.temperature": 0.2, "generation.top_p": 0.5, "stop": "###", "seed": "7", "gen.top_k": 3},
+    )
     assert (req.max_tokens, req.temperature, req.top_p, req.stop, req.seed) == (10, 0.2, 0.5, ["###"], 7)
     assert req.extra == {"top_k": 3}
 
@@ -24,14 +26,17 @@ def test_later_configs_win_and_client_only_keys_are_dropped():
     assert req.max_tokens == 20 and req.extra == {}
 
 
-@pytest.mark.parametrize("config,param", [
-    ({"max_length": 0}, "max_length"),
-    ({"max_length": 1.5}, "max_length"),
-    ({"temperature": 3}, "temperature"),
-    ({"gen.top_p": "x"}, "gen.top_p"),
-    ({"stop": ["ok", ""]}, "stop"),
-    ({"seed": True}, "seed"),
-])
+@pytest.mark.parametrize(
+    "config,param",
+    [
+        ({"max_length": 0}, "max_length"),
+        ({"max_length": 1.5}, "max_length"),
+        ({"temperature": 3}, "temperature"),
+        ({"gen.top_p": "x"}, "gen.top_p"),
+        ({"stop": ["ok", ""]}, "stop"),
+        ({"seed": True}, "seed"),
+    ],
+)
 def test_bad_values_name_the_field(config, param):
     with pytest.raises(InvalidRequestError) as info:
         build_chat_request(MSG, config)
@@ -39,13 +44,16 @@ def test_bad_values_name_the_field(config, param):
     assert param in str(info.value)
 
 
-@pytest.mark.parametrize("messages,param", [
-    ([], "conversations"),
-    ("hello", "conversations"),
-    ([{"role": "bot", "content": "x"}], "conversations[0].role"),
-    ([{"role": "user"}], "conversations[0].content"),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": 3}], "conversations[1].content"),
-])
+@pytest.mark.parametrize(
+    "messages,param",
+    [
+        ([], "conversations"),
+        ("hello", "conversations"),
+        ([{"role": "bot", "content": "x"}], "conversations[0].role"),
+        ([{"role": "user"}], "conversations[0].content"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": 3}], "conversations[1].content"),
+    ],
+)
 def test_bad_messages_name_the_message(messages, param):
     with pytest.raises(InvalidRequestError) as info:
         validate_messages(messages)
@@ -57,18 +65,30 @@ def test_role_error_lists_accepted_roles():
         validate_messages([{"role": "bot", "content": "x"}])
 
 
-@pytest.mark.parametrize("text,value", [
-    ("true", True), ("False", False), ("null", None), ("12", 12), ("0.5", 0.5),
-    ('{"a": [1, 2]}', {"a": [1, 2]}), ("[1, 2]", [1, 2]), ("llama3:70b", "llama3:70b"),
-    ("http://h:1/v1/", "http://h:1/v1/"),
-])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("true", True),
+        ("False", False),
+        ("null", None),
+        ("12", 12),
+        ("0.5", 0.5),
+        ('{"a": [1, 2]}', {"a": [1, 2]}),
+        ("[1, 2]", [1, 2]),
+        ("llama3:70b", "llama3:70b"),
+        ("http://h:1/v1/", "http://h:1/v1/"),
+    ],
+)
 def test_cli_values_are_typed(text, value):
     assert parse_cli_value(text) == value
 
 
 def test_key_values_and_their_errors():
     assert parse_key_values(["a=1", "saas.base_url=http://x/v1", "b=x=y"]) == {
-        "a": 1, "saas.base_url": "http://x/v1", "b": "x=y"}
+        "a": 1,
+        "saas.base_url": "http://x/v1",
+        "b": "x=y",
+    }
     with pytest.raises(InvalidRequestError, match="key=value"):
         parse_key_values(["novalue"])
     with pytest.raises(InvalidRequestError, match="does not parse"):
@@ -77,6 +97,8 @@ def test_key_values_and_their_errors():
 
 def test_infer_param_prefixes_are_stripped_once():
     assert normalize_infer_params({"backend.max_model_len": 2048, "n_threads": 1}) == {
-        "max_model_len": 2048, "n_threads": 1}
+        "max_model_len": 2048,
+        "n_threads": 1,
+    }
     with pytest.raises(InvalidRequestError, match="twice"):
         normalize_infer_params({"backend.n_ctx": 1, "n_ctx": 2})

@@ -6,8 +6,9 @@ from byzerllm.errors import InvalidRequestError
 
 def test_chatml_renders_a_generation_prompt():
     prompt = Templates.chatml("Be brief.").render([{"role": "user", "content": "hi"}])
-    assert prompt == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
-                      "<|im_start|>assistant\n")
+    assert prompt == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_an_explicit_system_message_replaces_the_default_one():

@@ -97,5 +97,5 @@ class Backend(ABC):
         """Describe the loaded model: backend, max_model_len, support_stream,
         support_chat_template, architectures, and anything else a client can use."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model; the default does nothing."""

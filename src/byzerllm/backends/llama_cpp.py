@@ -20,8 +20,15 @@ from .base import Backend, Cancelled, _never
 from .models import resolve_model_path
 
 # Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
-DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.0,
-                    "presence_penalty": 0.0, "frequency_penalty": 0.0}
+DEFAULT_SAMPLING = {
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "top_k": 40,
+    "min_p": 0.05,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
 # ``ignore_eos`` (as in llama.cpp's server and vLLM) generates through end-of-turn tokens up to
 # max_length: fixed-length generations for benchmarks and tests.
 REQUEST_OPTIONS = frozenset({*DEFAULT_SAMPLING, "ignore_eos"} - {"temperature", "top_p"})
@@ -127,9 +134,7 @@ class LlamaCppBackend(Backend):
         n_ctx = self.n_ctx
         room = n_ctx - len(tokens)
         if room <= 0:
-            raise InvalidRequestError(
-                f"the prompt is {len(tokens)} tokens; max_model_len is {n_ctx}", param="messages"
-            )
+            raise InvalidRequestError(f"the prompt is {len(tokens)} tokens; max_model_len is {n_ctx}", param="messages")
         max_tokens = min(request.max_tokens or room, room)
         s = {**DEFAULT_SAMPLING, "ignore_eos": False, **request.extra}
         ignore_eos = bool(s["ignore_eos"])

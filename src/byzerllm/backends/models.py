@@ -28,11 +28,10 @@ def resolve_model_path(model_path: str | None) -> str:
     if not model_path:
         raise ModelPathError("model_path is empty; give a GGUF file or builtin:smollm2", param="model_path", path="")
     if model_path.startswith(PREFIX):
-        name = model_path[len(PREFIX):]
+        name = model_path[len(PREFIX) :]
         if name not in BUILTIN_MODELS:
             raise ModelPathError(
-                f"unknown built-in model {model_path!r}; built-in: "
-                + ", ".join(PREFIX + n for n in BUILTIN_MODELS),
+                f"unknown built-in model {model_path!r}; built-in: " + ", ".join(PREFIX + n for n in BUILTIN_MODELS),
                 param="model_path",
                 path=model_path,
             )
@@ -45,7 +44,7 @@ def resolve_model_path(model_path: str | None) -> str:
                 param="model_path",
                 path=model_path,
             )
-        path = Path(list(spec.submodule_search_locations)[0]) / filename
+        path = Path(next(iter(spec.submodule_search_locations))) / filename
     else:
         path = Path(model_path).expanduser()
     if not path.exists():

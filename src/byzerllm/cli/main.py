@@ -60,8 +60,11 @@ def _connect(address: str, start_local: bool = False) -> None:
     from ..runtime.cluster import connect_cluster
 
     if connect_cluster(address, start_local=start_local):
-        err.print("No Ray cluster was running: started a local Ray head on this machine "
-                  "(stop it with `byzerllm cluster stop`).", soft_wrap=True)
+        err.print(
+            "No Ray cluster was running: started a local Ray head on this machine "
+            "(stop it with `byzerllm cluster stop`).",
+            soft_wrap=True,
+        )
 
 
 def _opt(name: str, **kw):
@@ -90,27 +93,53 @@ def cli() -> None:
 @_opt("ray_address", default="auto", show_default=True)
 @_opt("timeout", default=600.0, type=float, show_default=True, help="Seconds to wait for the workers.")
 @handle_errors
-def deploy(model, model_path, pretrained_model_type, infer_backend, num_workers, worker_concurrency,
-           cpus_per_worker, gpus_per_worker, load_balance, infer_params, ray_address, timeout):
+def deploy(
+    model,
+    model_path,
+    pretrained_model_type,
+    infer_backend,
+    num_workers,
+    worker_concurrency,
+    cpus_per_worker,
+    gpus_per_worker,
+    load_balance,
+    infer_params,
+    ray_address,
+    timeout,
+):
     """Deploy a model as a named pool of workers."""
     from ..client import ByzerLLM
 
     params = parse_key_values(infer_params)
     _connect(ray_address, start_local=True)
-    llm = (ByzerLLM().setup_num_workers(num_workers).setup_worker_concurrency(worker_concurrency)
-           .setup_cpus_per_worker(cpus_per_worker).setup_gpus_per_worker(gpus_per_worker)
-           .setup_load_balance_way(load_balance))
+    llm = (
+        ByzerLLM()
+        .setup_num_workers(num_workers)
+        .setup_worker_concurrency(worker_concurrency)
+        .setup_cpus_per_worker(cpus_per_worker)
+        .setup_gpus_per_worker(gpus_per_worker)
+        .setup_load_balance_way(load_balance)
+    )
     if infer_backend:
         llm.setup_infer_backend(infer_backend)
     start = time.monotonic()
     with err.status(f"Deploying {model}: starting {num_workers} worker(s)...") as status:
+
         def progress(ready: int, total: int) -> None:
             status.update(f"Deploying {model}: {ready}/{total} workers ready ({time.monotonic() - start:.1f}s)")
 
-        meta = llm.deploy(model_path=model_path, pretrained_model_type=pretrained_model_type, udf_name=model,
-                          infer_params=params, timeout=timeout, on_progress=progress)
-    click.echo(f"Deployed {model}: {num_workers} worker(s), backend {meta.get('backend')}, "
-               f"max_model_len {meta.get('max_model_len')} ({time.monotonic() - start:.1f}s)")
+        meta = llm.deploy(
+            model_path=model_path,
+            pretrained_model_type=pretrained_model_type,
+            udf_name=model,
+            infer_params=params,
+            timeout=timeout,
+            on_progress=progress,
+        )
+    click.echo(
+        f"Deployed {model}: {num_workers} worker(s), backend {meta.get('backend')}, "
+        f"max_model_len {meta.get('max_model_len')} ({time.monotonic() - start:.1f}s)"
+    )
 
 
 @cli.command()
@@ -144,14 +173,19 @@ def query(model, query, system, template, max_length, temperature, seed, stream,
     _connect(ray_address)
     llm = ByzerLLM()
     if template != "auto":
-        known = {"chatml": Templates.chatml, "qwen": Templates.qwen, "default": Templates.default,
-                 "llama": Templates.llama}
+        known = {
+            "chatml": Templates.chatml,
+            "qwen": Templates.qwen,
+            "default": Templates.default,
+            "llama": Templates.llama,
+        }
         if template not in known:
             _fail(f"--template {template!r} is unknown; accepted: auto, {', '.join(known)}")
         llm.setup_template(model, known[template]())
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": query}]
-    config = {k: v for k, v in (("max_length", max_length), ("temperature", temperature), ("seed", seed))
-              if v is not None}
+    config = {
+        k: v for k, v in (("max_length", max_length), ("temperature", temperature), ("seed", seed)) if v is not None
+    }
     if stream:
         meta = None
         for piece, meta in llm.stream_chat_oai(messages, model=model, llm_config=config, delta_mode=True):
@@ -159,16 +193,24 @@ def query(model, query, system, template, max_length, temperature, seed, stream,
             sys.stdout.flush()
         click.echo()
         if meta:
-            err.print(f"[{meta.input_tokens_count} input tokens, {meta.generated_tokens_count} generated, "
-                      f"first token {meta.first_token_time or 0:.3f}s, total {meta.time_cost:.3f}s, "
-                      f"finish_reason {meta.finish_reason}]", style="dim", soft_wrap=True)
+            err.print(
+                f"[{meta.input_tokens_count} input tokens, {meta.generated_tokens_count} generated, "
+                f"first token {meta.first_token_time or 0:.3f}s, total {meta.time_cost:.3f}s, "
+                f"finish_reason {meta.finish_reason}]",
+                style="dim",
+                soft_wrap=True,
+            )
     else:
         resp = llm.chat_oai(messages, model=model, llm_config=config)[0]
         click.echo(resp.output)
         m = resp.metadata
-        err.print(f"[{m['input_tokens_count']} input tokens, {m['generated_tokens_count']} generated, "
-                  f"first token {m['first_token_time']:.3f}s, total {m['time_cost']:.3f}s, "
-                  f"{m['speed']:.1f} tokens/s, finish_reason {m['finish_reason']}]", style="dim", soft_wrap=True)
+        err.print(
+            f"[{m['input_tokens_count']} input tokens, {m['generated_tokens_count']} generated, "
+            f"first token {m['first_token_time']:.3f}s, total {m['time_cost']:.3f}s, "
+            f"{m['speed']:.1f} tokens/s, finish_reason {m['finish_reason']}]",
+            style="dim",
+            soft_wrap=True,
+        )
 
 
 @cli.command()
@@ -214,9 +256,17 @@ def list_cmd(ray_address, as_json):
         except ByzerLLMError:
             continue  # undeployed between the listing and this call
         spec = info["spec"]
-        rows.append({"model": name, "state": info["state"], "backend": spec["backend"],
-                     "workers": spec["num_workers"], "worker_concurrency": spec["worker_concurrency"],
-                     "model_path": spec["model_path"], "pretrained_model_type": spec["pretrained_model_type"]})
+        rows.append(
+            {
+                "model": name,
+                "state": info["state"],
+                "backend": spec["backend"],
+                "workers": spec["num_workers"],
+                "worker_concurrency": spec["worker_concurrency"],
+                "model_path": spec["model_path"],
+                "pretrained_model_type": spec["pretrained_model_type"],
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -225,8 +275,9 @@ def list_cmd(ray_address, as_json):
         return
     table = Table("model", "state", "backend", "workers", "concurrency", "model_path")
     for r in rows:
-        table.add_row(r["model"], r["state"], r["backend"], str(r["workers"]), str(r["worker_concurrency"]),
-                      r["model_path"])
+        table.add_row(
+            r["model"], r["state"], r["backend"], str(r["workers"]), str(r["worker_concurrency"]), r["model_path"]
+        )
     Console().print(table)
 
 

@@ -110,9 +110,15 @@ class ByzerLLM:
             self._runtime = RayRuntime()
         return self._runtime
 
-    def deploy(self, model_path: str | None = DEFAULT_CHAT_MODEL, pretrained_model_type: str = "custom/auto",
-               udf_name: str = "", infer_params: dict[str, Any] | None = None, timeout: float = 600.0,
-               on_progress=None) -> dict[str, Any]:
+    def deploy(
+        self,
+        model_path: str | None = DEFAULT_CHAT_MODEL,
+        pretrained_model_type: str = "custom/auto",
+        udf_name: str = "",
+        infer_params: dict[str, Any] | None = None,
+        timeout: float = 600.0,
+        on_progress=None,
+    ) -> dict[str, Any]:
         """Deploy ``model_path`` as a pool of ``num_workers`` workers named ``udf_name``.
 
         ``model_path`` is a GGUF file or ``builtin:smollm2``. ``infer_params`` are backend
@@ -195,9 +201,14 @@ class ByzerLLM:
             request.prompt = template.with_roles(role_mapping).render(request.messages)
         return name, request
 
-    def chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
-                 llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
-                 extra_request_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+    def chat_oai(
+        self,
+        conversations: list[dict[str, Any]],
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        role_mapping: dict[str, str] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
         """One chat completion.
 
         ``conversations``: OpenAI messages. ``llm_config``: max_length, temperature, top_p,
@@ -214,10 +225,15 @@ class ByzerLLM:
         first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
         return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
 
-    def stream_chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
-                        llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
-                        delta_mode: bool = False,
-                        extra_request_params: dict[str, Any] | None = None) -> Iterator[tuple[str, SingleOutputMeta]]:
+    def stream_chat_oai(
+        self,
+        conversations: list[dict[str, Any]],
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        role_mapping: dict[str, str] | None = None,
+        delta_mode: bool = False,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> Iterator[tuple[str, SingleOutputMeta]]:
         """Stream a chat completion as ``(text, SingleOutputMeta)`` tuples as tokens are made.
 
         ``delta_mode=True`` yields each new piece; ``False`` yields the whole text so far. The
@@ -227,9 +243,14 @@ class ByzerLLM:
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         return _tuples(self.runtime.stream(name, request), delta_mode)
 
-    async def async_chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
-                             llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
-                             extra_request_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+    async def async_chat_oai(
+        self,
+        conversations: list[dict[str, Any]],
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        role_mapping: dict[str, str] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
         """``chat_oai`` for asyncio code; awaits the worker without blocking the event loop."""
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
@@ -240,11 +261,15 @@ class ByzerLLM:
         first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
         return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
 
-    async def async_stream_chat_oai(self, conversations: list[dict[str, Any]], model: str | None = None,
-                                    llm_config: dict[str, Any] | None = None,
-                                    role_mapping: dict[str, str] | None = None, delta_mode: bool = False,
-                                    extra_request_params: dict[str, Any] | None = None,
-                                    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+    async def async_stream_chat_oai(
+        self,
+        conversations: list[dict[str, Any]],
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        role_mapping: dict[str, str] | None = None,
+        delta_mode: bool = False,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)

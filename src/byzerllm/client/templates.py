@@ -39,8 +39,10 @@ class Template:
         if not any(m["role"] == "system" for m in messages) and rm.get("system_msg"):
             parts.append(rm.get("system_role", "") + rm["system_msg"] + end)
         for m in messages:
-            content = m["content"] if isinstance(m["content"], str) else "".join(
-                p.get("text", "") for p in m["content"] if isinstance(p, dict)
+            content = (
+                m["content"]
+                if isinstance(m["content"], str)
+                else "".join(p.get("text", "") for p in m["content"] if isinstance(p, dict))
             )
             role = "user" if m["role"] == "tool" else m["role"]
             parts.append(rm.get(f"{role}_role", "") + content + end)
@@ -54,8 +56,13 @@ class Templates:
     @staticmethod
     def chatml(system_msg: str = "You are a helpful assistant.") -> Template:
         return Template(
-            {"system_msg": system_msg, "system_role": "<|im_start|>system\n", "user_role": "<|im_start|>user\n",
-             "assistant_role": "<|im_start|>assistant\n", "end": "<|im_end|>\n"},
+            {
+                "system_msg": system_msg,
+                "system_role": "<|im_start|>system\n",
+                "user_role": "<|im_start|>user\n",
+                "assistant_role": "<|im_start|>assistant\n",
+                "end": "<|im_end|>\n",
+            },
             {"stop": ["<|im_end|>"]},
         )
 
@@ -63,13 +70,20 @@ class Templates:
 
     @staticmethod
     def default() -> Template:
-        return Template({"system_msg": "", "user_role": "User: ", "assistant_role": "Assistant: ", "end": "\n"},
-                        {"stop": ["\nUser:"]})
+        return Template(
+            {"system_msg": "", "user_role": "User: ", "assistant_role": "Assistant: ", "end": "\n"},
+            {"stop": ["\nUser:"]},
+        )
 
     @staticmethod
     def llama() -> Template:
         return Template(
-            {"system_msg": "", "system_role": "<<SYS>>\n", "user_role": "[INST] ", "assistant_role": " [/INST] ",
-             "end": "\n"},
+            {
+                "system_msg": "",
+                "system_role": "<<SYS>>\n",
+                "user_role": "[INST] ",
+                "assistant_role": " [/INST] ",
+                "end": "\n",
+            },
             {"stop": ["[INST]"]},
         )

@@ -36,8 +36,14 @@ def start_local_head(num_cpus: int | None = None) -> None:
 
     Raises ``ClusterNotFoundError`` with Ray's own output when it cannot start.
     """
-    cmd = [_ray_cli(), "start", "--head", "--include-dashboard=false", "--disable-usage-stats",
-           "--node-ip-address=127.0.0.1"]
+    cmd = [
+        _ray_cli(),
+        "start",
+        "--head",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+    ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -65,8 +71,13 @@ def connect_cluster(address: str = "auto", start_local: bool = False) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs = dict(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
-                  ignore_reinit_error=True, configure_logging=True)
+    kwargs = dict(
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        ignore_reinit_error=True,
+        configure_logging=True,
+    )
     started = False
     try:
         ray.init(address=address, **kwargs)

@@ -8,11 +8,12 @@ Layout on the cluster (namespace ``byzerllm``)::
 A request takes a lease from the pool (one actor round trip that picks a worker with the
 load-balancing strategy), then talks to that worker directly, so streamed tokens make one hop.
 The worker returns the lease when the request ends (the caller does too, for a worker that
-died; returning is idempotent). When the worker of a request dies before the
-request produced any output (a non-streamed request, or a stream before its first chunk), the
-request is sent again on a new lease (a few times, with short pauses); a stream that already delivered text ends with
-``WorkerDiedError``. Ray restarts the dead worker's process and reloads its backend. Counts (total requests, busy slots, last work
-time) live in the pool and survive a worker restart.
+died; returning is idempotent). When the worker of a request dies before the request produced
+any output (a non-streamed request, or a stream before its first chunk), the request is sent
+again on a new lease (a few times, with short pauses); a stream that already delivered text
+ends with ``WorkerDiedError``. Ray restarts the dead worker's process and reloads its backend.
+Counts (total requests, busy slots, last work time) live in the pool and survive a worker
+restart.
 
 Ray Serve was not used: its router picks replicas by power-of-two choices and exposes neither
 per-replica counts nor the lru / round_robin strategies of the Byzer-LLM documents.
@@ -82,7 +83,8 @@ class DeploymentSpec:
                 raise InvalidRequestError(f"{fname} must be a number >= 0, got {value!r}", param=fname)
         if self.load_balance not in LOAD_BALANCE_STRATEGIES:
             raise InvalidRequestError(
-                f"load balance strategy {self.load_balance!r} is unknown; accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
+                f"load balance strategy {self.load_balance!r} is unknown; "
+                f"accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
                 param="load_balance",
             )
 
@@ -242,9 +244,7 @@ def list_deployments() -> list[str]:
     """Names of the deployments on the connected cluster, sorted."""
     actors = ray.util.list_named_actors(all_namespaces=True)
     return sorted(
-        a["name"][len(PREFIX):]
-        for a in actors
-        if a.get("namespace") == NAMESPACE and a["name"].startswith(PREFIX)
+        a["name"][len(PREFIX) :] for a in actors if a.get("namespace") == NAMESPACE and a["name"].startswith(PREFIX)
     )
 
 
@@ -284,8 +284,9 @@ class RayRuntime:
     def exists(self, name: str) -> bool:
         return name in list_deployments()
 
-    def deploy(self, spec: DeploymentSpec, timeout: float = 600.0,
-               on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    def deploy(
+        self, spec: DeploymentSpec, timeout: float = 600.0, on_progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
         """Create the pool and wait for every worker to load its backend.
 
         ``on_progress(ready, total)`` is called as workers become ready. Returns the model
@@ -305,10 +306,18 @@ class RayRuntime:
                     f"the cluster has {total.get(res, 0):g}",
                     param=f"{res.lower()}s_per_worker",
                 )
-        pool = ray.remote(DeploymentPool).options(
-            name=_actor_name(spec.name), namespace=NAMESPACE, lifetime="detached",
-            num_cpus=0, max_restarts=0, max_concurrency=1000,
-        ).remote(spec)
+        pool = (
+            ray.remote(DeploymentPool)
+            .options(
+                name=_actor_name(spec.name),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                num_cpus=0,
+                max_restarts=0,
+                max_concurrency=1000,
+            )
+            .remote(spec)
+        )
         try:
             workers = ray.get(pool.get_workers.remote())
             pending = {w.ready.remote(): i for i, w in enumerate(workers)}
@@ -322,7 +331,8 @@ class RayRuntime:
                 if not ready:
                     avail = ray.available_resources()
                     raise DeploymentError(
-                        f"deployment {spec.name!r}: {len(pending)} of {len(workers)} workers not ready after {timeout:g}s "
+                        f"deployment {spec.name!r}: {len(pending)} of {len(workers)} workers "
+                        f"not ready after {timeout:g}s "
                         f"(available: {avail.get('CPU', 0):g} CPU, {avail.get('GPU', 0):g} GPU)"
                     )
                 for ref in ready:
@@ -369,7 +379,9 @@ class RayRuntime:
         info = self.info(name)
         meta = dict(info["meta"] or {})
         meta.setdefault("backend", info["spec"]["backend"])
-        meta["model_deploy_type"] = "saas" if info["spec"]["pretrained_model_type"].startswith("saas/") else "proprietary"
+        meta["model_deploy_type"] = (
+            "saas" if info["spec"]["pretrained_model_type"].startswith("saas/") else "proprietary"
+        )
         meta["backend"] = "ray/" + info["spec"]["backend"]
         return meta
 

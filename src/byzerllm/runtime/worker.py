@@ -66,7 +66,9 @@ class Worker:
         except ByzerLLMError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self.backend.name} backend failed: {exc!r}\n{traceback.format_exc(limit=3)}") from None
+            raise BackendError(
+                f"{self.backend.name} backend failed: {exc!r}\n{traceback.format_exc(limit=3)}"
+            ) from None
         finally:
             self._cancelled.discard(request.request_id)
 
@@ -76,8 +78,7 @@ class Worker:
         rid = request.request_id
         try:
             with self._lock:
-                for chunk in self.backend.stream(request, lambda: rid in self._cancelled):
-                    yield chunk
+                yield from self.backend.stream(request, lambda: rid in self._cancelled)
                 if rid in self._cancelled:
                     raise RequestCancelledError(f"request {rid} was cancelled")
         except ByzerLLMError:
