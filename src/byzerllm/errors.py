@@ -89,6 +89,13 @@ class BackendError(ByzerLLMError):
     status_code = 500
 
 
+class OutputParseError(ByzerLLMError):
+    """The model's text could not be parsed into the requested type; ``output`` is the text."""
+
+    status_code = 502
+    error_type = "output_parse_error"
+
+
 class ClusterNotFoundError(ByzerLLMError):
     """No Ray cluster could be reached."""
 
@@ -121,6 +128,7 @@ __all__ = [
     "InvalidRequestError",
     "ModelNotFoundError",
     "ModelPathError",
+    "OutputParseError",
     "RequestCancelledError",
     "RequestTimeoutError",
     "UnsupportedParameterError",

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from .errors import InvalidRequestError
+from .multimodal import legacy_parts
 from .types import ChatRequest
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -74,7 +75,11 @@ def validate_messages(conversations: Any) -> list[dict[str, Any]]:
         content = msg.get("content")
         if content is None and not msg.get("tool_calls"):
             raise InvalidRequestError(f"conversations[{i}].content is missing", param=f"conversations[{i}].content")
-        if content is not None and not isinstance(content, (str, list)):
+        if isinstance(content, str):
+            parts = legacy_parts(content)
+            if parts is not None:
+                msg = {**msg, "content": parts}
+        elif content is not None and not isinstance(content, list):
             raise InvalidRequestError(
                 f"conversations[{i}].content must be a string or a list of parts", param=f"conversations[{i}].content"
             )
@@ -87,7 +92,8 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
 
     Known keys (with or without ``gen.`` / ``generation.``): max_length / max_tokens,
     temperature (0-2), top_p (0-1), stop (str or list), seed. Other keys go to
-    ``ChatRequest.extra`` for the backend to accept or reject by name.
+    ``ChatRequest.extra`` for the backend to accept or reject by name. ``response_format`` (OpenAI's
+    shape) and ``continue_final_message`` (prefill the last assistant message) are typed too.
     """
     request = ChatRequest(messages=validate_messages(conversations))
     for config in configs:
@@ -108,6 +114,14 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
                 request.top_p = _number(raw_key, value, float, 0.0, 1.0)
             elif target == "seed":
                 request.seed = _number(raw_key, value, int)
+            elif key == "response_format":
+                if not isinstance(value, dict) or "type" not in value:
+                    raise InvalidRequestError(
+                        'response_format must be a dict like {"type": "json_object"}', param="response_format"
+                    )
+                request.response_format = value
+            elif key == "continue_final_message":
+                request.continue_final_message = bool(value)
             elif target == "stop":
                 stops = [value] if isinstance(value, str) else value
                 if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):

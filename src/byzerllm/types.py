@@ -43,6 +43,10 @@ class ChatRequest:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # OpenAI's shape: {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": {...}}}
+    response_format: dict[str, Any] | None = None
+    # the last message is an assistant message to continue (prefill), as in vLLM's option
+    continue_final_message: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

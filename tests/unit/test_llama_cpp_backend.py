@@ -116,3 +116,76 @@ def test_a_file_that_is_not_gguf_is_a_backend_error(tmp_path):
 def test_ignore_eos_generates_exactly_max_length(backend):
     resp = backend.chat(req("Say OK.", max_length=50, ignore_eos=True, seed=3))
     assert resp.generated_tokens == 50 and resp.finish_reason == "length"
+
+
+def test_a_gguf_file_path_works_like_the_builtin_name(tmp_path):
+    import shutil
+
+    from byzerllm.backends.models import resolve_model_path
+
+    own = tmp_path / "my-model.gguf"
+    shutil.copy(resolve_model_path("builtin:smollm2"), own)
+    b = create_backend("llama_cpp", str(own), {"max_model_len": 512})
+    assert b.meta()["model_path"] == str(own)
+    assert b.chat(req(max_length=3)).generated_tokens > 0
+    b.close()
+
+
+def test_worker_keeps_start_up_errors_for_ready_and_ignores_late_cancels():
+    from byzerllm.runtime.worker import Worker
+
+    bad = Worker("llama_cpp", "/nonexistent/model.gguf", {})
+    with pytest.raises(ModelPathError, match=r"/nonexistent/model\.gguf"):
+        bad.ready()
+    with pytest.raises(ModelPathError):
+        bad.chat(req())
+    good = Worker("llama_cpp", "builtin:smollm2", {})
+    r = req(max_length=2)
+    good.chat(r)
+    good.cancel(r.request_id)  # arrives after the end: nothing is kept
+    assert not good._cancelled
+    good.close()
+
+
+def test_json_schema_response_format_is_valid_by_construction(backend):
+    import json
+
+    # bounded strings and arrays, so that a small model that loops still finishes its JSON
+    schema = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 60}, "tags": {
+              "type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 20}}},
+              "required": ["title", "tags"]}
+    for seed in range(3):
+        r = req("Give a title and tags for a post about cats.", max_length=400, seed=seed)
+        r.response_format = {"type": "json_schema", "json_schema": {"schema": schema}}
+        resp = backend.chat(r)
+        assert resp.finish_reason == "stop"
+        out = json.loads(resp.text)
+        assert isinstance(out["title"], str) and isinstance(out["tags"], list)
+    r = req("Describe a cat as JSON.", max_length=100, response_format={"type": "json_object"})
+    assert isinstance(json.loads(backend.chat(r).text), dict)
+
+
+def test_bad_response_format_is_named(backend):
+    with pytest.raises(InvalidRequestError, match="json_schema") as info:
+        list(backend.stream(req(response_format={"type": "xml"})))
+    assert info.value.param == "response_format.type"
+
+
+def test_continue_final_message_prefills_the_assistant_turn(backend):
+    from byzerllm.params import build_chat_request
+
+    r = build_chat_request([{"role": "user", "content": "Greet me."}, {"role": "assistant", "content": "Hello"}],
+                           {"max_length": 5, "continue_final_message": True, "seed": 1})
+    plain = build_chat_request([{"role": "user", "content": "Greet me."}], {"max_length": 5, "seed": 1})
+    assert backend.chat(r).input_tokens > backend.chat(plain).input_tokens
+    bad = build_chat_request([{"role": "user", "content": "x"}], {"continue_final_message": True})
+    with pytest.raises(InvalidRequestError, match="assistant"):
+        list(backend.stream(bad))
+
+
+def test_image_parts_are_refused_with_a_clear_error(backend):
+    r = req()
+    r.messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}},
+                                               {"type": "text", "text": "what is this?"}]}]
+    with pytest.raises(InvalidRequestError, match="'image_url' part; the llama_cpp backend takes text only"):
+        list(backend.stream(r))

@@ -102,3 +102,21 @@ def test_infer_param_prefixes_are_stripped_once():
     }
     with pytest.raises(InvalidRequestError, match="twice"):
         normalize_infer_params({"backend.n_ctx": 1, "n_ctx": 2})
+
+
+def test_byzer_json_message_form_becomes_content_parts():
+    import json
+
+    content = json.dumps([{"image": "data:image/png;base64,AAAA", "text": "what is this?"}])
+    [msg] = validate_messages([{"role": "user", "content": content}])
+    assert msg["content"] == [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                              {"type": "text", "text": "what is this?"}]
+    plain = json.dumps([{"text": "just json"}])
+    assert validate_messages([{"role": "user", "content": plain}])[0]["content"] == plain
+
+
+def test_response_format_and_prefill_are_typed():
+    req = build_chat_request(MSG, {"response_format": {"type": "json_object"}, "continue_final_message": True})
+    assert req.response_format == {"type": "json_object"} and req.continue_final_message
+    with pytest.raises(InvalidRequestError, match="response_format"):
+        build_chat_request(MSG, {"response_format": "json"})

@@ -9,6 +9,7 @@ may span two tokens). Stop strings are held back until they can no longer match.
 from __future__ import annotations
 
 import codecs
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -101,6 +102,7 @@ class LlamaCppBackend(Backend):
         self.n_ctx = min(int(n_ctx), self.llm.n_ctx())
         self._eog = llama_cpp.llama_vocab_is_eog
         self.path = path
+        self._grammars: dict[str, Any] = {}
         template = cfg["chat_template"] or self.llm.metadata.get("tokenizer.chat_template")
         self.formatter = None
         if template:
@@ -125,12 +127,61 @@ class LlamaCppBackend(Backend):
                 param="messages",
             )
         messages = [_text_message(m, i) for i, m in enumerate(request.messages)]
+        prefill = ""
+        if request.continue_final_message:
+            if messages[-1]["role"] != "assistant":
+                raise InvalidRequestError(
+                    "continue_final_message needs the last message to be an assistant message", param="messages"
+                )
+            prefill = messages.pop()["content"]
         rendered = self.formatter(messages=messages)
-        return self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        text = rendered.prompt + prefill
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def _grammar(self, response_format: dict[str, Any] | None):
+        """A llama.cpp grammar for OpenAI's ``response_format`` (cached per schema)."""
+        if not response_format:
+            return None
+        kind = response_format.get("type")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            key = "json_object"
+        elif kind == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise InvalidRequestError(
+                    "response_format.json_schema.schema must be a JSON schema object",
+                    param="response_format.json_schema.schema",
+                )
+            key = json.dumps(schema, sort_keys=True)
+        else:
+            raise InvalidRequestError(
+                f"response_format.type {kind!r} is unknown; accepted: text, json_object, json_schema",
+                param="response_format.type",
+            )
+        if key not in self._grammars:
+            from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+            try:
+                if key == "json_object":
+                    grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+                else:
+                    grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:  # the converter rejects schema features it cannot express
+                raise InvalidRequestError(
+                    f"response_format schema cannot be turned into a grammar: {exc}",
+                    param="response_format.json_schema.schema",
+                ) from None
+            if len(self._grammars) > 64:
+                self._grammars.clear()
+            self._grammars[key] = grammar
+        return self._grammars[key]
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         llm = self.llm
         tokens = self._prompt_tokens(request)
+        grammar = self._grammar(request.response_format)
         n_ctx = self.n_ctx
         room = n_ctx - len(tokens)
         if room <= 0:
@@ -162,6 +213,7 @@ class LlamaCppBackend(Backend):
             presence_penalty=float(s["presence_penalty"]),
             frequency_penalty=float(s["frequency_penalty"]),
             reset=True,
+            grammar=grammar,
         ):
             if not ignore_eos and self._eog(llm._model.vocab, token):
                 finish = "stop"
@@ -200,6 +252,9 @@ class LlamaCppBackend(Backend):
             "max_model_len": self.n_ctx,
             "support_stream": True,
             "support_chat_template": self.formatter is not None,
+            # structure by construction: llama.cpp grammars from OpenAI response_format
+            "support_response_format": ["json_object", "json_schema"],
+            "support_continue_final_message": True,
             "architectures": [arch] if arch else [],
             "n_threads": int(self.config["n_threads"]),
             "load_time": time.time(),

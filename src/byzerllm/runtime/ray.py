@@ -257,6 +257,12 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _give_up(error: BaseException, attempt: int, started: bool = False) -> bool:
+    """Whether a failed request is final: not a worker death, output already delivered, or the
+    last attempt."""
+    return not isinstance(error, WorkerDiedError) or started or attempt == len(RETRY_PAUSES)
+
+
 class RayRuntime:
     """Client side of the Ray runtime: finds deployments by name and routes requests."""
 
@@ -426,7 +432,7 @@ class RayRuntime:
                 return ray.get(worker.chat_leased.remote(request, lease))
             except (RayTaskError, RayActorError) as exc:
                 error = self._failure(name, exc)
-                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES):
+                if _give_up(error, attempt):
                     raise error from None
             finally:
                 pool.release.remote(lease)
@@ -449,7 +455,7 @@ class RayRuntime:
             except (RayTaskError, RayActorError) as exc:
                 finished = True
                 error = self._failure(name, exc)
-                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES) or started:
+                if _give_up(error, attempt, started):
                     raise error from None
             finally:
                 if not finished:  # the caller stopped reading: stop the generation too
@@ -476,7 +482,7 @@ class RayRuntime:
                 return await worker.chat_leased.remote(request, lease)
             except (RayTaskError, RayActorError) as exc:
                 error = await asyncio.to_thread(self._failure, name, exc)
-                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES):
+                if _give_up(error, attempt):
                     raise error from None
             finally:
                 pool.release.remote(lease)
@@ -499,7 +505,7 @@ class RayRuntime:
             except (RayTaskError, RayActorError) as exc:
                 finished = True
                 error = await asyncio.to_thread(self._failure, name, exc)
-                if not isinstance(error, WorkerDiedError) or attempt == len(RETRY_PAUSES) or started:
+                if _give_up(error, attempt, started):
                     raise error from None
             finally:
                 if not finished:

@@ -38,6 +38,7 @@ class Worker:
         serialise = self.backend is not None and not self.backend.thread_safe
         self._lock = threading.Lock() if serialise else nullcontext()
         self._cancelled: set[str] = set()
+        self._active: set[str] = set()
 
     def ready(self) -> dict[str, Any]:
         """``{"pid", "meta"}`` once the backend is loaded; raises the start-up error otherwise."""
@@ -49,8 +50,9 @@ class Worker:
         return self.ready()["meta"]
 
     def cancel(self, request_id: str) -> None:
-        """Ask the generation of ``request_id`` to stop at its next token."""
-        self._cancelled.add(request_id)
+        """Ask the generation of ``request_id`` to stop at its next token (no-op once it ended)."""
+        if request_id in self._active:
+            self._cancelled.add(request_id)
 
     def _check(self, request: ChatRequest) -> None:
         if self.init_error is not None:
@@ -60,6 +62,7 @@ class Worker:
     def chat(self, request: ChatRequest) -> ChatResponse:
         """Serve one request to completion."""
         self._check(request)
+        self._active.add(request.request_id)
         try:
             with self._lock:
                 return self.backend.chat(request, lambda: request.request_id in self._cancelled)
@@ -70,12 +73,14 @@ class Worker:
                 f"{self.backend.name} backend failed: {exc!r}\n{traceback.format_exc(limit=3)}"
             ) from None
         finally:
+            self._active.discard(request.request_id)
             self._cancelled.discard(request.request_id)
 
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
         """Serve one request, yielding chunks as the backend generates them."""
         self._check(request)
         rid = request.request_id
+        self._active.add(rid)
         try:
             with self._lock:
                 yield from self.backend.stream(request, lambda: rid in self._cancelled)
@@ -86,6 +91,7 @@ class Worker:
         except Exception as exc:
             raise BackendError(f"{self.backend.name} backend failed: {exc!r}") from None
         finally:
+            self._active.discard(rid)
             self._cancelled.discard(rid)
 
     def close(self) -> None:
