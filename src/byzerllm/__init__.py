@@ -3,6 +3,8 @@
 from . import errors
 from .backends.models import DEFAULT_CHAT_MODEL
 from .client import ByzerLLM, Template, Templates
+from .multimodal import Audio, Image
+from .prompt import prompt
 from .runtime.cluster import connect_cluster
 from .types import InferBackend, LLMRequest, LLMResponse, SingleOutputMeta
 
@@ -10,7 +12,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CHAT_MODEL",
+    "Audio",
     "ByzerLLM",
+    "Image",
     "InferBackend",
     "LLMRequest",
     "LLMResponse",
@@ -19,4 +23,5 @@ __all__ = [
     "Templates",
     "connect_cluster",
     "errors",
+    "prompt",
 ]

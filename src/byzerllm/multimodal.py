@@ -75,6 +75,9 @@ def audio_part(data: str, fmt: str = "mp3") -> dict[str, Any]:
     return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
 
 
+ATTACHMENT_TYPES = (ImagePath, AudioPath, ImageData, AudioData)
+
+
 def attachment_part(value: Any) -> dict[str, Any] | None:
     """The content part for an attachment value, or None for ordinary values."""
     if isinstance(value, ImagePath):

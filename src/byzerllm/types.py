@@ -122,3 +122,21 @@ def response_metadata(resp: ChatResponse, time_cost: float, first_token_time: fl
         "speed": resp.generated_tokens / time_cost if time_cost > 0 else 0.0,
         "finish_reason": resp.finish_reason,
     }
+
+
+# attachments live with the multimodal helpers; ``byzerllm.types`` is their documented home
+from .multimodal import Audio, AudioPath, Image, ImagePath  # noqa: E402
+
+__all__ = [
+    "Audio",
+    "AudioPath",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResponse",
+    "Image",
+    "ImagePath",
+    "InferBackend",
+    "LLMRequest",
+    "LLMResponse",
+    "SingleOutputMeta",
+]
