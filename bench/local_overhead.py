@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import byzerllm
 from _common import median, print_table, ray_cluster, write_result
+
+import byzerllm
 from byzerllm.backends.models import resolve_model_path
 
 PROMPTS = [

@@ -14,8 +14,9 @@ import argparse
 import threading
 import time
 
-import byzerllm
 from _common import print_table, ray_cluster, write_result
+
+import byzerllm
 
 CLIENTS = 4
 

@@ -13,11 +13,11 @@ import pytest
 from ..conftest import BIN, ROOT
 
 pytestmark = pytest.mark.integration
-FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
+FENCE = re.compile(r"^(`{3,})(\w+)\n(.*?)^\1[ \t]*$", re.S | re.M)
 
 
 def blocks(path: Path, lang: str) -> list[str]:
-    return [body for kind, body in FENCE.findall(path.read_text()) if kind == lang]
+    return [body for _, kind, body in FENCE.findall(path.read_text()) if kind == lang]
 
 
 def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

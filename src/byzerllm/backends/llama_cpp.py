@@ -30,6 +30,7 @@ DEFAULT_SAMPLING = {
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
 }
+GRAMMAR_REPETITION_PENALTY = 1.15
 # ``ignore_eos`` (as in llama.cpp's server and vLLM) generates through end-of-turn tokens up to
 # max_length: fixed-length generations for benchmarks and tests.
 REQUEST_OPTIONS = frozenset({*DEFAULT_SAMPLING, "ignore_eos"} - {"temperature", "top_p"})
@@ -188,6 +189,10 @@ class LlamaCppBackend(Backend):
             raise InvalidRequestError(f"the prompt is {len(tokens)} tokens; max_model_len is {n_ctx}", param="messages")
         max_tokens = min(request.max_tokens or room, room)
         s = {**DEFAULT_SAMPLING, "ignore_eos": False, **request.extra}
+        if grammar is not None and "repetition_penalty" not in request.extra:
+            # inside a grammar a small model tends to loop in a string until max_length; measured on
+            # SmolLM2 (20 seeds, a Chinese story schema): 19/20 JSONs finished at 1.1, 20/20 at 1.15
+            s["repetition_penalty"] = GRAMMAR_REPETITION_PENALTY
         ignore_eos = bool(s["ignore_eos"])
         if request.temperature is not None:
             s["temperature"] = request.temperature
