@@ -161,8 +161,19 @@ def test_json_schema_response_format_is_valid_by_construction(backend):
         assert resp.finish_reason == "stop"
         out = json.loads(resp.text)
         assert isinstance(out["title"], str) and isinstance(out["tags"], list)
-    r = req("Describe a cat as JSON.", max_length=100, response_format={"type": "json_object"})
-    assert isinstance(json.loads(backend.chat(r).text), dict)
+    r = req("Describe a cat as JSON.", max_length=400, seed=1, response_format={"type": "json_object"})
+    resp = backend.chat(r)
+    assert resp.finish_reason == "stop"
+    assert isinstance(json.loads(resp.text), dict)
+
+
+def test_grammar_keeps_the_schema_property_order_and_refuses_control_characters():
+    from byzerllm.backends.llama_cpp import schema_to_gbnf
+
+    gbnf = schema_to_gbnf({"type": "object", "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
+                           "required": ["title", "body"]})
+    assert 'root ::= "{" space title-kv "," space body-kv "}" space' in gbnf
+    assert 'char ::= [^"\\\\\\x7F\\x00-\\x1F]' in gbnf
 
 
 def test_bad_response_format_is_named(backend):

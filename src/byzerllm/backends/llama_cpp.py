@@ -168,7 +168,7 @@ class LlamaCppBackend(Backend):
                 if key == "json_object":
                     grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
                 else:
-                    grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+                    grammar = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
             except Exception as exc:  # the converter rejects schema features it cannot express
                 raise InvalidRequestError(
                     f"response_format schema cannot be turned into a grammar: {exc}",
@@ -267,6 +267,30 @@ class LlamaCppBackend(Backend):
 
     def close(self) -> None:
         self.llm.close()
+
+
+def _property_order(schema: Any, order: dict[str, int]) -> dict[str, int]:
+    """Property names in the order the schema declares them (first occurrence wins)."""
+    if isinstance(schema, dict):
+        for name in schema.get("properties", {}) or {}:
+            order.setdefault(name, len(order))
+        for value in schema.values():
+            _property_order(value, order)
+    elif isinstance(schema, list):
+        for value in schema:
+            _property_order(value, order)
+    return order
+
+
+def schema_to_gbnf(schema: dict[str, Any]) -> str:
+    """llama.cpp grammar text for a JSON schema, with two fixes over llama-cpp-python's converter:
+    properties keep the schema's order (it sorts them by name otherwise), and strings exclude
+    raw control characters as JSON requires (its ``char`` rule lets a newline through)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    order = _property_order(schema, {})
+    gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=sorted(order, key=order.get))
+    return gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
 
 
 def _text_message(msg: dict[str, Any], index: int) -> dict[str, Any]:
