@@ -107,9 +107,32 @@ class SingleOutputMeta:
     time_cost: float = 0.0
     finish_reason: str | None = None
     reasoning_content: str = ""
+    # OpenAI-style tool-call deltas: [{"index", "id", "type", "function": {"name", "arguments"}}]
+    tool_calls: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class LLMFunctionCallResponse:
+    """Result of ``chat_oai(tools=...)`` or ``chat_oai(impl_func=...)``: the model's ``response``,
+    the executed ``values`` (empty when not executed or failed) and ``metadata`` with ``reason``
+    ("" on success), ``selected_functions`` and ``tool_calls`` (``[{"id", "name", "arguments"}]``)."""
+
+    response: LLMResponse
+    values: list[Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LLMClassResponse:
+    """Result of ``chat_oai(response_class=...)``: ``value`` is the validated object (None on
+    failure, with ``metadata["reason"]``)."""
+
+    response: LLMResponse
+    value: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def response_metadata(resp: ChatResponse, time_cost: float, first_token_time: float) -> dict[str, Any]:
@@ -136,6 +159,8 @@ __all__ = [
     "Image",
     "ImagePath",
     "InferBackend",
+    "LLMClassResponse",
+    "LLMFunctionCallResponse",
     "LLMRequest",
     "LLMResponse",
     "SingleOutputMeta",

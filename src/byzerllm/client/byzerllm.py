@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, replace
@@ -13,6 +14,7 @@ from ..errors import InvalidRequestError
 from ..params import build_chat_request, normalize_infer_params
 from ..runtime.cluster import connect_cluster, is_connected
 from ..types import ChatChunk, ChatRequest, InferBackend, LLMResponse, SingleOutputMeta, response_metadata
+from .structured import StructuredMixin
 from .templates import Template
 
 
@@ -22,7 +24,7 @@ def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
     return "llama_cpp"
 
 
-class ByzerLLM:
+class ByzerLLM(StructuredMixin):
     """Client of the Ray runtime: deployment settings, deploy/undeploy, chat and stream.
 
     Settings are chained: ``ByzerLLM().setup_num_workers(2).setup_worker_concurrency(1)``.
@@ -44,6 +46,7 @@ class ByzerLLM:
         self.max_model_lengths: dict[str, int] = {}
         self._meta_cache: dict[str, dict[str, Any]] = {}
         self._runtime = None
+        self._init_structured()
 
     # --- settings --------------------------------------------------------------------
     @classmethod
@@ -201,23 +204,38 @@ class ByzerLLM:
             request.prompt = template.with_roles(role_mapping).render(request.messages)
         return name, request
 
-    def chat_oai(
-        self,
-        conversations: list[dict[str, Any]],
-        model: str | None = None,
-        llm_config: dict[str, Any] | None = None,
-        role_mapping: dict[str, str] | None = None,
-        extra_request_params: dict[str, Any] | None = None,
-    ) -> list[LLMResponse]:
-        """One chat completion.
+    def chat_oai(self, conversations: list[dict[str, Any]], tools: list[Any] | None = None, tool_choice: Any = None,
+                 execute_tool: bool = False, impl_func: Any = None, execute_impl_func: bool = False,
+                 impl_func_params: dict[str, Any] | None = None, func_params: dict[str, Any] | None = None,
+                 response_class: Any = None, response_after_chat: bool = False, model: str | None = None,
+                 llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
+                 extra_request_params: dict[str, Any] | None = None, impl_instruction: str | None = None,
+                 enable_default_sys_message: bool = True) -> list[Any]:
+        """One chat completion, or a structured call on top of chat.
 
         ``conversations``: OpenAI messages. ``llm_config``: max_length, temperature, top_p,
         stop, seed and backend keys (``gen.`` prefix allowed). Returns ``[LLMResponse]`` whose
         metadata has input_tokens_count, generated_tokens_count, time_cost (s, end to end),
-        first_token_time (s), speed (tokens/s) and finish_reason. Raises
-        ``InvalidRequestError`` (naming the field), ``ModelNotFoundError`` (listing the
+        first_token_time (s), speed (tokens/s) and finish_reason.
+
+        With ``tools`` (callables or OpenAI tool schemas; ``tool_choice`` "auto", "required" or a
+        tool name) it returns ``[LLMFunctionCallResponse]``; ``execute_tool=True`` runs the chosen
+        tool with the model's validated arguments plus ``func_params``. With ``response_class``
+        (a pydantic model or a JSON-schema string) it returns ``[LLMClassResponse]``;
+        ``response_after_chat=True`` lets the model answer in prose first. With ``impl_func`` the
+        model writes that function (``impl_instruction`` guides it) and, with
+        ``execute_impl_func=True``, it runs in the sandbox on ``impl_func_params``. A structured
+        call that fails says why in ``metadata["reason"]`` rather than raising.
+
+        Raises ``InvalidRequestError`` (naming the field), ``ModelNotFoundError`` (listing the
         deployed names), ``WorkerDiedError``, ``DeploymentUndeployedError``.
         """
+        if tools is not None or response_class is not None or impl_func is not None:
+            name, _ = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+            config = {**(llm_config or {}), **(extra_request_params or {})}
+            return [self._structured_chat(name, conversations, config, tools, tool_choice, execute_tool,
+                                          func_params, response_class, response_after_chat, impl_func,
+                                          execute_impl_func, impl_func_params, impl_instruction)]
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         start = time.perf_counter()
         resp = self.runtime.chat(name, request)
@@ -233,14 +251,23 @@ class ByzerLLM:
         role_mapping: dict[str, str] | None = None,
         delta_mode: bool = False,
         extra_request_params: dict[str, Any] | None = None,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
     ) -> Iterator[tuple[str, SingleOutputMeta]]:
         """Stream a chat completion as ``(text, SingleOutputMeta)`` tuples as tokens are made.
 
         ``delta_mode=True`` yields each new piece; ``False`` yields the whole text so far. The
         last tuple has ``meta.finish_reason`` set (its text is empty in delta mode). Stopping
         the iteration early cancels the generation on the worker. Errors as ``chat_oai``.
+
+        With ``tools``, the items carry ``meta.tool_calls`` deltas in OpenAI's order (the tool name
+        once, then the arguments' JSON text in pieces) and the last has finish_reason
+        "tool_calls"; the text is empty.
         """
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        if tools is not None:
+            config = {**(llm_config or {}), **(extra_request_params or {})}
+            return self._stream_tool_calls(name, conversations, config, tools, tool_choice)
         return _tuples(self.runtime.stream(name, request), delta_mode)
 
     async def async_chat_oai(
@@ -250,8 +277,15 @@ class ByzerLLM:
         llm_config: dict[str, Any] | None = None,
         role_mapping: dict[str, str] | None = None,
         extra_request_params: dict[str, Any] | None = None,
-    ) -> list[LLMResponse]:
-        """``chat_oai`` for asyncio code; awaits the worker without blocking the event loop."""
+        **structured: Any,
+    ) -> list[Any]:
+        """``chat_oai`` for asyncio code; awaits the worker without blocking the event loop.
+        Structured calls (``tools=``, ``response_class=``, ``impl_func=``...) run in a thread."""
+        if structured:
+            return await asyncio.to_thread(
+                functools.partial(self.chat_oai, conversations, model=model, llm_config=llm_config,
+                                  role_mapping=role_mapping, extra_request_params=extra_request_params, **structured)
+            )
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
         await asyncio.to_thread(runtime._lookup, name)

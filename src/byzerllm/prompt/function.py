@@ -19,11 +19,12 @@ import inspect
 import time
 import typing
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidRequestError, OutputParseError
 from ..structured import format_instruction, parse_as, response_format_for
+from ..structured.plan import Call as _Call
+from ..structured.plan import arun_plan, run_plan
 from ..types import LLMResponse
 from .template import PromptTemplate, printable, to_content
 
@@ -32,15 +33,6 @@ _ASTREAM_ORIGINS = {collections.abc.AsyncGenerator, collections.abc.AsyncIterato
 _OPTION_KEYS = ("llm_config", "model", "extra_request_params")
 DEFAULT_MARKERS = ("<RESPONSE>", "</RESPONSE>")
 DEFAULT_MAX_TURNS = 10
-
-
-@dataclass
-class _Call:
-    """One chat request of a plan."""
-
-    messages: list[dict[str, Any]]
-    llm_config: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _kind(tp: Any) -> str:
@@ -319,17 +311,9 @@ class PromptFunction:
         if kind == "stream":
             return self._stream(client, model, self._messages(rendered))
         meta = client.get_meta(model=model) if kind == "typed" else {}
-        plan = self._plan(self._messages(rendered), meta)
         responses: list[LLMResponse] = []
         try:
-            call = next(plan)
-            while True:
-                [resp] = client.chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                         extra_request_params=call.extra)
-                responses.append(resp)
-                call = plan.send(resp)
-        except StopIteration as done:
-            return done.value
+            return run_plan(self._plan(self._messages(rendered), meta), client, model, responses)
         finally:
             self._record(meta, responses)
 
@@ -343,17 +327,9 @@ class PromptFunction:
             raise InvalidRequestError(f"{self._fn.__qualname__!r} is async def: annotate it AsyncIterator[str]",
                                       param="return")
         meta = client.get_meta(model=model) if kind == "typed" else {}
-        plan = self._plan(self._messages(rendered), meta)
         responses: list[LLMResponse] = []
         try:
-            call = next(plan)
-            while True:
-                [resp] = await client.async_chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                                     extra_request_params=call.extra)
-                responses.append(resp)
-                call = plan.send(resp)
-        except StopIteration as done:
-            return done.value
+            return await arun_plan(self._plan(self._messages(rendered), meta), client, model, responses)
         finally:
             self._record(meta, responses)
 
