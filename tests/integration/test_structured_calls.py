@@ -1,0 +1,178 @@
+"""The documents' tool, response_class and impl examples on the built-in model deployed on Ray."""
+
+import datetime
+import json
+from typing import Annotated
+
+import pydantic
+import pytest
+from dateutil.relativedelta import relativedelta
+
+import byzerllm
+from byzerllm.client.structured import ImplError
+from byzerllm.types import LLMClassResponse, LLMFunctionCallResponse
+
+pytestmark = pytest.mark.integration
+
+
+def compute_date_range(count: Annotated[int, "时间跨度，数值类型"],
+                       unit: Annotated[str, "时间单位，字符串类型", {"enum": ["day", "week", "month", "year"]}]
+                       ) -> list[str]:
+    """
+    计算日期范围
+
+    Args:
+        count: 时间跨度，数值类型
+        unit: 时间单位，字符串类型，可选值为 day,week,month,year
+    """
+    now = datetime.datetime.now()
+    now_str = now.strftime("%Y-%m-%d %H:%M:%S")
+    delta = {"day": relativedelta(days=count), "week": relativedelta(weeks=count),
+             "month": relativedelta(months=count), "year": relativedelta(years=count)}[unit]
+    return [(now - delta).strftime("%Y-%m-%d %H:%M:%S"), now_str]
+
+
+def compute_now() -> str:
+    """
+    计算当前时间
+    """
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Story(pydantic.BaseModel):
+    """
+    故事
+    """
+
+    title: str = pydantic.Field(description="故事的标题")
+    body: str = pydantic.Field(description="故事主体")
+
+
+class Time(pydantic.BaseModel):
+    time: str = pydantic.Field(..., description="时间，时间格式为 yyyy-MM-dd")
+
+
+class TimeRange(pydantic.BaseModel):
+    start: str = pydantic.Field(..., description="开始时间，时间格式为 yyyy-MM-dd")
+    end: str = pydantic.Field(..., description="截止时间，时间格式为 yyyy-MM-dd")
+
+
+@pytest.fixture(scope="module")
+def client(smollm2_chat):
+    return byzerllm.ByzerLLM.from_default_model(smollm2_chat)
+
+
+@pytest.mark.parametrize("query", ["计算当前时间", "最近三个月趋势"])
+def test_tools_are_called_and_executed(client, query):
+    [t] = client.chat_oai([{"content": query, "role": "user"}], tools=[compute_date_range, compute_now],
+                       execute_tool=True)
+    assert isinstance(t, LLMFunctionCallResponse)
+    assert t.metadata["strategy"] == "constrained"
+    # the grammar admits only calls of existing tools with valid arguments, so the call runs
+    assert t.metadata["reason"] == ""
+    [name] = t.metadata["selected_functions"]
+    assert name in ("compute_date_range", "compute_now")
+    [value] = t.values
+    assert isinstance(value, str) if name == "compute_now" else len(value) == 2
+    [call] = t.metadata["tool_calls"]
+    assert call["name"] == name and json.loads(t.response.output)["name"] == name
+
+
+def test_tool_calls_without_execution_and_with_a_forced_tool(client):
+    [t] = client.chat_oai([{"content": "最近三个月趋势", "role": "user"}], tools=[compute_date_range, compute_now],
+                       tool_choice="compute_date_range")
+    assert t.values == []
+    [call] = t.metadata["tool_calls"]
+    assert call["name"] == "compute_date_range"
+    assert isinstance(call["arguments"]["count"], int) and call["arguments"]["unit"] in ("day", "week", "month", "year")
+
+
+def test_prompt_strategy_answers_or_says_why(client, smollm2_chat):
+    client = byzerllm.ByzerLLM.from_default_model(smollm2_chat).setup_structured_strategy(smollm2_chat, "prompt")
+    [t] = client.chat_oai([{"content": "计算当前时间", "role": "user"}], tools=[compute_date_range, compute_now],
+                          execute_tool=True, llm_config={"max_length": 120})
+    assert t.metadata["strategy"] == "prompt"
+    assert (t.values and t.metadata["reason"] == "") or (not t.values and t.metadata["reason"])
+
+
+def test_streamed_tool_call_deltas(client):
+    items = list(client.stream_chat_oai([{"content": "最近三个月趋势", "role": "user"}],
+                                     tools=[compute_date_range, compute_now]))
+    deltas = [d for _, meta in items for d in (meta.tool_calls or [])]
+    assert "name" in deltas[0]["function"] and deltas[0]["id"].startswith("call_")
+    assert all("name" not in d["function"] for d in deltas[1:])
+    arguments = json.loads("".join(d["function"]["arguments"] for d in deltas))
+    assert isinstance(arguments, dict)
+    assert items[-1][1].finish_reason == "tool_calls"
+    assert all(meta.finish_reason is None for _, meta in items[:-1])
+
+
+@pytest.mark.parametrize("after_chat", [False, True])
+def test_response_class_story(client, after_chat):
+    [t] = client.chat_oai([{"content": "请给我讲个故事，分成两个部分，一个标题，一个故事主体", "role": "user"}],
+                       response_class=Story, response_after_chat=after_chat, llm_config={"max_length": 300})
+    assert isinstance(t, LLMClassResponse)
+    assert isinstance(t.value, Story) and t.metadata["reason"] == ""
+    assert t.metadata["requests"] == (2 if after_chat else 1)
+
+
+def test_response_class_as_a_json_schema_string(client):
+    schema = json.dumps({"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                         "population": {"type": "integer"}}, "required": ["city", "population"]})
+    [t] = client.chat_oai([{"content": "Name a big city and its population.", "role": "user"}], response_class=schema,
+                       llm_config={"max_length": 100})
+    assert set(t.value) == {"city", "population"} and isinstance(t.value["population"], int)
+
+
+def test_impl_examples_answer_or_say_why_and_cache_what_worked(client, tmp_path, monkeypatch):
+    """SmolLM2-135M rarely writes working code: each call returns a validated value or raises
+    ImplError with the sandbox's reason; a function that worked is served from the cache."""
+    monkeypatch.setenv("BYZERLLM_CACHE_DIR", str(tmp_path))
+
+    @client.impl()
+    def calculate_current_time() -> Time:
+        """
+        计算当前时间
+        """
+
+    @client.impl()
+    def add_one_day(current_day: str) -> Time:
+        """
+        给传入的日期加一天，得到明天的时间
+        """
+
+    @client.impl()
+    def calculate_time_range() -> TimeRange:
+        """
+        计算时间范围，时间格式为 yyyy-MM-dd. 返回的是一个包含开始时间和截止时间的字典
+        """
+
+    for fn, args, tp in ((calculate_current_time, (), Time), (add_one_day, ("2024-10-11",), Time),
+                         (calculate_time_range, (), TimeRange)):
+        try:
+            value = fn(*args)
+        except ImplError as err:
+            assert err.reason and not list(tmp_path.glob(f"impl/{fn.__name__}-*.py"))
+            continue
+        assert isinstance(value, tp)
+        assert list(tmp_path.glob(f"impl/{fn.__name__}-*.py"))
+        client.runtime.chat = None  # the cached code must not need the model
+        try:
+            assert isinstance(fn(*args), tp)
+        finally:
+            del client.runtime.chat
+
+
+def test_chat_oai_impl_func_reports_in_metadata(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("BYZERLLM_CACHE_DIR", str(tmp_path))
+
+    def calculate_current_time() -> Time:
+        """
+        计算当前时间
+        """
+
+    [t] = client.chat_oai([{"role": "user", "content": "now"}], impl_func=calculate_current_time,
+                       execute_impl_func=True)
+    assert isinstance(t, LLMFunctionCallResponse)
+    assert t.metadata["code"].startswith("def calculate_current_time() -> Time:")
+    assert (t.values and isinstance(t.values[0], Time)) or t.metadata["reason"]
