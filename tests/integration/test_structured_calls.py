@@ -1,60 +1,16 @@
 """The documents' tool, response_class and impl examples on the built-in model deployed on Ray."""
 
-import datetime
 import json
-from typing import Annotated
 
-import pydantic
 import pytest
-from dateutil.relativedelta import relativedelta
 
 import byzerllm
 from byzerllm.client.structured import ImplError
 from byzerllm.types import LLMClassResponse, LLMFunctionCallResponse
 
+from ..doc_tools import Story, Time, TimeRange, compute_date_range, compute_now
+
 pytestmark = pytest.mark.integration
-
-
-def compute_date_range(count: Annotated[int, "时间跨度，数值类型"],
-                       unit: Annotated[str, "时间单位，字符串类型", {"enum": ["day", "week", "month", "year"]}]
-                       ) -> list[str]:
-    """
-    计算日期范围
-
-    Args:
-        count: 时间跨度，数值类型
-        unit: 时间单位，字符串类型，可选值为 day,week,month,year
-    """
-    now = datetime.datetime.now()
-    now_str = now.strftime("%Y-%m-%d %H:%M:%S")
-    delta = {"day": relativedelta(days=count), "week": relativedelta(weeks=count),
-             "month": relativedelta(months=count), "year": relativedelta(years=count)}[unit]
-    return [(now - delta).strftime("%Y-%m-%d %H:%M:%S"), now_str]
-
-
-def compute_now() -> str:
-    """
-    计算当前时间
-    """
-    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-
-
-class Story(pydantic.BaseModel):
-    """
-    故事
-    """
-
-    title: str = pydantic.Field(description="故事的标题")
-    body: str = pydantic.Field(description="故事主体")
-
-
-class Time(pydantic.BaseModel):
-    time: str = pydantic.Field(..., description="时间，时间格式为 yyyy-MM-dd")
-
-
-class TimeRange(pydantic.BaseModel):
-    start: str = pydantic.Field(..., description="开始时间，时间格式为 yyyy-MM-dd")
-    end: str = pydantic.Field(..., description="截止时间，时间格式为 yyyy-MM-dd")
 
 
 @pytest.fixture(scope="module")

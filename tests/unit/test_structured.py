@@ -2,7 +2,6 @@
 
 import datetime
 import json
-from typing import Annotated
 
 import pydantic
 import pytest
@@ -16,25 +15,7 @@ from byzerllm.structured.sandbox import run_function
 from byzerllm.structured.tools import call_schema, choose, execute, parse_call, to_tools
 from byzerllm.types import LLMResponse
 
-
-def compute_date_range(count: Annotated[int, "时间跨度，数值类型"],
-                       unit: Annotated[str, "时间单位，字符串类型", {"enum": ["day", "week", "month", "year"]}]
-                       ) -> list[str]:
-    """
-    计算日期范围
-
-    Args:
-        count: 时间跨度，数值类型
-        unit: 时间单位，字符串类型，可选值为 day,week,month,year
-    """
-    return [str(count), unit]
-
-
-def compute_now() -> str:
-    """
-    计算当前时间
-    """
-    return "now"
+from ..doc_tools import Time, compute_date_range, compute_now
 
 
 def explode(x: int) -> int:
@@ -168,10 +149,6 @@ def test_sandbox_runs_code_and_stops_what_it_must(tmp_path):
     assert "sandbox timeout" in run_function("def f():\n    while True:\n        pass", "f", {}, timeout=1)[1]
     assert "MemoryError" in run_function("def f():\n    return len(bytearray(2**31))", "f", {}, memory_mb=256)[1]
     assert "SyntaxError" in run_function("def f(:", "f", {})[1]
-
-
-class Time(pydantic.BaseModel):
-    time: str = pydantic.Field(..., description="时间，时间格式为 yyyy-MM-dd")
 
 
 GOOD = '    return Time(time=datetime.date.today().strftime("%Y-%m-%d"))'
