@@ -162,6 +162,15 @@ CLASS_CASES = [
 def run_case(llm, case, max_tokens: int) -> dict:
     query, target = case
     start = time.perf_counter()
+    try:
+        return _run_case(llm, query, target, max_tokens, start)
+    except Exception as exc:  # counted as a failure of the strategy, and shown
+        return {"query": query, "kind": "tool" if isinstance(target, str) else "class", "valid": False,
+                "first_valid": False, "right_tool": False, "seconds": time.perf_counter() - start,
+                "reason": f"{type(exc).__name__}: {exc}"[:200]}
+
+
+def _run_case(llm, query, target, max_tokens: int, start: float) -> dict:
     if isinstance(target, str):
         [r] = llm.chat_oai([{"role": "user", "content": query}], tools=TOOLS, llm_config={"max_length": max_tokens})
         valid = not r.metadata["reason"]

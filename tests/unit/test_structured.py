@@ -190,3 +190,19 @@ def test_impl_generates_validates_caches_and_clears(tmp_path, monkeypatch):
     with pytest.raises(ImplError, match="ZeroDivisionError"):
         declare(broken)()
     assert not list(tmp_path.glob("impl/*.py"))  # failures are not cached
+
+
+def test_nested_models_are_inlined_into_tool_schemas():
+    class Passenger(pydantic.BaseModel):
+        name: str
+        age: int
+
+    def book(passengers: list[Passenger]) -> str:
+        """Book seats."""
+        return "ok"
+
+    [tool] = to_tools([book])
+    assert "$defs" not in json.dumps(tool.parameters)
+    assert tool.parameters["properties"]["passengers"]["items"]["properties"]["age"]["type"] == "integer"
+    call = parse_call([tool], {"name": "book", "arguments": {"passengers": [{"name": "Ann", "age": "30"}]}})
+    assert call.arguments == {"passengers": [{"name": "Ann", "age": 30}]}

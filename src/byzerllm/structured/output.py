@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from ..errors import OutputParseError
+from ..errors import InvalidRequestError, OutputParseError
 
 
 @functools.lru_cache(maxsize=256)
@@ -22,9 +22,33 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(tp)
 
 
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every local ``$ref`` to ``$defs`` replaced by the definition, so that it
+    can be embedded in another schema (a tool's arguments in a call schema). Raises
+    ``InvalidRequestError`` for a recursive definition, which cannot be inlined."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref.rsplit("/", 1)[1]
+                if name in seen:
+                    raise InvalidRequestError(f"schema type {name!r} is recursive; it cannot be inlined",
+                                              param="schema")
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**walk(defs[name], (*seen, name)), **walk(rest, seen)}
+            return {k: walk(v, seen) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v, seen) for v in node]
+        return node
+
+    return walk(schema, ())
+
+
 @functools.lru_cache(maxsize=256)
 def _schema_json(tp: Any) -> str:
-    return json.dumps(_adapter(tp).json_schema(), ensure_ascii=False)
+    return json.dumps(inline_refs(_adapter(tp).json_schema()), ensure_ascii=False)
 
 
 def json_schema_for(tp: Any) -> dict[str, Any]:

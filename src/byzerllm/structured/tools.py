@@ -22,6 +22,7 @@ import jsonschema
 import pydantic
 
 from ..errors import InvalidRequestError, OutputParseError
+from .output import inline_refs
 
 
 @dataclass
@@ -88,7 +89,7 @@ def _from_callable(fn: Callable) -> Tool:
         default = ... if param.default is param.empty else param.default
         fields[name] = (tp, pydantic.Field(default, description=description, json_schema_extra=extra or None))
     model = pydantic.create_model(f"{fn.__name__}_arguments", **fields)
-    schema = model.model_json_schema()
+    schema = inline_refs(model.model_json_schema())
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
