@@ -200,3 +200,23 @@ def test_image_parts_are_refused_with_a_clear_error(backend):
                                                {"type": "text", "text": "what is this?"}]}]
     with pytest.raises(InvalidRequestError, match="'image_url' part; the llama_cpp backend takes text only"):
         list(backend.stream(r))
+
+
+def test_embedding_deployments_embed_and_refuse_chat(backend):
+    import math
+
+    emb = create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "max_model_len": 512})
+    vectors, tokens = emb.embed(["the cat sat on the mat", "a cat on a mat", "stock market prices fell"])
+    assert len(vectors) == 3 and len(vectors[0]) == emb.meta()["embedding_dim"] == 576
+    assert tokens > 10 and all(abs(math.hypot(*v) - 1) < 1e-3 for v in vectors)
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+    assert emb.meta()["model_type"] == "embedding"
+    with pytest.raises(InvalidRequestError, match="embeddings, not chat"):
+        list(emb.stream(req()))
+    with pytest.raises(InvalidRequestError, match="embedding=true"):
+        backend.embed(["x"])
+    emb.close()

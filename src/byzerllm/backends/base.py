@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from ..errors import UnsupportedParameterError
+from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 
 Cancelled = Callable[[], bool]
@@ -91,6 +91,11 @@ class Backend(ABC):
             first_token_time=cost if first is None else first,
             time_cost=cost,
         )
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Embedding vectors of ``texts`` and the number of input tokens. Raises
+        ``InvalidRequestError`` when the backend does not serve embeddings."""
+        raise InvalidRequestError(f"the {self.name} backend does not serve embeddings", param="model")
 
     @abstractmethod
     def meta(self) -> dict[str, Any]:

@@ -55,7 +55,8 @@ class LlamaCppBackend(Backend):
     thread per worker serves best), ``n_batch``, ``n_gpu_layers``, ``seed``, ``cache_prompt``
     (reuse the KV cache of a shared prompt prefix, default true; never for a request
     with a ``seed``, which must give the same text on any worker), ``chat_template`` (a Jinja2
-    template replacing the GGUF's), ``use_mmap``, ``verbose``.
+    template replacing the GGUF's), ``use_mmap``, ``verbose``, ``embedding`` (serve mean-pooled
+    embeddings instead of chat).
 
     Raises ``ModelPathError`` when the file is missing and ``BackendError`` when llama.cpp
     cannot load it.
@@ -73,6 +74,7 @@ class LlamaCppBackend(Backend):
         "chat_template": None,
         "use_mmap": True,
         "verbose": False,
+        "embedding": False,
     }
     request_options = REQUEST_OPTIONS
     thread_safe = False
@@ -95,6 +97,7 @@ class LlamaCppBackend(Backend):
                 n_gpu_layers=int(cfg["n_gpu_layers"]),
                 use_mmap=bool(cfg["use_mmap"]),
                 verbose=bool(cfg["verbose"]),
+                **({"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN} if cfg["embedding"] else {}),
                 **({"seed": int(cfg["seed"])} if cfg["seed"] is not None else {}),
             )
         except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
@@ -179,7 +182,25 @@ class LlamaCppBackend(Backend):
             self._grammars[key] = grammar
         return self._grammars[key]
 
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Mean-pooled, L2-normalised vectors (``n_embd`` floats each) of a deployment made with
+        ``embedding=true``."""
+        if not self.config["embedding"]:
+            raise InvalidRequestError(
+                f"{self.path} is deployed for chat; deploy it with infer_params embedding=true for embeddings",
+                param="model",
+            )
+        tokens = sum(len(self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts)
+        too_long = [i for i, t in enumerate(texts) if len(self.llm.tokenize(t.encode("utf-8"))) > self.n_ctx]
+        if too_long:
+            raise InvalidRequestError(f"input {too_long[0]} is longer than max_model_len {self.n_ctx} tokens",
+                                      param=f"input[{too_long[0]}]")
+        self.llm.reset()
+        return [list(map(float, v)) for v in self.llm.embed(texts, normalize=True)], tokens
+
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
+        if self.config["embedding"]:
+            raise InvalidRequestError(f"{self.path} is deployed for embeddings, not chat", param="model")
         llm = self.llm
         tokens = self._prompt_tokens(request)
         grammar = self._grammar(request.response_format)
@@ -260,6 +281,8 @@ class LlamaCppBackend(Backend):
             # structure by construction: llama.cpp grammars from OpenAI response_format
             "support_response_format": ["json_object", "json_schema"],
             "support_continue_final_message": True,
+            "model_type": "embedding" if self.config["embedding"] else "chat",
+            "embedding_dim": self.llm.n_embd(),
             "architectures": [arch] if arch else [],
             "n_threads": int(self.config["n_threads"]),
             "load_time": time.time(),

@@ -13,7 +13,15 @@ from ..backends.models import DEFAULT_CHAT_MODEL
 from ..errors import InvalidRequestError
 from ..params import build_chat_request, normalize_infer_params
 from ..runtime.cluster import connect_cluster, is_connected
-from ..types import ChatChunk, ChatRequest, InferBackend, LLMResponse, SingleOutputMeta, response_metadata
+from ..types import (
+    ChatChunk,
+    ChatRequest,
+    InferBackend,
+    LLMRequest,
+    LLMResponse,
+    SingleOutputMeta,
+    response_metadata,
+)
 from .structured import StructuredMixin
 from .templates import Template
 
@@ -47,6 +55,7 @@ class ByzerLLM(StructuredMixin):
         self._meta_cache: dict[str, dict[str, Any]] = {}
         self._runtime = None
         self._init_structured()
+        self.default_emb_model_name: str | None = None
 
     # --- settings --------------------------------------------------------------------
     @classmethod
@@ -59,6 +68,10 @@ class ByzerLLM(StructuredMixin):
 
     def setup_default_model_name(self, model: str | None) -> ByzerLLM:
         self.default_model_name = model
+        return self
+
+    def setup_default_emb_model_name(self, model: str | None) -> ByzerLLM:
+        self.default_emb_model_name = model
         return self
 
     def setup_num_workers(self, n: int) -> ByzerLLM:
@@ -242,6 +255,43 @@ class ByzerLLM(StructuredMixin):
         cost = time.perf_counter() - start
         first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
         return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
+
+    def _emb_inputs(self, model: str | None, request: Any) -> tuple[str, list[str]]:
+        name = model or self.default_emb_model_name
+        if not name:
+            raise InvalidRequestError(
+                "no embedding model given: pass model=... or call setup_default_emb_model_name(...)", param="model"
+            )
+        texts = request.instruction if isinstance(request, LLMRequest) else request
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidRequestError("the input to embed must be a string or a non-empty list of strings",
+                                      param="instruction")
+        return name, texts
+
+    def emb(self, model: str | None, request: LLMRequest | str | list[str]) -> list[LLMResponse]:
+        """Embed ``request.instruction`` (a string or a list of strings) with deployment ``model``
+        (the default embedding model when None): one ``LLMResponse`` per input whose ``output`` is
+        the vector (floats; the dimension is ``get_meta()["embedding_dim"]``)."""
+        name, texts = self._emb_inputs(model, request)
+        start = time.perf_counter()
+        vectors, tokens = self.runtime.embed(name, texts)
+        meta = {"input_tokens_count": tokens, "time_cost": time.perf_counter() - start}
+        return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+
+    async def async_emb(self, model: str | None, request: LLMRequest | str | list[str]) -> list[LLMResponse]:
+        """``emb`` for asyncio code."""
+        name, texts = self._emb_inputs(model, request)
+        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
+        await asyncio.to_thread(runtime._lookup, name)
+        start = time.perf_counter()
+        vectors, tokens = await runtime.aembed(name, texts)
+        meta = {"input_tokens_count": tokens, "time_cost": time.perf_counter() - start}
+        return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+
+    def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
+        """Embed one query with the default embedding model."""
+        return self.emb(model, LLMRequest(instruction=text))
 
     def stream_chat_oai(
         self,

@@ -112,6 +112,12 @@ class RayWorker(Worker):
         finally:
             self._release(lease)
 
+    def embed_leased(self, texts: list[str], lease: int) -> tuple[list[list[float]], int]:
+        try:
+            return self.embed(texts)
+        finally:
+            self._release(lease)
+
     def stream_leased(self, request: ChatRequest, lease: int) -> Iterator[ChatChunk]:
         try:
             yield from self.stream(request)
@@ -461,6 +467,24 @@ class RayRuntime:
                 if not finished:  # the caller stopped reading: stop the generation too
                     worker.cancel.remote(request.request_id)
                 pool.release.remote(lease)
+
+    def embed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        pool, worker, lease = self._lease(name)
+        try:
+            return ray.get(worker.embed_leased.remote(texts, lease))
+        except (RayTaskError, RayActorError) as exc:
+            raise self._failure(name, exc) from None
+        finally:
+            pool.release.remote(lease)
+
+    async def aembed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        pool, worker, lease = await self._alease(name)
+        try:
+            return await worker.embed_leased.remote(texts, lease)
+        except (RayTaskError, RayActorError) as exc:
+            raise await asyncio.to_thread(self._failure, name, exc) from None
+        finally:
+            pool.release.remote(lease)
 
     async def _alease(self, name: str) -> tuple[Any, Any, int]:
         pool, workers = self._lookup(name)

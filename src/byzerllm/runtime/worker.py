@@ -94,6 +94,18 @@ class Worker:
             self._active.discard(rid)
             self._cancelled.discard(rid)
 
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Embedding vectors of ``texts`` and their input token count."""
+        if self.init_error is not None:
+            raise self.init_error
+        try:
+            with self._lock:
+                return self.backend.embed(texts)
+        except ByzerLLMError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{self.backend.name} backend failed to embed: {exc!r}") from None
+
     def close(self) -> None:
         if self.backend is not None:
             self.backend.close()
