@@ -76,6 +76,20 @@ class DeploymentUndeployedError(ByzerLLMError):
     error_type = "service_unavailable"
 
 
+class DeploymentStartingError(ByzerLLMError):
+    """The deployment's workers are still loading; retry shortly."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class QueueFullError(ByzerLLMError):
+    """Every worker slot is busy and the deployment's queue is full (``max_queue``)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
 class WorkerDiedError(ByzerLLMError):
     """The worker serving the request died; the pool replaces it, a retry will be served."""
 
@@ -124,11 +138,13 @@ __all__ = [
     "ClusterNotFoundError",
     "DeploymentError",
     "DeploymentExistsError",
+    "DeploymentStartingError",
     "DeploymentUndeployedError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "ModelPathError",
     "OutputParseError",
+    "QueueFullError",
     "RequestCancelledError",
     "RequestTimeoutError",
     "UnsupportedParameterError",

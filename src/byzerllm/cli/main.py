@@ -281,6 +281,40 @@ def list_cmd(ray_address, as_json):
     Console().print(table)
 
 
+@cli.command()
+@_opt("host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
+@_opt("port", default=8000, type=int, show_default=True)
+@_opt("api_key", multiple=True, help="Accepted bearer key (repeatable); also BYZERLLM_API_KEYS (comma-separated).")
+@_opt("api_key_file", default=None, type=click.Path(exists=True, dir_okay=False), help="File with one key per line.")
+@_opt("served_model_name", multiple=True, help="alias=deployment: also serve a deployment under another name.")
+@_opt("request_timeout", default=600.0, type=float, show_default=True, help="Seconds before a 504.")
+@_opt("ray_address", default="auto", show_default=True)
+@handle_errors
+def serve(host, port, api_key, api_key_file, served_model_name, request_timeout, ray_address):
+    """Serve every deployment through an OpenAI-compatible HTTP API (/v1/chat/completions...)."""
+    import os
+
+    import uvicorn
+
+    from ..server import create_app
+
+    keys = [*api_key, *filter(None, os.environ.get("BYZERLLM_API_KEYS", "").split(","))]
+    if api_key_file:
+        with open(api_key_file) as f:
+            keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    aliases = {}
+    for item in served_model_name:
+        alias, sep, target = item.partition("=")
+        if not sep or not alias or not target:
+            _fail(f"--served_model_name expects alias=deployment, got {item!r}")
+        aliases[alias] = target
+    _connect(ray_address)
+    app = create_app(api_keys=keys, aliases=aliases, request_timeout=request_timeout)
+    err.print(f"Serving the deployments on http://{host}:{port}/v1 "
+              f"({'API keys required' if keys else 'no API key required'})", soft_wrap=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
 @cli.group()
 def cluster() -> None:
     """Start or stop the local Ray cluster."""

@@ -49,6 +49,7 @@ class ByzerLLM(StructuredMixin):
         self.worker_concurrency = 1
         self.infer_backend: str | None = None
         self.load_balance = "lru"
+        self.max_queue = 1024
         self.templates: dict[str, Template | str] = {}
         self.extra_generation_params: dict[str, dict[str, Any]] = {}
         self.max_model_lengths: dict[str, int] = {}
@@ -97,6 +98,11 @@ class ByzerLLM(StructuredMixin):
     def setup_load_balance_way(self, strategy: str) -> ByzerLLM:
         """``lru`` (default: least recently used worker), ``round_robin``, ``least_busy``, ``random``."""
         self.load_balance = strategy
+        return self
+
+    def setup_max_queue(self, n: int) -> ByzerLLM:
+        """Requests that may wait for a free worker slot before ``QueueFullError`` (HTTP 429)."""
+        self.max_queue = n
         return self
 
     def setup_template(self, model: str, template: str | Template) -> ByzerLLM:
@@ -156,6 +162,7 @@ class ByzerLLM(StructuredMixin):
             gpus_per_worker=self.gpus_per_worker,
             worker_concurrency=self.worker_concurrency,
             load_balance=self.load_balance,
+            max_queue=self.max_queue,
             options=normalize_infer_params(infer_params),
         )
         from ..backends import get_backend_class
@@ -288,6 +295,42 @@ class ByzerLLM(StructuredMixin):
         vectors, tokens = await runtime.aembed(name, texts)
         meta = {"input_tokens_count": tokens, "time_cost": time.perf_counter() - start}
         return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+
+    def _completion_request(self, prompt: str, model: str | None, llm_config: dict[str, Any] | None,
+                            extra_request_params: dict[str, Any] | None) -> tuple[str, ChatRequest]:
+        if not isinstance(prompt, str):
+            raise InvalidRequestError("prompt must be a string", param="prompt")
+        name = self._model(model)
+        request = build_chat_request([{"role": "user", "content": prompt}], self.extra_generation_params.get(name),
+                                     llm_config, extra_request_params)
+        request.prompt = prompt
+        return name, request
+
+    async def async_completion(self, prompt: str, model: str | None = None, llm_config: dict[str, Any] | None = None,
+                               extra_request_params: dict[str, Any] | None = None) -> LLMResponse:
+        """Complete raw text (no chat template): the ``/v1/completions`` path. Metadata as
+        ``chat_oai``."""
+        name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
+        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
+        await asyncio.to_thread(runtime._lookup, name)
+        start = time.perf_counter()
+        resp = await runtime.achat(name, request)
+        cost = time.perf_counter() - start
+        first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
+        return LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))
+
+    async def async_stream_completion(self, prompt: str, model: str | None = None,
+                                      llm_config: dict[str, Any] | None = None,
+                                      extra_request_params: dict[str, Any] | None = None,
+                                      ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+        """``async_completion`` streamed as ``(delta, meta)``."""
+        name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
+        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
+        await asyncio.to_thread(runtime._lookup, name)
+        meta = SingleOutputMeta()
+        start = time.perf_counter()
+        async for chunk in runtime.astream(name, request):
+            yield _advance(meta, chunk, start), replace(meta)
 
     def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
         """Embed one query with the default embedding model."""

@@ -36,9 +36,11 @@ from ..errors import (
     ByzerLLMError,
     DeploymentError,
     DeploymentExistsError,
+    DeploymentStartingError,
     DeploymentUndeployedError,
     InvalidRequestError,
     ModelNotFoundError,
+    QueueFullError,
     WorkerDiedError,
 )
 from ..types import ChatChunk, ChatRequest, ChatResponse
@@ -66,6 +68,7 @@ class DeploymentSpec:
     gpus_per_worker: float = 0.0
     worker_concurrency: int = 1
     load_balance: str = "lru"
+    max_queue: int = 1024
     options: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
 
@@ -73,7 +76,7 @@ class DeploymentSpec:
         """Raise ``InvalidRequestError`` naming the first bad field."""
         if not self.name or not isinstance(self.name, str):
             raise InvalidRequestError("udf_name (the deployment name) must be a non-empty string", param="udf_name")
-        for fname, low in (("num_workers", 1), ("worker_concurrency", 1)):
+        for fname, low in (("num_workers", 1), ("worker_concurrency", 1), ("max_queue", 0)):
             value = getattr(self, fname)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InvalidRequestError(f"{fname} must be an integer >= {low}, got {value!r}", param=fname)
@@ -151,6 +154,7 @@ class DeploymentPool:
         self._lease_ids = itertools.count(1)
         self._rr = itertools.cycle(range(n))
         self._cond = asyncio.Condition()
+        self.waiting = 0
         self.meta_cache: dict[str, Any] | None = None
 
     def get_workers(self) -> list:
@@ -191,7 +195,10 @@ class DeploymentPool:
         return min(free, key=lambda i: self.last_work[i])  # lru
 
     async def acquire(self) -> tuple[int, int]:
-        """Lease a worker slot: ``(lease_id, worker_index)``; waits while every slot is busy."""
+        """Lease a worker slot: ``(lease_id, worker_index)``; waits while every slot is busy, up to
+        ``max_queue`` waiting requests (``QueueFullError`` beyond)."""
+        if self.state == "starting":
+            raise DeploymentStartingError(f"deployment {self.spec.name!r} is starting; retry shortly")
         async with self._cond:
             while True:
                 if self.state == "stopping":
@@ -199,7 +206,16 @@ class DeploymentPool:
                 idx = self._pick()
                 if idx is not None:
                     break
-                await self._cond.wait()
+                if self.waiting >= self.spec.max_queue:
+                    raise QueueFullError(
+                        f"deployment {self.spec.name!r} is busy: all {len(self.workers)} workers are serving and "
+                        f"{self.waiting} requests are queued (max_queue {self.spec.max_queue})"
+                    )
+                self.waiting += 1
+                try:
+                    await self._cond.wait()
+                finally:
+                    self.waiting -= 1
             lease = next(self._lease_ids)
             self.leases[lease] = idx
             self.in_flight[idx] += 1
@@ -231,6 +247,7 @@ class DeploymentPool:
             "state": [k - c for c in self.in_flight],
             "worker_max_concurrency": k,
             "workers_last_work_time": [f"{now - t}s" for t in self.last_work],
+            "queued_requests": self.waiting,
         }
 
     async def shutdown(self) -> None:
