@@ -110,6 +110,20 @@ class OutputParseError(ByzerLLMError):
     error_type = "output_parse_error"
 
 
+class UpstreamError(ByzerLLMError):
+    """A SaaS or remote model server failed: ``status`` (its HTTP status), ``provider``,
+    ``request_id`` and ``upstream_message`` (its own words). Served as 429 for its rate limits,
+    504 for its timeouts, 400 for a request it refused as malformed, 502 otherwise."""
+
+    status_code = 502
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        status = details.get("status")
+        self.status_code = {429: 429, 504: 504, 408: 504, 400: 400, 422: 400}.get(status, 502)
+
+
 class ClusterNotFoundError(ByzerLLMError):
     """No Ray cluster could be reached."""
 
@@ -148,5 +162,6 @@ __all__ = [
     "RequestCancelledError",
     "RequestTimeoutError",
     "UnsupportedParameterError",
+    "UpstreamError",
     "WorkerDiedError",
 ]

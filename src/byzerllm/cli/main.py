@@ -89,6 +89,7 @@ def cli() -> None:
 @_opt("cpus_per_worker", default=0.001, type=float, show_default=True)
 @_opt("gpus_per_worker", default=0.0, type=float, show_default=True)
 @_opt("load_balance", default="lru", show_default=True, help="lru, round_robin, least_busy or random.")
+@_opt("max_queue", default=1024, type=int, show_default=True, help="Requests that may wait for a free slot.")
 @_opt("infer_params", multiple=True, help="Backend options key=value (true/false, numbers, JSON typed).")
 @_opt("ray_address", default="auto", show_default=True)
 @_opt("timeout", default=600.0, type=float, show_default=True, help="Seconds to wait for the workers.")

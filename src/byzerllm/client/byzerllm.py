@@ -25,10 +25,18 @@ from ..types import (
 from .structured import StructuredMixin
 from .templates import Template
 
+SAAS_BACKENDS = {"saas/openai": "openai", "saas/official_openai": "openai"}
+
 
 def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
     if pretrained_model_type.startswith("saas/"):
-        return "saas"
+        if pretrained_model_type not in SAAS_BACKENDS:
+            raise InvalidRequestError(
+                f"pretrained_model_type {pretrained_model_type!r} is not supported; SaaS types: "
+                f"{', '.join(SAAS_BACKENDS)} (any OpenAI-compatible API through saas.base_url)",
+                param="pretrained_model_type",
+            )
+        return SAAS_BACKENDS[pretrained_model_type]
     return "llama_cpp"
 
 

@@ -171,7 +171,10 @@ class DeploymentPool:
         return self.state
 
     def info(self) -> dict[str, Any]:
-        return {"spec": asdict(self.spec), "state": self.state, "meta": self.meta_cache}
+        """Spec (secrets masked), state and meta."""
+        spec = asdict(self.spec)
+        spec["options"] = mask_secrets(spec["options"])
+        return {"spec": spec, "state": self.state, "meta": self.meta_cache}
 
     async def worker_pids(self) -> list[int]:
         infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
@@ -257,6 +260,15 @@ class DeploymentPool:
             self._cond.notify_all()
         for w in self.workers:
             ray.kill(w, no_restart=True)
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def mask_secrets(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with every secret-looking value shown as its last 4 characters only."""
+    return {k: (f"***{str(v)[-4:]}" if v and any(w in k.lower() for w in _SECRET_WORDS) else v)
+            for k, v in options.items()}
 
 
 def _actor_name(name: str) -> str:
