@@ -69,7 +69,8 @@ def test_response_class_story(client, after_chat):
                        response_class=Story, response_after_chat=after_chat, llm_config={"max_length": 300})
     assert isinstance(t, LLMClassResponse)
     assert isinstance(t.value, Story) and t.metadata["reason"] == ""
-    assert t.metadata["requests"] == (2 if after_chat else 1)
+    first = 2 if after_chat else 1  # the prose answer, then the JSON (and perhaps one re-ask)
+    assert t.metadata["requests"] in (first, first + 1)
 
 
 def test_response_class_as_a_json_schema_string(client):

@@ -104,6 +104,7 @@ def deploy(
     cpus_per_worker,
     gpus_per_worker,
     load_balance,
+    max_queue,
     infer_params,
     ray_address,
     timeout,
@@ -120,6 +121,7 @@ def deploy(
         .setup_cpus_per_worker(cpus_per_worker)
         .setup_gpus_per_worker(gpus_per_worker)
         .setup_load_balance_way(load_balance)
+        .setup_max_queue(max_queue)
     )
     if infer_backend:
         llm.setup_infer_backend(infer_backend)
