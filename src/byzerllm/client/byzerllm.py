@@ -209,6 +209,12 @@ class ByzerLLM(StructuredMixin):
         return dict(self._meta_cache[name])
 
     # --- requests --------------------------------------------------------------------
+    async def _aruntime(self, name: str):
+        """The runtime with ``name``'s handles looked up, off the event loop when not cached."""
+        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
+        if name not in runtime._handles:
+            await asyncio.to_thread(runtime._lookup, name)
+        return runtime
     def _model(self, model: str | None) -> str:
         name = model or self.default_model_name
         if not name:
@@ -297,8 +303,7 @@ class ByzerLLM(StructuredMixin):
     async def async_emb(self, model: str | None, request: LLMRequest | str | list[str]) -> list[LLMResponse]:
         """``emb`` for asyncio code."""
         name, texts = self._emb_inputs(model, request)
-        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
-        await asyncio.to_thread(runtime._lookup, name)
+        runtime = await self._aruntime(name)
         start = time.perf_counter()
         vectors, tokens = await runtime.aembed(name, texts)
         meta = {"input_tokens_count": tokens, "time_cost": time.perf_counter() - start}
@@ -319,8 +324,7 @@ class ByzerLLM(StructuredMixin):
         """Complete raw text (no chat template): the ``/v1/completions`` path. Metadata as
         ``chat_oai``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
-        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
-        await asyncio.to_thread(runtime._lookup, name)
+        runtime = await self._aruntime(name)
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
         cost = time.perf_counter() - start
@@ -333,8 +337,7 @@ class ByzerLLM(StructuredMixin):
                                       ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``async_completion`` streamed as ``(delta, meta)``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
-        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
-        await asyncio.to_thread(runtime._lookup, name)
+        runtime = await self._aruntime(name)
         meta = SingleOutputMeta()
         start = time.perf_counter()
         async for chunk in runtime.astream(name, request):
@@ -388,8 +391,7 @@ class ByzerLLM(StructuredMixin):
                                   role_mapping=role_mapping, extra_request_params=extra_request_params, **structured)
             )
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
-        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
-        await asyncio.to_thread(runtime._lookup, name)
+        runtime = await self._aruntime(name)
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
         cost = time.perf_counter() - start
@@ -407,8 +409,7 @@ class ByzerLLM(StructuredMixin):
     ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
-        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
-        await asyncio.to_thread(runtime._lookup, name)
+        runtime = await self._aruntime(name)
         meta = SingleOutputMeta()
         start = time.perf_counter()
         text = ""

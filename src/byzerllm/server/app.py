@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ByzerLLMError, InvalidRequestError, ModelNotFoundError, RequestTimeoutError
+from ..errors import ByzerLLMError, InvalidRequestError, RequestTimeoutError
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Message, RerankRequest
 
@@ -69,13 +69,9 @@ class Server:
         return sum(hmac.compare_digest(given, key) for key in self.api_keys) > 0
 
     def deployment(self, model: str) -> str:
-        name = self.aliases.get(model, model)
-        deployed = self.llm.list_deployments()
-        if name not in deployed:
-            public = sorted({*deployed, *self.aliases})
-            raise ModelNotFoundError(f"model {model!r} does not exist; available: {', '.join(public) or 'none'}",
-                                     param="model", available=public)
-        return name
+        """The deployment a request's model names (an unknown one is reported by the client with
+        the list of deployed names)."""
+        return self.aliases.get(model, model)
 
     async def timed(self, awaitable):
         try:
@@ -127,6 +123,32 @@ def _response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": {"name": rf.json_schema.name, "schema": rf.json_schema.schema_}}
 
 
+class Guard:
+    """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on every request): the
+    API key check (401) and the request size limit by Content-Length (413)."""
+
+    OPEN_PATHS = ("/health", "/docs", "/openapi.json")
+
+    def __init__(self, app, server: Server, max_body_bytes: int) -> None:
+        self.app, self.server, self.max_body_bytes = app, server, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            response = JSONResponse(error_body(f"request body is larger than {self.max_body_bytes} bytes",
+                                               "invalid_request_error", code="request_too_large"), status_code=413)
+            return await response(scope, receive, send)
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if scope["path"] not in self.OPEN_PATHS and not self.server.authorized(auth):
+            response = JSONResponse(error_body("invalid or missing API key (Authorization: Bearer <key>)",
+                                               "authentication_error", code="invalid_api_key"), status_code=401)
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str, str] | None = None,
                request_timeout: float = 600.0, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app. ``llm`` is a connected ``ByzerLLM`` (one is made when None)."""
@@ -138,17 +160,7 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
     app = FastAPI(title="byzerllm", version="1", description="OpenAI-compatible API over byzerllm deployments.")
     app.state.server = srv
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse(error_body(f"request body is larger than {max_body_bytes} bytes",
-                                           "invalid_request_error", code="request_too_large"), status_code=413)
-        open_paths = ("/health", "/docs", "/openapi.json")
-        if request.url.path not in open_paths and not srv.authorized(request.headers.get("authorization")):
-            return JSONResponse(error_body("invalid or missing API key (Authorization: Bearer <key>)",
-                                           "authentication_error", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
+    app.add_middleware(Guard, server=srv, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(ByzerLLMError)
     async def byzer_error(request: Request, exc: ByzerLLMError):
@@ -203,7 +215,7 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
-        name = await asyncio.to_thread(srv.deployment, body.model)
+        name = srv.deployment(body.model)
         config, extra = _sampling(body)
         rf = _response_format(body)
         if rf is not None:
@@ -247,13 +259,14 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
             message, finish = {"role": "assistant", "content": r.output}, meta.get("finish_reason") or "stop"
         srv.metrics.done("/v1/chat/completions", body.model, time.perf_counter() - start,
                          meta.get("first_token_time"), usage)
-        return {"id": cid, "object": "chat.completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                "usage": _usage(usage)}
+        # a response object skips FastAPI's re-encoding of a returned dict
+        return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": body.model,
+                             "choices": [{"index": 0, "message": message, "finish_reason": finish,
+                                          "logprobs": None}], "usage": _usage(usage)})
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
-        name = await asyncio.to_thread(srv.deployment, body.model)
+        name = srv.deployment(body.model)
         config, extra = _sampling(body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
@@ -278,7 +291,7 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
-        name = await asyncio.to_thread(srv.deployment, body.model)
+        name = srv.deployment(body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or not all(isinstance(t, str) for t in texts):
             raise InvalidRequestError("input must be a string or a non-empty list of strings (token arrays are "
@@ -299,7 +312,7 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
 
     @app.post("/v1/rerank")
     async def rerank(body: RerankRequest):
-        name = await asyncio.to_thread(srv.deployment, body.model)
+        name = srv.deployment(body.model)
         docs = [d if isinstance(d, str) else d.text for d in body.documents]
         start = time.perf_counter()
         out = await srv.timed(llm.async_emb(name, [body.query, *docs]))
