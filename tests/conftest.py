@@ -4,8 +4,10 @@ with the byzerllm CLI and stops at the end (``ray stop``), and on the real built
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,27 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"byzerllm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log, seconds: float = 60) -> None:
+    """Wait until ``url`` answers 200; kill ``proc`` and raise with its log's tail otherwise."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{url} did not come up:\n{log() if callable(log) else log}")
 
 
 @pytest.fixture(scope="session")

@@ -120,6 +120,10 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
                         'response_format must be a dict like {"type": "json_object"}', param="response_format"
                     )
                 request.response_format = value
+            elif key in ("tools", "tool_choice"):
+                if key == "tools" and (not isinstance(value, list) or not all(isinstance(t, dict) for t in value)):
+                    raise InvalidRequestError("tools must be a list of OpenAI tool schemas", param="tools")
+                setattr(request, key, value)
             elif key == "continue_final_message":
                 request.continue_final_message = bool(value)
             elif target == "stop":

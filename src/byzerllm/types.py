@@ -47,6 +47,9 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     # the last message is an assistant message to continue (prefill), as in vLLM's option
     continue_final_message: bool = False
+    # OpenAI-format tools for backends that call them natively (get_meta: support_tool_calls)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -72,6 +75,7 @@ class ChatResponse:
     generated_tokens: int
     first_token_time: float
     time_cost: float
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI format, from native tool calling
 
 
 @dataclass
@@ -144,6 +148,7 @@ def response_metadata(resp: ChatResponse, time_cost: float, first_token_time: fl
         "first_token_time": first_token_time,
         "speed": resp.generated_tokens / time_cost if time_cost > 0 else 0.0,
         "finish_reason": resp.finish_reason,
+        **({"tool_calls": resp.tool_calls} if resp.tool_calls else {}),
     }
 
 

@@ -4,13 +4,11 @@ server with the built-in model, and a small fault-injecting app."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -21,13 +19,9 @@ from starlette.routing import Route
 from byzerllm.backends.models import resolve_model_path
 from byzerllm.errors import UpstreamError
 
+from ..conftest import free_port, wait_http
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +33,7 @@ def llama_server(tmp_path_factory):
                              "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--model_alias",
                              "smollm2", "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=log.open("w"))
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError(log.read_text()[-3000:])
+    wait_http(base + "/models", proc, lambda: log.read_text()[-3000:])
     yield base
     proc.terminate()
     proc.wait(timeout=30)
@@ -60,7 +45,7 @@ def saas_chat(llm, llama_server):
     llm.setup_num_workers(1)
     llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
                infer_params={"saas.base_url": llama_server, "saas.model": "smollm2", "saas.api_key": "sk-secret-1234",
-                            "saas.json_schema_mode": "json_object"})
+                            "saas.json_schema_mode": "json_object", "saas.native_tools": False})
     yield name
     llm.undeploy(name)
 
@@ -107,13 +92,23 @@ class Faults:
 
     async def chat(self, request: Request):
         self.attempts += 1
+        body = await request.json()
+        self.last_body = body
         if self.mode == "429":
             return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429,
                                 headers={"Retry-After": "0.2", "x-request-id": "req-42"})
         if self.mode == "500":
             return JSONResponse({"error": {"message": "upstream broke", "type": "server_error"}}, status_code=500)
+        if body.get("tools"):  # answer with a native tool call of the first tool
+            name = body["tools"][0]["function"]["name"]
+            arguments = json.dumps({"count": 3, "unit": "month"} if name == "compute_date_range" else {})
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_native_1", "type": "function", "function": {"name": name, "arguments": arguments}}]}
+            finish = "tool_calls"
+        else:
+            message, finish = {"role": "assistant", "content": "ok"}, "stop"
         return JSONResponse({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            {"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
 
 
@@ -149,6 +144,14 @@ def test_upstream_errors_cross_ray_intact_after_retries(llm, faults):
         assert err.value.status_code == 502 and faults.attempts == 3
         faults.mode = "ok"
         assert llm.chat_oai(ASK, model=name)[0].output == "ok"
+        from ..doc_tools import compute_date_range, compute_now
+
+        [t] = llm.chat_oai([{"role": "user", "content": "最近三个月趋势"}], model=name,
+                           tools=[compute_date_range, compute_now], execute_tool=True)
+        assert t.metadata["strategy"] == "native" and t.metadata["reason"] == ""
+        assert [x["function"]["name"] for x in faults.last_body["tools"]] == ["compute_date_range", "compute_now"]
+        assert faults.last_body["tool_choice"] == "required"
+        assert t.metadata["tool_calls"][0]["id"] == "call_native_1" and len(t.values[0]) == 2
     finally:
         llm.undeploy(name)
 

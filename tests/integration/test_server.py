@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import struct
 import subprocess
 import time
@@ -13,16 +12,10 @@ import httpx
 import openai
 import pytest
 
-from ..conftest import BIN
+from ..conftest import BIN, free_port, wait_http
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-key-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +32,10 @@ def server(smollm2_chat, emb_model):
     proc = subprocess.Popen(
         [str(BIN / "byzerllm"), "serve", "--port", str(port), "--api_key", KEY, "--served_model_name",
          f"gpt-4o-mini={smollm2_chat}", "--request_timeout", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError(proc.stderr.read())
+    wait_http(base + "/health", proc, "byzerllm serve did not start")
     yield base
     proc.terminate()
     proc.wait(timeout=30)

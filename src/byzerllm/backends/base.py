@@ -55,7 +55,12 @@ class Backend(ABC):
         return {**cls.options, **options}
 
     def check_request(self, request: ChatRequest) -> None:
-        """Reject ``request.extra`` keys this backend does not know (by name)."""
+        """Reject ``request.extra`` keys this backend does not know (by name), and native tools
+        on a backend that cannot call them."""
+        if request.tools and not self.meta().get("support_tool_calls"):
+            raise UnsupportedParameterError(
+                f"the {self.name} backend has no native tool calling; use chat_oai(tools=...), which works "
+                "on any backend", param="tools")
         for key in request.extra:
             if key not in self.request_options:
                 raise UnsupportedParameterError(

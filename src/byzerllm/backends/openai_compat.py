@@ -27,7 +27,9 @@ class OpenAICompatBackend(Backend):
     ``proxies`` (a proxy URL), ``local_address`` (the local IP to connect from),
     ``max_output_tokens`` (a cap on max_tokens), ``extra_headers`` (a dict), ``json_schema_mode``
     (``json_schema``, OpenAI's shape, by default; ``json_object`` sends
-    ``{"type": "json_object", "schema": ...}`` as llama-cpp-python's server expects).
+    ``{"type": "json_object", "schema": ...}`` as llama-cpp-python's server expects),
+    ``native_tools`` (true: tools are sent as OpenAI ``tools`` and the provider's tool calls read
+    back; false for servers without tool calling, which then get the prompt/grammar strategies).
 
     Raises ``UpstreamError`` carrying the provider's status, request id and message.
     """
@@ -35,7 +37,8 @@ class OpenAICompatBackend(Backend):
     name = "openai"
     options = {"model": None, "api_key": None, "base_url": "https://api.openai.com/v1", "timeout": 60.0,
                "max_retries": 2, "https_verify": True, "proxies": None, "local_address": None,
-               "max_output_tokens": None, "extra_headers": None, "json_schema_mode": "json_schema"}
+               "max_output_tokens": None, "extra_headers": None, "json_schema_mode": "json_schema",
+               "native_tools": True}
     request_options = frozenset({"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty",
                                  "ignore_eos"})
     thread_safe = True
@@ -62,7 +65,8 @@ class OpenAICompatBackend(Backend):
         params: dict[str, Any] = {"model": self.model}
         for key, value in (("max_tokens", max_tokens), ("temperature", request.temperature),
                            ("top_p", request.top_p), ("stop", request.stop or None), ("seed", request.seed),
-                           ("response_format", request.response_format)):
+                           ("response_format", request.response_format), ("tools", request.tools),
+                           ("tool_choice", request.tool_choice)):
             if value is not None:
                 params[key] = value
         rf = params.get("response_format")
@@ -102,14 +106,8 @@ class OpenAICompatBackend(Backend):
                     if cancelled():
                         finish = "cancelled"
                         break
-        except openai.APIStatusError as exc:
-            raise _upstream(exc) from None
-        except openai.APITimeoutError:
-            raise UpstreamError(f"{PROVIDER} at {self.config['base_url']} did not answer within "
-                                f"{self.config['timeout']}s", status=504, provider=PROVIDER) from None
-        except openai.APIConnectionError as exc:
-            raise UpstreamError(f"cannot reach {self.config['base_url']}: {exc}", status=502,
-                                provider=PROVIDER) from None
+        except openai.APIError as exc:
+            raise self._error(exc) from None
         yield ChatChunk("", finish or "stop", usage.prompt_tokens if usage else 0,
                         usage.completion_tokens if usage else generated)
 
@@ -126,36 +124,41 @@ class OpenAICompatBackend(Backend):
                 text, finish = out.choices[0].text, out.choices[0].finish_reason
             else:
                 out = self.client.chat.completions.create(messages=request.messages, **params)
-                text, finish = out.choices[0].message.content or "", out.choices[0].finish_reason
-        except openai.APIStatusError as exc:
-            raise _upstream(exc) from None
-        except openai.APITimeoutError:
-            raise UpstreamError(f"{PROVIDER} at {self.config['base_url']} did not answer within "
-                                f"{self.config['timeout']}s", status=504, provider=PROVIDER) from None
-        except openai.APIConnectionError as exc:
-            raise UpstreamError(f"cannot reach {self.config['base_url']}: {exc}", status=502,
-                                provider=PROVIDER) from None
+                message = out.choices[0].message
+                text, finish = message.content or "", out.choices[0].finish_reason
+                calls = [c.model_dump(exclude_none=True) for c in message.tool_calls or []]
+        except openai.APIError as exc:
+            raise self._error(exc) from None
         cost = time.perf_counter() - start
         usage = out.usage
         return ChatResponse(text, finish, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
-                            cost, cost)
+                            cost, cost, (calls or None) if request.prompt is None else None)
+
+    def _error(self, exc: Exception) -> UpstreamError:
+        """The ``UpstreamError`` for an exception of the openai client."""
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return _upstream(exc)
+        if isinstance(exc, openai.APITimeoutError):
+            return UpstreamError(f"{PROVIDER} at {self.config['base_url']} did not answer within "
+                                 f"{self.config['timeout']}s", status=504, provider=PROVIDER)
+        return UpstreamError(f"request to {self.config['base_url']} failed: {exc}", status=502, provider=PROVIDER)
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         import openai
 
         try:
             out = self.client.embeddings.create(model=self.model, input=texts)
-        except openai.APIStatusError as exc:
-            raise _upstream(exc) from None
         except openai.APIError as exc:
-            raise UpstreamError(f"embedding request to {self.config['base_url']} failed: {exc}", status=502,
-                                provider=PROVIDER) from None
+            raise self._error(exc) from None
         return [d.embedding for d in out.data], out.usage.prompt_tokens if out.usage else 0
 
     def meta(self) -> dict[str, Any]:
         return {"backend": self.name, "model_name": self.model, "base_url": self.config["base_url"],
                 "max_model_len": None, "support_stream": True, "support_chat_template": True,
                 "support_response_format": ["json_object", "json_schema"], "architectures": [],
+                "support_tool_calls": bool(self.config["native_tools"]),
                 "model_type": "chat"}
 
     def close(self) -> None:

@@ -63,8 +63,8 @@ class StructuredMixin:
         self.impl_func_format_funcs[model] = func
         return self
 
-    def _strategy(self, name: str) -> str:
-        return pick_strategy(self.get_meta(model=name), self.structured_strategies.get(name, "auto"))
+    def _strategy(self, name: str, for_tools: bool = False) -> str:
+        return pick_strategy(self.get_meta(model=name), self.structured_strategies.get(name, "auto"), for_tools)
 
     # --- chat_oai with a layer ---------------------------------------------------------
     def _structured_chat(self, name: str, conversations: list[dict[str, Any]], llm_config: dict[str, Any],
@@ -80,7 +80,7 @@ class StructuredMixin:
                 [value] if execute_impl_func and not reason else [],
                 {"reason": reason, "selected_functions": [impl_func.__name__], "code": code, **_usage(responses)},
             )
-        strategy = self._strategy(name)
+        strategy = self._strategy(name, for_tools=tools is not None)
         if tools is not None:
             allowed = choose(to_tools(tools), tool_choice)
             plan = tool_call_plan(conversations, allowed, strategy, llm_config,
@@ -104,9 +104,10 @@ class StructuredMixin:
         """Tool-call deltas in OpenAI's order: the name once, then argument fragments as they are
         generated; the last item has ``finish_reason == "tool_calls"``."""
         allowed = choose(to_tools(tools), tool_choice)
-        if self._strategy(name) != "constrained":  # a call is known only once it is parsed
+        strategy = self._strategy(name, for_tools=True)
+        if strategy != "constrained":  # a call is known only once it is parsed
             responses: list[LLMResponse] = []
-            call, _, reason = run_plan(tool_call_plan(conversations, allowed, "prompt", llm_config,
+            call, _, reason = run_plan(tool_call_plan(conversations, allowed, strategy, llm_config,
                                                       self.function_calling_format_funcs.get(name)),
                                        self, name, responses)
             if call is None:

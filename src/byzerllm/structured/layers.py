@@ -22,15 +22,18 @@ from .output import extract_json, json_schema_for, parse_as
 from .plan import Call, Plan
 from .tools import Tool, ToolCall, call_schema, parse_call, tools_prompt
 
-STRATEGIES = ("auto", "constrained", "prompt")
+STRATEGIES = ("auto", "native", "constrained", "prompt")
 
 
-def pick_strategy(meta: dict[str, Any], forced: str = "auto") -> str:
+def pick_strategy(meta: dict[str, Any], forced: str = "auto", for_tools: bool = False) -> str:
+    """``native`` (the provider's own tool calling; tools only), ``constrained`` or ``prompt``."""
     if forced not in STRATEGIES:
         raise InvalidRequestError(f"structured strategy {forced!r} is unknown; accepted: {', '.join(STRATEGIES)}",
                                   param="strategy")
     if forced != "auto":
-        return forced
+        return forced if forced != "native" or for_tools else pick_strategy(meta, "auto")
+    if for_tools and meta.get("support_tool_calls"):
+        return "native"
     return "constrained" if "json_schema" in meta.get("support_response_format", ()) else "prompt"
 
 
@@ -66,9 +69,37 @@ def _json_plan(messages: list[dict[str, Any]], schema: dict[str, Any], strategy:
     return None, text, error
 
 
+def _native_plan(conversations: list[dict[str, Any]], tools: list[Tool], llm_config: dict[str, Any]) -> Plan:
+    """The provider calls the tool itself; its arguments are still validated, with one re-ask."""
+    choice: Any = ("required" if len(tools) > 1 else {"type": "function", "function": {"name": tools[0].name}})
+    extra = {"tools": [t.openai() for t in tools], "tool_choice": choice}
+    messages, reason, text = conversations, "", ""
+    for attempt in (0, 1):
+        resp = yield Call(messages, dict(llm_config), extra)
+        text = resp.output
+        calls = resp.metadata.get("tool_calls") or []
+        if not calls:
+            reason = "the model answered without calling a tool"
+        else:
+            fn = calls[0].get("function", {})
+            try:
+                call = parse_call(tools, {"name": fn.get("name"), "arguments": json.loads(fn.get("arguments") or "{}")})
+                if calls[0].get("id"):
+                    call.id = calls[0]["id"]
+                return call, text, ""
+            except (OutputParseError, json.JSONDecodeError) as exc:
+                reason = str(exc)
+        if attempt == 0:
+            messages = [*conversations, {"role": "assistant", "content": text or json.dumps(calls)},
+                        {"role": "user", "content": f"{reason}\nCall one of the tools with valid arguments."}]
+    return None, text, reason
+
+
 def tool_call_plan(conversations: list[dict[str, Any]], tools: list[Tool], strategy: str,
                    llm_config: dict[str, Any], format_func: Callable[[list[dict]], str] | None = None) -> Plan:
     """Returns ``(ToolCall | None, text, reason)``."""
+    if strategy == "native":
+        return (yield from _native_plan(conversations, tools, llm_config))
     instruction = format_func([t.openai() for t in tools]) if format_func else tools_prompt(tools)
     messages = _with_system(conversations, instruction)
     call, text, reason = yield from _json_plan(messages, call_schema(tools), strategy, llm_config,
