@@ -9,7 +9,7 @@ tokens' logits biased away). Reported: time to first token (TTFT), decode tokens
 ((tokens - 1) / (last token time - first token time)) and end-to-end tokens/s of a non-streamed
 call, medians over RUNS runs. Targets (issue): tokens/s ratio >= 0.95, TTFT difference <= 15 ms.
 
-    .venv/bin/python bench/local_overhead.py [--runs 7] [--max-tokens 128]
+    .venv/bin/python bench/local_overhead.py [--runs 15] [--max-tokens 128]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def run_direct(model, messages, max_tokens, bias):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
 
