@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import json
 import random
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -190,11 +189,12 @@ class LlamaCppBackend(Backend):
                 f"{self.path} is deployed for chat; deploy it with infer_params embedding=true for embeddings",
                 param="model",
             )
-        tokens = sum(len(self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts)
-        too_long = [i for i, t in enumerate(texts) if len(self.llm.tokenize(t.encode("utf-8"))) > self.n_ctx]
-        if too_long:
-            raise InvalidRequestError(f"input {too_long[0]} is longer than max_model_len {self.n_ctx} tokens",
-                                      param=f"input[{too_long[0]}]")
+        counts = [len(self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts]
+        too_long = next((i for i, n in enumerate(counts) if n > self.n_ctx), None)
+        if too_long is not None:
+            raise InvalidRequestError(f"input {too_long} is longer than max_model_len {self.n_ctx} tokens",
+                                      param=f"input[{too_long}]")
+        tokens = sum(counts)
         self.llm.reset()
         return [list(map(float, v)) for v in self.llm.embed(texts, normalize=True)], tokens
 
@@ -285,7 +285,6 @@ class LlamaCppBackend(Backend):
             "embedding_dim": self.llm.n_embd(),
             "architectures": [arch] if arch else [],
             "n_threads": int(self.config["n_threads"]),
-            "load_time": time.time(),
         }
 
     def close(self) -> None:

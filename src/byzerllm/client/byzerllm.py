@@ -265,7 +265,7 @@ class ByzerLLM(StructuredMixin):
         deployed names), ``WorkerDiedError``, ``DeploymentUndeployedError``.
         """
         if tools is not None or response_class is not None or impl_func is not None:
-            name, _ = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+            name = self._model(model)  # the layer's own requests validate the messages
             config = {**(llm_config or {}), **(extra_request_params or {})}
             return [self._structured_chat(name, conversations, config, tools, tool_choice, execute_tool,
                                           func_params, response_class, response_after_chat, impl_func,
@@ -273,9 +273,7 @@ class ByzerLLM(StructuredMixin):
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         start = time.perf_counter()
         resp = self.runtime.chat(name, request)
-        cost = time.perf_counter() - start
-        first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
-        return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
+        return [_llm_response(name, request, resp, time.perf_counter() - start)]
 
     def _emb_inputs(self, model: str | None, request: Any) -> tuple[str, list[str]]:
         name = model or self.default_emb_model_name
@@ -297,8 +295,7 @@ class ByzerLLM(StructuredMixin):
         name, texts = self._emb_inputs(model, request)
         start = time.perf_counter()
         vectors, tokens = self.runtime.embed(name, texts)
-        meta = {"input_tokens_count": tokens, "time_cost": time.perf_counter() - start}
-        return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+        return _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start)
 
     async def async_emb(self, model: str | None, request: LLMRequest | str | list[str]) -> list[LLMResponse]:
         """``emb`` for asyncio code."""
@@ -306,8 +303,7 @@ class ByzerLLM(StructuredMixin):
         runtime = await self._aruntime(name)
         start = time.perf_counter()
         vectors, tokens = await runtime.aembed(name, texts)
-        meta = {"input_tokens_count": tokens, "time_cost": time.perf_counter() - start}
-        return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+        return _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start)
 
     def _completion_request(self, prompt: str, model: str | None, llm_config: dict[str, Any] | None,
                             extra_request_params: dict[str, Any] | None) -> tuple[str, ChatRequest]:
@@ -327,9 +323,7 @@ class ByzerLLM(StructuredMixin):
         runtime = await self._aruntime(name)
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
-        cost = time.perf_counter() - start
-        first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
-        return LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))
+        return _llm_response(name, request, resp, time.perf_counter() - start)
 
     async def async_stream_completion(self, prompt: str, model: str | None = None,
                                       llm_config: dict[str, Any] | None = None,
@@ -338,10 +332,8 @@ class ByzerLLM(StructuredMixin):
         """``async_completion`` streamed as ``(delta, meta)``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
         runtime = await self._aruntime(name)
-        meta = SingleOutputMeta()
-        start = time.perf_counter()
-        async for chunk in runtime.astream(name, request):
-            yield _advance(meta, chunk, start), replace(meta)
+        async for item in _atuples(runtime.astream(name, request), delta_mode=True):
+            yield item
 
     def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
         """Embed one query with the default embedding model."""
@@ -368,10 +360,10 @@ class ByzerLLM(StructuredMixin):
         once, then the arguments' JSON text in pieces) and the last has finish_reason
         "tool_calls"; the text is empty.
         """
-        name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         if tools is not None:
             config = {**(llm_config or {}), **(extra_request_params or {})}
-            return self._stream_tool_calls(name, conversations, config, tools, tool_choice)
+            return self._stream_tool_calls(self._model(model), conversations, config, tools, tool_choice)
+        name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         return _tuples(self.runtime.stream(name, request), delta_mode)
 
     async def async_chat_oai(
@@ -394,9 +386,7 @@ class ByzerLLM(StructuredMixin):
         runtime = await self._aruntime(name)
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
-        cost = time.perf_counter() - start
-        first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
-        return [LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))]
+        return [_llm_response(name, request, resp, time.perf_counter() - start)]
 
     async def async_stream_chat_oai(
         self,
@@ -410,13 +400,8 @@ class ByzerLLM(StructuredMixin):
         """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         runtime = await self._aruntime(name)
-        meta = SingleOutputMeta()
-        start = time.perf_counter()
-        text = ""
-        async for chunk in runtime.astream(name, request):
-            piece = _advance(meta, chunk, start)
-            text += piece
-            yield (piece if delta_mode else text), replace(meta)
+        async for item in _atuples(runtime.astream(name, request), delta_mode):
+            yield item
 
 
 def _input(name: str, request: ChatRequest) -> dict[str, Any]:
@@ -434,6 +419,30 @@ def _advance(meta: SingleOutputMeta, chunk: ChatChunk, start: float) -> str:
     meta.time_cost = now
     meta.finish_reason = chunk.finish_reason
     return chunk.delta
+
+
+def _llm_response(name: str, request: ChatRequest, resp: Any, cost: float) -> LLMResponse:
+    """The ``LLMResponse`` of a finished call that took ``cost`` seconds end to end; the call's
+    overhead is attributed to the time before the first token."""
+    first = resp.first_token_time + max(cost - resp.time_cost, 0.0)
+    return LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))
+
+
+def _emb_responses(name: str, texts: list[str], vectors: list[list[float]], tokens: int,
+                   cost: float) -> list[LLMResponse]:
+    meta = {"input_tokens_count": tokens, "time_cost": cost}
+    return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+
+
+async def _atuples(chunks: AsyncIterator[ChatChunk], delta_mode: bool) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+    """``_tuples`` for an async stream of chunks."""
+    meta = SingleOutputMeta()
+    start = time.perf_counter()
+    text = ""
+    async for chunk in chunks:
+        piece = _advance(meta, chunk, start)
+        text += piece
+        yield (piece if delta_mode else text), replace(meta)
 
 
 def _tuples(chunks: Iterator[ChatChunk], delta_mode: bool) -> Iterator[tuple[str, SingleOutputMeta]]:

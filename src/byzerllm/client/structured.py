@@ -14,7 +14,7 @@ from ..errors import ByzerLLMError, InvalidRequestError
 from ..structured import impl as impl_mod
 from ..structured.layers import class_plan, pick_strategy, tool_call_plan
 from ..structured.plan import Plan, run_plan
-from ..structured.tools import ToolCall, call_schema, choose, execute, parse_call, to_tools, tools_prompt
+from ..structured.tools import call_schema, choose, execute, new_call_id, parse_call, to_tools, tools_prompt
 from ..types import LLMClassResponse, LLMFunctionCallResponse, LLMResponse, SingleOutputMeta
 
 
@@ -220,7 +220,7 @@ class _CallStreamParser:
         self.text = ""
         self.args_start: int | None = None
         self.sent = 0
-        self.id = ToolCall("x", {}).id
+        self.id = new_call_id()
 
     def feed(self, piece: str) -> list[dict[str, Any]]:
         self.text += piece

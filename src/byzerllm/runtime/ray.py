@@ -458,13 +458,15 @@ class RayRuntime:
                 raise _unwrap(exc) from None
         raise AssertionError("unreachable")
 
-    def chat(self, name: str, request: ChatRequest) -> ChatResponse:
+    def _call(self, name: str, method: str, *args: Any) -> Any:
+        """A unary worker call (``chat_leased``, ``embed_leased``) on a leased slot, sent again when
+        its worker died (it produced no output, so a retry is safe)."""
         for attempt in range(len(RETRY_PAUSES) + 1):
             if attempt:
                 time.sleep(RETRY_PAUSES[attempt - 1])
             pool, worker, lease = self._lease(name)
             try:
-                return ray.get(worker.chat_leased.remote(request, lease))
+                return ray.get(getattr(worker, method).remote(*args, lease))
             except (RayTaskError, RayActorError) as exc:
                 error = self._failure(name, exc)
                 if _give_up(error, attempt):
@@ -472,6 +474,12 @@ class RayRuntime:
             finally:
                 pool.release.remote(lease)
         raise AssertionError("unreachable")
+
+    def chat(self, name: str, request: ChatRequest) -> ChatResponse:
+        return self._call(name, "chat_leased", request)
+
+    def embed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        return self._call(name, "embed_leased", texts)
 
     def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
         for attempt in range(len(RETRY_PAUSES) + 1):
@@ -497,24 +505,6 @@ class RayRuntime:
                     worker.cancel.remote(request.request_id)
                 pool.release.remote(lease)
 
-    def embed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
-        pool, worker, lease = self._lease(name)
-        try:
-            return ray.get(worker.embed_leased.remote(texts, lease))
-        except (RayTaskError, RayActorError) as exc:
-            raise self._failure(name, exc) from None
-        finally:
-            pool.release.remote(lease)
-
-    async def aembed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
-        pool, worker, lease = await self._alease(name)
-        try:
-            return await worker.embed_leased.remote(texts, lease)
-        except (RayTaskError, RayActorError) as exc:
-            raise await asyncio.to_thread(self._failure, name, exc) from None
-        finally:
-            pool.release.remote(lease)
-
     async def _alease(self, name: str) -> tuple[Any, Any, int]:
         pool, workers = self._lookup(name)
         try:
@@ -526,13 +516,14 @@ class RayRuntime:
             raise _unwrap(exc) from None
         return pool, workers[idx], lease
 
-    async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
+    async def _acall(self, name: str, method: str, *args: Any) -> Any:
+        """``_call`` for asyncio code."""
         for attempt in range(len(RETRY_PAUSES) + 1):
             if attempt:
                 await asyncio.sleep(RETRY_PAUSES[attempt - 1])
             pool, worker, lease = await self._alease(name)
             try:
-                return await worker.chat_leased.remote(request, lease)
+                return await getattr(worker, method).remote(*args, lease)
             except (RayTaskError, RayActorError) as exc:
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt):
@@ -540,6 +531,12 @@ class RayRuntime:
             finally:
                 pool.release.remote(lease)
         raise AssertionError("unreachable")
+
+    async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
+        return await self._acall(name, "chat_leased", request)
+
+    async def aembed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        return await self._acall(name, "embed_leased", texts)
 
     async def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         for attempt in range(len(RETRY_PAUSES) + 1):

@@ -80,8 +80,8 @@ class Server:
             raise RequestTimeoutError(f"the model did not answer within {self.request_timeout:g}s") from None
 
 
-def _sampling(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(llm_config, extra_request_params)`` for the client from an OpenAI request."""
+def _sampling(body: Any) -> dict[str, Any]:
+    """The client's ``llm_config`` for an OpenAI request."""
     if body.n != 1:
         raise InvalidRequestError("n > 1 is not supported: send one request per completion", param="n")
     if body.logprobs:
@@ -94,7 +94,7 @@ def _sampling(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                        ("repetition_penalty", body.repetition_penalty), ("ignore_eos", body.ignore_eos)):
         if value is not None and value != []:
             config[key] = value
-    return config, {}
+    return config
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -216,7 +216,7 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
         name = srv.deployment(body.model)
-        config, extra = _sampling(body)
+        config, extra = _sampling(body), {}
         rf = _response_format(body)
         if rf is not None:
             extra["response_format"] = rf
@@ -267,7 +267,7 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         name = srv.deployment(body.model)
-        config, extra = _sampling(body)
+        config, extra = _sampling(body), {}
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise InvalidRequestError("prompt must be one string (or a list of one)", param="prompt")

@@ -56,13 +56,18 @@ class Tool:
         return arguments
 
 
+def new_call_id() -> str:
+    """An id in OpenAI's ``call_...`` style."""
+    return "call_" + uuid.uuid4().hex[:24]
+
+
 @dataclass
 class ToolCall:
     """A call the model chose: ``arguments`` validated against the tool's parameters."""
 
     name: str
     arguments: dict[str, Any]
-    id: str = field(default_factory=lambda: "call_" + uuid.uuid4().hex[:24])
+    id: str = field(default_factory=new_call_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "arguments": self.arguments}
