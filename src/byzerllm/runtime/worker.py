@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
-from ..backends import create_backend
+from ..backends import Backend, create_backend
 from ..errors import BackendError, ByzerLLMError, RequestCancelledError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 
@@ -94,17 +94,24 @@ class Worker:
             self._active.discard(rid)
             self._cancelled.discard(rid)
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Embedding vectors of ``texts`` and their input token count."""
+    def embed(self, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        """Embedding vectors of ``texts`` (search queries when ``query``) and their input token count."""
+        return self._unary("embed", lambda b: (b.embed_query if query else b.embed)(texts))
+
+    def rerank(self, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        """One relevance score per ``(query, passage)`` pair and the input token count."""
+        return self._unary("rerank", lambda b: b.rerank(pairs))
+
+    def _unary(self, what: str, call: Callable[[Backend], Any]) -> Any:
         if self.init_error is not None:
             raise self.init_error
         try:
             with self._lock:
-                return self.backend.embed(texts)
+                return call(self.backend)
         except ByzerLLMError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self.backend.name} backend failed to embed: {exc!r}") from None
+            raise BackendError(f"{self.backend.name} backend failed to {what}: {exc!r}") from None
 
     def close(self) -> None:
         if self.backend is not None:

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hmac
 import json
-import math
 import struct
 import time
 import uuid
@@ -315,23 +314,18 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
         name = srv.deployment(body.model)
         docs = [d if isinstance(d, str) else d.text for d in body.documents]
         start = time.perf_counter()
-        out = await srv.timed(llm.async_emb(name, [body.query, *docs]))
-        query, vectors = out[0].output, [r.output for r in out[1:]]
-        scores = [_cosine(query, v) for v in vectors]
+        # the deployment's own reranker: a cross-encoder, an LLM judge, or embedding similarity
+        out = (await srv.timed(llm.async_emb_rerank(name, [[body.query, d] for d in docs])))[0]
+        score_of = {doc: score for (_, doc), score in out.output}  # equal documents have equal scores
+        scores = [score_of[d] for d in docs]
         order = sorted(range(len(docs)), key=lambda i: scores[i], reverse=True)[: body.top_n or len(docs)]
-        tokens = out[0].metadata["input_tokens_count"]
+        tokens = out.metadata["input_tokens_count"]
         srv.metrics.done("/v1/rerank", body.model, time.perf_counter() - start, None, {"input_tokens_count": tokens})
         results = [{"index": i, "relevance_score": scores[i], **({"document": {"text": docs[i]}}
                                                                  if body.return_documents else {})} for i in order]
         return {"model": body.model, "results": results, "usage": {"total_tokens": tokens}}
 
     return app
-
-
-def _cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
 
 
 async def _first(items: AsyncIterator, srv: Server):
