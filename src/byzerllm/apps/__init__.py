@@ -1,0 +1,1 @@
+"""Applications built on the byzerllm client: the built-in vector + full-text store."""

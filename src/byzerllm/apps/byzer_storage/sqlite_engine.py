@@ -1,0 +1,575 @@
+"""The embedded engine: one SQLite file per database, sqlite-vec for k-NN, FTS5 for BM25.
+
+Per table ``t`` the file holds:
+
+- ``t$rows``: one row per ``_id`` (scalar fields as columns, arrays/maps/structs as JSON text),
+  with an integer key ``$rid`` shared by the indexes below;
+- ``t$fts``: an FTS5 table over the analyzed fields (contentless: it stores only the index; the
+  text lives in ``t$rows``), fed with jieba-segmented text (see ``text.py``), ranked by BM25;
+- ``t$vec$<field>``: a sqlite-vec ``vec0`` table per vector field (exact brute-force k-NN, cosine
+  or L2), created when the first vector fixes the dimension.
+
+The schema of every table is kept in ``_byzer_tables``. The file runs in WAL mode and every write
+is one ``BEGIN IMMEDIATE`` transaction, so a process killed mid-write leaves the last committed
+state, and concurrent readers never see half a batch. ``synchronous=NORMAL``: a committed batch
+survives a crash of the process; after power loss the last batches may be rolled back, never torn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import text as textmod
+from .engine import (
+    FILTER_OPS,
+    SCALAR_KINDS,
+    Filter,
+    SearchRequest,
+    StorageEngine,
+    TableSchema,
+    check_name,
+)
+from .errors import StorageError, StorageIntegrityError, TableNotFoundError, VectorDimensionError
+from .fusion import rrf
+
+RID = '"$rid"'
+SQL_TYPES = {"string": "TEXT", "long": "INTEGER", "float": "REAL", "double": "REAL", "boolean": "INTEGER",
+             "json": "TEXT"}
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+
+def _sqlite():
+    """pysqlite3 (a SQLite build that can load extensions); the stdlib module here cannot."""
+    try:
+        import pysqlite3.dbapi2 as sqlite3
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("the embedded store needs `pip install byzerllm[storage]` (pysqlite3-binary, "
+                          "sqlite-vec, jieba)") from exc
+    return sqlite3
+
+
+def q(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _rows(t: str) -> str:
+    return q(f"{t}$rows")
+
+
+def _fts(t: str) -> str:
+    return q(f"{t}$fts")
+
+
+def _vec(t: str, f: str) -> str:
+    return q(f"{t}$vec${f}")
+
+
+class SqliteEngine(StorageEngine):
+    """The tables of one database file ``path`` (created with its folder when missing).
+
+    Safe to share between threads of one process (a lock serialises calls); several processes
+    may open the same file (SQLite locking; writers wait up to ``timeout`` seconds).
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        import sqlite_vec
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite3 = _sqlite()
+        self._errors = sqlite3
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=timeout)
+        self._conn.enable_load_extension(True)
+        sqlite_vec.load(self._conn)
+        self._conn.enable_load_extension(False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS _byzer_tables (name TEXT PRIMARY KEY, schema TEXT NOT NULL, "
+            "created_at REAL NOT NULL DEFAULT (unixepoch('subsec')))"
+        )
+        self._schemas: dict[str, TableSchema] = {}
+        self._data_version = self._version()
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def _version(self) -> int:
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _fresh(self) -> None:
+        """Forget cached schemas when another connection committed since we last looked."""
+        v = self._version()
+        if v != self._data_version:
+            self._schemas.clear()
+            self._data_version = v
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._schemas.clear()
+                raise
+            self._conn.execute("COMMIT")
+
+    def _schema(self, table: str) -> TableSchema:
+        check_name("table", table)
+        self._fresh()
+        if table not in self._schemas:
+            row = self._conn.execute("SELECT schema FROM _byzer_tables WHERE name = ?", (table,)).fetchone()
+            if row is None:
+                tables = self.list_tables()
+                raise TableNotFoundError(
+                    f"table {table!r} does not exist in {self.path}; tables: {', '.join(tables) or '(none)'}"
+                    " (create it with schema_builder()...execute())",
+                    param="table", available=tables,
+                )
+            self._schemas[table] = TableSchema.from_json(row[0])
+        return self._schemas[table]
+
+    def _create_indexes(self, conn, table: str, schema: TableSchema) -> None:
+        cols = [f"{RID} INTEGER PRIMARY KEY", '"_id" TEXT NOT NULL UNIQUE']
+        cols += [f"{q(f.name)} {SQL_TYPES[f.kind]}" for f in schema.fields if f.kind != "vector" and f.name != "_id"]
+        conn.execute(f"CREATE TABLE {_rows(table)} ({', '.join(cols)})")
+        for f in schema.fields:
+            if f.kind in SCALAR_KINDS and f.name != "_id" and not f.analyze and not f.no_index:
+                conn.execute(f"CREATE INDEX {q(f'{table}$ix${f.name}')} ON {_rows(table)} ({q(f.name)})")
+        if schema.analyzed:
+            cols = ", ".join(f"c{i}" for i in range(len(schema.analyzed)))
+            conn.execute(f"CREATE VIRTUAL TABLE {_fts(table)} USING fts5({cols}, content='', contentless_delete=1, "
+                         f"tokenize='{FTS_TOKENIZER}')")
+        for f in schema.of_kind("vector"):
+            if f.dim:
+                self._create_vec(conn, table, f.name, f.dim, schema.metric)
+
+    @staticmethod
+    def _create_vec(conn, table: str, field: str, dim: int, metric: str) -> None:
+        conn.execute(f"CREATE VIRTUAL TABLE {_vec(table, field)} USING vec0(embedding float[{dim}] "
+                     f"distance_metric={metric})")
+
+    def _drop_indexes(self, conn, table: str, schema: TableSchema) -> None:
+        conn.execute(f"DROP TABLE IF EXISTS {_rows(table)}")
+        conn.execute(f"DROP TABLE IF EXISTS {_fts(table)}")
+        for f in schema.of_kind("vector"):
+            conn.execute(f"DROP TABLE IF EXISTS {_vec(table, f.name)}")
+
+    # --- tables --------------------------------------------------------------------------------
+    def create_table(self, table: str, schema: TableSchema) -> bool:
+        check_name("table", table)
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM _byzer_tables WHERE name = ?", (table,)).fetchone():
+                return False
+            conn.execute("INSERT INTO _byzer_tables(name, schema) VALUES (?, ?)", (table, schema.to_json()))
+            self._create_indexes(conn, table, schema)
+        self._schemas[table] = schema
+        return True
+
+    def table_exists(self, table: str) -> bool:
+        check_name("table", table)
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM _byzer_tables WHERE name = ?", (table,)).fetchone() is not None
+
+    def get_schema(self, table: str) -> TableSchema:
+        with self._lock:
+            return self._schema(table)
+
+    def list_tables(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT name FROM _byzer_tables ORDER BY name")]
+
+    def count(self, table: str) -> int:
+        with self._lock:
+            self._schema(table)
+            return self._conn.execute(f"SELECT count(*) FROM {_rows(table)}").fetchone()[0]
+
+    def truncate(self, table: str) -> None:
+        with self._tx() as conn:
+            schema = self._schema(table)
+            self._drop_indexes(conn, table, schema)
+            self._create_indexes(conn, table, schema)
+
+    def drop(self, table: str) -> bool:
+        check_name("table", table)
+        with self._tx() as conn:
+            row = conn.execute("SELECT schema FROM _byzer_tables WHERE name = ?", (table,)).fetchone()
+            if row is None:
+                return False
+            self._drop_indexes(conn, table, TableSchema.from_json(row[0]))
+            conn.execute("DELETE FROM _byzer_tables WHERE name = ?", (table,))
+        self._schemas.pop(table, None)
+        return True
+
+    # --- writes --------------------------------------------------------------------------------
+    def _prepare(self, schema: TableSchema, rows: list[dict[str, Any]]) -> tuple[list, dict[str, list], dict[str, int]]:
+        """Validate ``rows``; return (row tuples, vectors per field as float32 bytes or None, new dims)."""
+        scalar = [f for f in schema.fields if f.kind != "vector"]
+        vectors = {f.name: [] for f in schema.of_kind("vector")}
+        dims = {f.name: f.dim for f in schema.of_kind("vector") if f.dim}
+        new_dims: dict[str, int] = {}
+        out = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise StorageError(f"row {i} must be a dict of field -> value, got {type(row).__name__}", param="row")
+            for key in row:
+                if key not in dims and key not in vectors:
+                    schema.field(key)  # raises UnknownFieldError naming the key
+            rid = row.get("_id")
+            if isinstance(rid, bool) or not isinstance(rid, (str, int)) or rid == "":
+                raise StorageError(f"row {i}: field '_id' must be a non-empty string (or int), got {rid!r}",
+                                   param="_id")
+            values = [str(rid)]
+            for f in scalar[1:]:
+                values.append(_to_sql(f, row.get(f.name), i))
+            out.append(tuple(values))
+            for name in vectors:
+                v = row.get(name)
+                if v is None:
+                    vectors[name].append(None)
+                    continue
+                arr = _vector(name, v, i)
+                dim = dims.setdefault(name, arr.shape[0])
+                if name not in new_dims and not any(f.name == name and f.dim for f in schema.fields):
+                    new_dims[name] = dim
+                if arr.shape[0] != dim:
+                    raise VectorDimensionError(
+                        f"row {i}: field {name!r} has a {arr.shape[0]}-dim vector; the table's {name!r} is {dim}-dim",
+                        param=name, expected=dim, got=int(arr.shape[0]))
+                vectors[name].append(arr.tobytes())
+        return out, vectors, new_dims
+
+    def upsert(self, table: str, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        with self._lock:
+            schema = self._schema(table)
+        prepared, vectors, new_dims = self._prepare(schema, rows)
+        # the last row with an _id wins, as if the rows were written one after another
+        last = {r[0]: k for k, r in enumerate(prepared)}
+        if len(last) < len(prepared):
+            keep = sorted(last.values())
+            prepared = [prepared[k] for k in keep]
+            vectors = {name: [vs[k] for k in keep] for name, vs in vectors.items()}
+        names = [f.name for f in schema.fields if f.kind != "vector"]
+        cols = ", ".join(q(n) for n in names)
+        marks = ", ".join("?" * len(names))
+        updates = ", ".join(f"{q(n)} = excluded.{q(n)}" for n in names[1:]) or '"_id" = excluded."_id"'
+        ids_json = json.dumps([r[0] for r in prepared])
+        analyzed = [names.index(f.name) for f in schema.analyzed]
+        with self._tx() as conn:
+            schema = self._schema(table)
+            for name, dim in new_dims.items():
+                current = schema.field(name).dim
+                if current and current != dim:  # another process fixed the dimension meanwhile
+                    raise VectorDimensionError(f"field {name!r} is {current}-dim; got {dim}-dim vectors",
+                                               param=name, expected=current, got=dim)
+                if not current:
+                    self._create_vec(conn, table, name, dim, schema.metric)
+                    schema = schema.with_dim(name, dim)
+            if new_dims:
+                conn.execute("UPDATE _byzer_tables SET schema = ? WHERE name = ?", (schema.to_json(), table))
+                self._schemas[table] = schema
+            old = [r[0] for r in conn.execute(
+                f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,))]
+            if old:
+                if analyzed:
+                    conn.executemany(f"DELETE FROM {_fts(table)} WHERE rowid = ?", ((r,) for r in old))
+                for name in vectors:
+                    if schema.field(name).dim:
+                        conn.executemany(f"DELETE FROM {_vec(table, name)} WHERE rowid = ?", ((r,) for r in old))
+            conn.executemany(
+                f"INSERT INTO {_rows(table)} ({cols}) VALUES ({marks}) ON CONFLICT(_id) DO UPDATE SET {updates}",
+                prepared)
+            rid_of = dict(conn.execute(
+                f"SELECT _id, {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,)))
+            rids = [rid_of[r[0]] for r in prepared]
+            if analyzed:
+                fcols = ", ".join(f"c{i}" for i in range(len(analyzed)))
+                conn.executemany(
+                    f"INSERT INTO {_fts(table)} (rowid, {fcols}) VALUES (?{', ?' * len(analyzed)})",
+                    ((rid, *(textmod.segment(r[k]) if r[k] else None for k in analyzed))
+                     for rid, r in zip(rids, prepared, strict=True)))
+            for name, vs in vectors.items():
+                pairs = [(rid, v) for rid, v in zip(rids, vs, strict=True) if v is not None]
+                if pairs:
+                    conn.executemany(f"INSERT INTO {_vec(table, name)} (rowid, embedding) VALUES (?, ?)", pairs)
+        return len(prepared)
+
+    def _delete_rids(self, conn, table: str, schema: TableSchema, rids: list[int]) -> None:
+        if schema.analyzed:
+            conn.executemany(f"DELETE FROM {_fts(table)} WHERE rowid = ?", ((r,) for r in rids))
+        for f in schema.of_kind("vector"):
+            if f.dim:
+                conn.executemany(f"DELETE FROM {_vec(table, f.name)} WHERE rowid = ?", ((r,) for r in rids))
+        conn.executemany(f"DELETE FROM {_rows(table)} WHERE {RID} = ?", ((r,) for r in rids))
+
+    def delete_by_ids(self, table: str, ids: Sequence[str | int]) -> int:
+        if isinstance(ids, (str, int)):
+            raise StorageError("ids must be a list of _id values", param="ids")
+        ids_json = json.dumps([str(i) for i in ids])
+        with self._tx() as conn:
+            schema = self._schema(table)
+            rids = [r[0] for r in conn.execute(
+                f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,))]
+            self._delete_rids(conn, table, schema, rids)
+        return len(rids)
+
+    def delete_by_filter(self, table: str, flt: Filter) -> int:
+        with self._tx() as conn:
+            schema = self._schema(table)
+            where, params = _where(schema, flt)
+            if not where:
+                raise StorageError("delete by filter needs at least one condition", param="filter")
+            rids = [r[0] for r in conn.execute(f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)]
+            self._delete_rids(conn, table, schema, rids)
+        return len(rids)
+
+    # --- reads ---------------------------------------------------------------------------------
+    def search(self, table: str, request: SearchRequest) -> list[dict[str, Any]]:
+        with self._lock:
+            schema = self._schema(table)
+            return self._search(table, schema, request)
+
+    def _search(self, table: str, schema: TableSchema, req: SearchRequest) -> list[dict[str, Any]]:
+        if not isinstance(req.limit, int) or isinstance(req.limit, bool) or req.limit < 0:
+            raise StorageError(f"limit must be an integer >= 0, got {req.limit!r}", param="limit")
+        where, params = _where(schema, req.filter)
+        sorts = _sorts(schema, req.sorts)
+        out_fields = _out_fields(schema, req.fields)
+        has_vec = req.vector is not None and len(req.vector) > 0
+        has_kw = req.keyword is not None and req.keyword.strip() != ""
+        if not has_vec and not has_kw:
+            order = ", ".join(f"{q(n)} {d}" for n, d in sorts) or RID
+            sql = f"SELECT {RID} FROM {_rows(table)}" + (f" WHERE {where}" if where else "")
+            rids = [r[0] for r in self._conn.execute(f"{sql} ORDER BY {order} LIMIT ?", (*params, req.limit))]
+            return self._fetch(table, schema, rids, None, out_fields)
+        ranked: list[list[tuple[int, float]]] = []
+        n = req.limit if not (has_vec and has_kw) else max(req.n_candidates, req.limit)
+        if has_vec:
+            ranked.append(self._knn(table, schema, req, n, where, params))
+        if has_kw:
+            ranked.append(self._bm25(table, schema, req, n, where, params))
+        if len(ranked) == 1:
+            top = ranked[0][: req.limit]
+        else:
+            top = rrf([[rid for rid, _ in r] for r in ranked], k=req.rrf_k)[: req.limit]
+        rows = self._fetch(table, schema, [rid for rid, _ in top], [s for _, s in top], out_fields)
+        for name, direction in reversed(sorts):  # a stable sort per key, last key first
+            rows.sort(key=lambda r, n=name: (r.get(n) is None, r.get(n)), reverse=direction == "DESC")
+        return rows
+
+    def _knn(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
+             params: list) -> list[tuple[int, float]]:
+        if not req.vector_field:
+            raise StorageError("a vector query needs a vector field: set_vector_query(v, fields=[...])",
+                               param="vector_field")
+        f = schema.field(req.vector_field)
+        if f.kind != "vector":
+            names = [v.name for v in schema.of_kind("vector")]
+            raise StorageError(f"field {f.name!r} is not a vector field; vector fields: {', '.join(names) or '(none)'}",
+                               param=f.name, accepted=names)
+        arr = _vector(f.name, req.vector, None)
+        if not f.dim or k == 0:
+            return []  # no vector written yet
+        if arr.shape[0] != f.dim:
+            raise VectorDimensionError(f"the query vector is {arr.shape[0]}-dim; field {f.name!r} is {f.dim}-dim",
+                                       param=f.name, expected=f.dim, got=int(arr.shape[0]))
+        sql = f"SELECT rowid, distance FROM {_vec(table, f.name)} WHERE embedding MATCH ? AND k = ?"
+        if where:
+            sql += f" AND rowid IN (SELECT {RID} FROM {_rows(table)} WHERE {where})"
+        hits = self._conn.execute(sql, (arr.tobytes(), k, *params)).fetchall()
+        if schema.metric == "cosine":
+            return [(rid, 1.0 - d) for rid, d in hits]
+        return [(rid, -d) for rid, d in hits]
+
+    def _bm25(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
+              params: list) -> list[tuple[int, float]]:
+        analyzed = [f.name for f in schema.analyzed]
+        names = req.search_fields or analyzed
+        for name in names:
+            if not schema.field(name).analyze:
+                raise StorageError(
+                    f"field {name!r} is not a full-text field (add it with FieldOption.ANALYZE); "
+                    f"full-text fields: {', '.join(analyzed) or '(none)'}", param=name, accepted=analyzed)
+        if not names:
+            raise StorageError("the table has no full-text field (FieldOption.ANALYZE) to search", param="fields")
+        terms = textmod.query_terms(req.keyword or "")
+        if not terms or k == 0:
+            return []
+        match = textmod.fts5_match(terms, [f"c{analyzed.index(n)}" for n in names])
+        fts = _fts(table)
+        if where:
+            sql = (f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f JOIN {_rows(table)} r ON r.{RID} = f.rowid "
+                   f"WHERE {fts} MATCH ? AND {where} ORDER BY s LIMIT ?")
+        else:
+            sql = f"SELECT rowid, rank FROM {fts} WHERE {fts} MATCH ? ORDER BY rank LIMIT ?"
+        return [(rid, -s) for rid, s in self._conn.execute(sql, (match, *params, k))]
+
+    def _fetch(self, table: str, schema: TableSchema, rids: list[int], scores: list[float] | None,
+               out_fields: list[str]) -> list[dict[str, Any]]:
+        if not rids:
+            return []
+        plain = [n for n in out_fields if schema.field(n).kind != "vector"]
+        got = {
+            r[0]: r[1:]
+            for r in self._conn.execute(
+                f"SELECT {RID}, {', '.join(q(n) for n in plain)} FROM {_rows(table)} "
+                f"WHERE {RID} IN (SELECT value FROM json_each(?))", (json.dumps(rids),))
+        }
+        kinds = [schema.field(n).kind for n in plain]
+        out = []
+        for i, rid in enumerate(rids):
+            if rid not in got:
+                continue
+            row = {n: _from_sql(kind, v) for n, kind, v in zip(plain, kinds, got[rid], strict=True)}
+            for n in out_fields:
+                if n not in row:
+                    blob = self._conn.execute(f"SELECT embedding FROM {_vec(table, n)} WHERE rowid = ?",
+                                              (rid,)).fetchone() if schema.field(n).dim else None
+                    row[n] = np.frombuffer(blob[0], dtype=np.float32).tolist() if blob else None
+            if scores is not None:
+                row["_score"] = float(scores[i])
+            out.append(row)
+        return out
+
+    # --- maintenance ---------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def integrity_check(self) -> dict[str, Any]:
+        """Run SQLite's integrity check and count rows per index; raises ``StorageIntegrityError``
+        when SQLite reports damage or an index disagrees with its table. Returns per-table counts."""
+        with self._lock:
+            res = [r[0] for r in self._conn.execute("PRAGMA integrity_check")]
+            if res != ["ok"]:
+                raise StorageIntegrityError(f"{self.path}: {'; '.join(res[:5])}")
+            report: dict[str, Any] = {}
+            for table in self.list_tables():
+                schema = self._schema(table)
+                rows = self._conn.execute(f"SELECT count(*) FROM {_rows(table)}").fetchone()[0]
+                info: dict[str, Any] = {"rows": rows}
+                if schema.analyzed:
+                    self._conn.execute(f"INSERT INTO {_fts(table)}({_fts(table)}, rank) VALUES ('integrity-check', 1)")
+                for f in schema.of_kind("vector"):
+                    if f.dim:
+                        n = self._conn.execute(f"SELECT count(*) FROM {_vec(table, f.name)}").fetchone()[0]
+                        orphans = self._conn.execute(
+                            f"SELECT count(*) FROM {_vec(table, f.name)} WHERE rowid NOT IN "
+                            f"(SELECT {RID} FROM {_rows(table)})").fetchone()[0]
+                        if orphans:
+                            raise StorageIntegrityError(f"{table}.{f.name}: {orphans} vectors without a row")
+                        info[f.name] = n
+                report[table] = info
+            return report
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# --- values ------------------------------------------------------------------------------------
+def _vector(name: str, v: Any, row: int | None) -> np.ndarray:
+    where = f"row {row}: " if row is not None else ""
+    if isinstance(v, str):
+        raise StorageError(f"{where}field {name!r} needs a vector (list of floats), got a string; pass it in "
+                           "vector_fields=[...] to embed text", param=name)
+    try:
+        arr = np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise StorageError(f"{where}field {name!r} needs a vector (list of floats), got {type(v).__name__}",
+                           param=name) from None
+    if arr.ndim != 1 or arr.shape[0] == 0:
+        raise StorageError(f"{where}field {name!r} needs a non-empty 1-dim vector, got shape {arr.shape}", param=name)
+    if not np.isfinite(arr).all():
+        raise StorageError(f"{where}field {name!r} has NaN or infinite values", param=name)
+    return arr
+
+
+def _to_sql(f, v: Any, row: int) -> Any:
+    if v is None:
+        return None
+    if f.kind == "json":
+        try:
+            return json.dumps(v, ensure_ascii=False)
+        except TypeError:
+            raise StorageError(f"row {row}: field {f.name!r} ({f.type_text}) must be JSON-serialisable",
+                               param=f.name) from None
+    ok = SCALAR_KINDS[f.kind]
+    if not isinstance(v, ok) or (f.kind != "boolean" and isinstance(v, bool)):
+        raise StorageError(f"row {row}: field {f.name!r} is {f.kind.upper()}, got {type(v).__name__} {v!r:.60}",
+                           param=f.name)
+    if f.kind in ("float", "double") and not math.isfinite(v):
+        raise StorageError(f"row {row}: field {f.name!r} is not finite: {v!r}", param=f.name)
+    return int(v) if f.kind == "boolean" else v
+
+
+def _from_sql(kind: str, v: Any) -> Any:
+    if v is None:
+        return None
+    if kind == "json":
+        return json.loads(v)
+    if kind == "boolean":
+        return bool(v)
+    return v
+
+
+def _where(schema: TableSchema, flt: Filter | None) -> tuple[str, list]:
+    if flt is None or not flt.conditions:
+        return "", []
+    if flt.mode not in ("and", "or"):
+        raise StorageError(f"unknown filter mode {flt.mode!r}; accepted: and, or", param="filter")
+    parts, params = [], []
+    for c in flt.conditions:
+        f = schema.field(c.field)
+        if f.kind not in SCALAR_KINDS:
+            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be filtered; only scalar fields can",
+                               param=f.name)
+        if c.op not in FILTER_OPS:
+            raise StorageError(f"unknown filter operator {c.op!r} on {f.name!r}; accepted: {', '.join(FILTER_OPS)}",
+                               param=f.name)
+        if c.op == "in":
+            if not isinstance(c.value, (list, tuple, set)):
+                raise StorageError(f"filter 'in' on {f.name!r} needs a list of values", param=f.name)
+            values = [_to_sql(f, v, -1) for v in c.value]
+            parts.append(f"{q(f.name)} IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(values))
+        elif c.value is None:
+            parts.append(f"{q(f.name)} IS {'NOT ' if c.op == '!=' else ''}NULL")
+        else:
+            parts.append(f"{q(f.name)} {c.op} ?")
+            params.append(_to_sql(f, c.value, -1))
+    return "(" + f" {flt.mode.upper()} ".join(parts) + ")", params
+
+
+def _sorts(schema: TableSchema, sorts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    out = []
+    for name, direction in sorts:
+        f = schema.field(name)
+        if f.kind not in SCALAR_KINDS:
+            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be sorted on; only scalar fields can",
+                               param=f.name)
+        d = str(direction).lower()
+        if d not in ("asc", "desc"):
+            raise StorageError(f"unknown sort order {direction!r} for {f.name!r}; accepted: asc, desc", param=f.name)
+        out.append((f.name, d.upper()))
+    return out
+
+
+def _out_fields(schema: TableSchema, fields: list[str]) -> list[str]:
+    if not fields:
+        return [f.name for f in schema.fields if f.kind != "vector"]
+    for n in fields:
+        schema.field(n)
+    return ["_id", *[n for n in fields if n != "_id"]]
