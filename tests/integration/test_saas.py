@@ -6,20 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from byzerllm.backends.models import resolve_model_path
 from byzerllm.errors import UpstreamError
 
 from ..conftest import free_port, wait_http
+from ..saas_upstream import Faults, serve
 
 pytestmark = pytest.mark.integration
 
@@ -83,67 +79,42 @@ def test_api_keys_are_masked(llm, saas_chat):
     assert "sk-secret" not in json.dumps(info) and "sk-secret" not in json.dumps(llm.get_meta(model=saas_chat))
 
 
-class Faults:
-    """An OpenAI-shaped upstream that fails on purpose and counts the attempts."""
-
-    def __init__(self):
-        self.attempts = 0
-        self.mode = "ok"
-
-    async def chat(self, request: Request):
-        self.attempts += 1
-        body = await request.json()
-        self.last_body = body
-        if self.mode == "429":
-            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429,
-                                headers={"Retry-After": "0.2", "x-request-id": "req-42"})
-        if self.mode == "500":
-            return JSONResponse({"error": {"message": "upstream broke", "type": "server_error"}}, status_code=500)
-        if body.get("tools"):  # answer with a native tool call of the first tool
-            name = body["tools"][0]["function"]["name"]
-            arguments = json.dumps({"count": 3, "unit": "month"} if name == "compute_date_range" else {})
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_native_1", "type": "function", "function": {"name": name, "arguments": arguments}}]}
-            finish = "tool_calls"
-        else:
-            message, finish = {"role": "assistant", "content": "ok"}, "stop"
-        return JSONResponse({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-            {"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
-
-
 @pytest.fixture(scope="module")
 def faults():
     state = Faults()
-    app = Starlette(routes=[Route("/v1/chat/completions", state.chat, methods=["POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    state.url = f"http://127.0.0.1:{port}/v1"
-    yield state
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(state.app) as url:
+        state.url = url + "/v1"
+        yield state
 
 
 def test_upstream_errors_cross_ray_intact_after_retries(llm, faults):
     name = "faulty"
     llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
-               infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.max_retries": 2})
+               infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.max_retries": 2,
+                             "saas.backoff": 0.05})
     try:
-        faults.mode, faults.attempts = "429", 0
+        faults.reset("429", retry_after="0.2")
         with pytest.raises(UpstreamError, match="answered 429: slow down") as err:
             llm.chat_oai(ASK, model=name)
         assert faults.attempts == 3  # the first try and 2 retries, each after Retry-After
         assert err.value.status == 429 and err.value.request_id == "req-42" and err.value.status_code == 429
-        faults.mode, faults.attempts = "500", 0
+        assert err.value.attempts == 3
+        faults.reset("500")
         with pytest.raises(UpstreamError, match="upstream broke") as err:
             llm.chat_oai(ASK, model=name)
         assert err.value.status_code == 502 and faults.attempts == 3
-        faults.mode = "ok"
-        assert llm.chat_oai(ASK, model=name)[0].output == "ok"
+        faults.reset("drop_after")
+        with pytest.raises(UpstreamError, match="not retried") as err:
+            list(llm.stream_chat_oai(ASK, model=name))
+        assert faults.attempts == 1 and err.value.status == 502
+        faults.reset("malformed")
+        with pytest.raises(UpstreamError, match="malformed"):
+            llm.chat_oai(ASK, model=name)
+        assert faults.attempts == 3
+        faults.reset("ok")
+        [r] = llm.chat_oai(ASK, model=name)
+        assert r.output == "ok" and r.metadata["attempts"] == 1 and r.metadata["model"] == "m"
+        assert r.metadata["usage"]["total_tokens"] == 4
         from ..doc_tools import compute_date_range, compute_now
 
         [t] = llm.chat_oai([{"role": "user", "content": "最近三个月趋势"}], model=name,
@@ -152,6 +123,38 @@ def test_upstream_errors_cross_ray_intact_after_retries(llm, faults):
         assert [x["function"]["name"] for x in faults.last_body["tools"]] == ["compute_date_range", "compute_now"]
         assert faults.last_body["tool_choice"] == "required"
         assert t.metadata["tool_calls"][0]["id"] == "call_native_1" and len(t.values[0]) == 2
+        stat = llm.stat(name)  # 2 answered requests of 3 + 1 tokens; 4 failed ones
+        assert (stat["prompt_tokens"], stat["completion_tokens"], stat["total_tokens"]) == (6, 2, 8)
+        assert stat["failed_requests"] == 4
+        assert llm.deployment_info(name)["usage"]["total_tokens"] == 8
+    finally:
+        llm.undeploy(name)
+
+
+def test_deadline_fallback_and_concurrency_limit_on_ray(llm, faults):
+    name = "guarded"
+    llm.setup_num_workers(1).setup_worker_concurrency(2)
+    try:
+        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
+                   infer_params={"saas.base_url": faults.url, "saas.model": "primary", "saas.timeout": 0.5,
+                                 "saas.deadline": 1.2, "saas.max_retries": 5, "saas.backoff": 0.05,
+                                 "saas.fallback_models": "backup"})
+    finally:
+        llm.setup_worker_concurrency(1)
+    try:
+        faults.reset("slow", delay=10)
+        start = time.monotonic()
+        with pytest.raises(UpstreamError, match="did not answer") as err:
+            llm.chat_oai(ASK, model=name)
+        assert time.monotonic() - start < 2.0 and err.value.status_code == 504
+        faults.reset("fail_model", fail_model="primary")
+        [r] = llm.chat_oai(ASK, model=name)
+        assert r.output == "ok" and r.metadata["model"] == "backup" and r.metadata["attempts"] == 7
+        # at most worker_concurrency (2) requests reach the upstream at once; the rest wait in the pool
+        faults.reset("slow", delay=0.3)
+        with ThreadPoolExecutor(6) as pool:
+            outs = list(pool.map(lambda _: llm.chat_oai(ASK, model=name)[0].output, range(6)))
+        assert outs == ["ok"] * 6 and faults.attempts == 6 and faults.peak == 2
     finally:
         llm.undeploy(name)
 

@@ -1,68 +1,215 @@
-"""SaaS and self-hosted models behind an OpenAI-compatible API (``saas/openai``).
+"""SaaS and self-hosted models behind an OpenAI-compatible API (``saas/openai`` and its presets).
 
-Any server that speaks OpenAI's chat-completions API: OpenAI itself, DeepSeek, Moonshot,
-SiliconFlow, DashScope's compatible mode, Ollama, vLLM and llama.cpp servers. Requests go
-through the official ``openai`` client, whose retries (exponential backoff with jitter, honouring
-``Retry-After``, on 408/409/429/5xx and connection errors) happen before any token is streamed,
-never after.
+Any server that speaks OpenAI's chat-completions API: OpenAI itself, Azure OpenAI, DeepSeek,
+Moonshot, SiliconFlow, DashScope's compatible mode, Zhipu, Ollama, vLLM and llama.cpp servers.
+The named types (``saas/deepseek``...) are presets over this backend, kept as data in
+``saas_presets.json``. Requests go through the official ``openai`` client with its own retries
+off; retries, fallback models and the total deadline are ``saas_retry``'s.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InvalidRequestError, UpstreamError
 from ..types import ChatChunk, ChatRequest, ChatResponse
+from . import saas_retry
 from .base import Backend, Cancelled, _never
+from .saas_presets import preset_options
+from .saas_retry import RETRYABLE_STATUS, Attempts, Failure, RetryPolicy, Target
 
-PROVIDER = "openai-compatible"
+# deploy options of every SaaS backend (saas.* infer_params)
+COMMON_OPTIONS: dict[str, Any] = {
+    "preset": None, "model": None, "api_key": None, "api_key_env": None, "base_url": None, "api_base": None,
+    "timeout": 60.0, "max_retries": 2, "deadline": 300.0, "backoff": 0.5, "max_backoff": 8.0,
+    "fallback_models": None, "https_verify": True, "proxies": None, "local_address": None,
+    "max_output_tokens": None, "extra_headers": None,
+}
 
 
-class OpenAICompatBackend(Backend):
-    """Deploy options (``infer_params``, ``saas.`` prefix optional): ``model`` (required),
-    ``api_key``, ``base_url`` (default OpenAI's), ``timeout`` (seconds per request, default 60),
-    ``max_retries`` (default 2), ``https_verify`` (false disables TLS verification),
-    ``proxies`` (a proxy URL), ``local_address`` (the local IP to connect from),
-    ``max_output_tokens`` (a cap on max_tokens), ``extra_headers`` (a dict), ``json_schema_mode``
-    (``json_schema``, OpenAI's shape, by default; ``json_object`` sends
-    ``{"type": "json_object", "schema": ...}`` as llama-cpp-python's server expects),
-    ``native_tools`` (true: tools are sent as OpenAI ``tools`` and the provider's tool calls read
-    back; false for servers without tool calling, which then get the prompt/grammar strategies).
+def http_module():
+    """The httpx flavour the installed SDKs are built on (``httpx2`` for openai 3, else ``httpx``)."""
+    try:
+        import httpx2
 
-    Raises ``UpstreamError`` carrying the provider's status, request id and message.
-    """
+        return httpx2
+    except ImportError:  # older SDKs
+        import httpx
 
-    name = "openai"
-    options = {"model": None, "api_key": None, "base_url": "https://api.openai.com/v1", "timeout": 60.0,
-               "max_retries": 2, "https_verify": True, "proxies": None, "local_address": None,
-               "max_output_tokens": None, "extra_headers": None, "json_schema_mode": "json_schema",
-               "native_tools": True}
-    request_options = frozenset({"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty",
-                                 "ignore_eos"})
+        return httpx
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level errors of both httpx flavours (raised unwrapped while a stream is read)."""
+    import httpx
+
+    errors: list[type[BaseException]] = [httpx.TransportError]
+    try:
+        import httpx2
+
+        errors.append(httpx2.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def timeout_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    errors: list[type[BaseException]] = [httpx.TimeoutException]
+    try:
+        import httpx2
+
+        errors.append(httpx2.TimeoutException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+class SaaSBackend(Backend):
+    """Shared by the SaaS backends: options with a preset under them, the API key (given or
+    from ``api_key_env``), the HTTP client settings and the retry policy."""
+
     thread_safe = True
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
-        super().__init__(model_path, options)
-        import httpx
-        import openai
-
+        preset = options.get("preset")
+        super().__init__(model_path, {**preset_options(preset), **options})
         cfg = self.config
-        self.model = cfg["model"] or model_path
+        self.provider = preset or self.name
+        if cfg["api_base"] and not cfg["base_url"]:  # the Byzer-LLM documents' spelling
+            cfg["base_url"] = cfg["api_base"]
+        if not cfg["api_key"] and cfg["api_key_env"]:
+            cfg["api_key"] = os.environ.get(cfg["api_key_env"])
+        self.policy = RetryPolicy.from_options(cfg)
+        fallbacks = cfg["fallback_models"] or []
+        if isinstance(fallbacks, str):  # the command line gives a JSON text or a comma-separated list
+            fallbacks = json.loads(fallbacks) if fallbacks.lstrip().startswith("[") else fallbacks.split(",")
+        if not isinstance(fallbacks, list) or not all(isinstance(f, (str, dict)) for f in fallbacks):
+            raise InvalidRequestError("saas.fallback_models must be a list of model ids or of option objects "
+                                      '(e.g. [{"model": "...", "base_url": "...", "api_key": "..."}])',
+                                      param="saas.fallback_models")
+        self.fallbacks = [f.strip() if isinstance(f, str) else f for f in fallbacks]
+
+    def http_client(self, cfg: dict[str, Any]) -> Any:
+        """An HTTP client honouring ``https_verify``, ``proxies`` and ``local_address``."""
+        http = http_module()
+        transport = http.HTTPTransport(local_address=cfg["local_address"]) if cfg["local_address"] else None
+        verify = cfg["https_verify"]
+        if isinstance(verify, str):  # "false" from the command line means false
+            verify = verify.strip().lower() not in ("false", "0", "no", "off")
+        return http.Client(verify=bool(verify), proxy=cfg["proxies"], transport=transport,
+                           timeout=float(cfg["timeout"]))
+
+    def targets(self) -> list[Target]:
+        """The primary model, then each fallback, each with its client."""
+        out = [Target(self.model, self.client)]
+        for fb in self.fallbacks:
+            if isinstance(fb, str):
+                out.append(Target(fb, self.client))
+            else:
+                if "model" not in fb:
+                    raise InvalidRequestError("each object of saas.fallback_models needs a model",
+                                              param="saas.fallback_models")
+                out.append(Target(fb["model"], self.make_client({**self.config, **fb})))
+        return out
+
+    def attempts(self) -> Attempts:
+        return Attempts(self.policy, self._targets, self.classify)
+
+    def make_client(self, cfg: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def classify(self, exc: BaseException, target: Target) -> Failure | None:
+        raise NotImplementedError
+
+    def connection_failure(self, exc: BaseException, target: Target) -> Failure | None:
+        """Timeouts, connection errors and malformed bodies, whatever the SDK."""
+        if isinstance(exc, UpstreamError):
+            return Failure(exc, exc.details.get("status") in RETRYABLE_STATUS)
+        where = f"{self.provider} ({target.label})"
+        if isinstance(exc, timeout_errors()):
+            return Failure(UpstreamError(f"{where} did not answer within {self.policy.timeout:g}s",
+                                         status=504, provider=self.provider, model=target.label), True)
+        if isinstance(exc, transport_errors()):
+            return Failure(UpstreamError(f"connection to {where} failed: {exc!r}", status=502,
+                                         provider=self.provider, model=target.label), True)
+        if isinstance(exc, json.JSONDecodeError):
+            return Failure(UpstreamError(f"{where} sent malformed JSON: {exc}", status=502,
+                                         provider=self.provider, model=target.label), True)
+        return None
+
+
+class OpenAICompatBackend(SaaSBackend):
+    """Deploy options (``infer_params``, ``saas.`` prefix optional):
+
+    - ``preset``: a ``saas_presets.json`` entry the other options start from (set by the
+      ``saas/<name>`` types);
+    - ``model`` (required), ``api_key`` (or ``api_key_env``, an environment variable to read it
+      from), ``base_url`` (alias ``api_base``), ``extra_headers`` (a dict);
+    - ``timeout`` (seconds per attempt, 60), ``max_retries`` (per model, 2), ``deadline`` (seconds
+      for the whole request, 300), ``backoff`` / ``max_backoff`` (seconds, 0.5 / 8),
+      ``fallback_models`` (model ids on the same provider, or option objects such as
+      ``{"model", "base_url", "api_key"}``), see ``saas_retry``;
+    - ``https_verify`` (false disables TLS verification), ``proxies`` (a proxy URL),
+      ``local_address`` (the local IP to connect from), ``max_output_tokens`` (a cap on max_tokens);
+    - ``json_schema_mode`` (``json_schema``, OpenAI's shape; ``json_object`` sends
+      ``{"type": "json_object", "schema": ...}`` as llama-cpp-python's server expects),
+      ``native_tools`` (false for servers without tool calling);
+    - translation: ``reasoning_fields`` (delta/message fields holding a reasoning model's thinking,
+      e.g. DeepSeek's ``reasoning_content``), ``stream_options`` (ask for usage in streams),
+      ``usage_in_choice`` (Moonshot puts a stream's usage in its last choice);
+    - Azure: ``api_type`` ``azure``, ``api_version``, ``deployment`` (alias ``deployment_id``);
+      ``base_url`` is the resource endpoint.
+
+    Raises ``UpstreamError`` carrying the provider's status, request id, message and the number
+    of attempts.
+    """
+
+    name = "openai"
+    options = {**COMMON_OPTIONS, "json_schema_mode": "json_schema", "native_tools": True,
+               "reasoning_fields": None, "stream_options": True, "usage_in_choice": False,
+               "api_type": None, "api_version": None, "deployment": None, "deployment_id": None}
+    request_options = frozenset({"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty",
+                                 "ignore_eos"})
+
+    def __init__(self, model_path: str, options: dict[str, Any]) -> None:
+        super().__init__(model_path, options)
+        cfg = self.config
+        self.azure = cfg["api_type"] == "azure"
+        if self.azure:
+            cfg["deployment"] = cfg["deployment"] or cfg["deployment_id"] or cfg["model"]
+            for key in ("base_url", "api_version", "deployment"):
+                if not cfg[key]:
+                    raise InvalidRequestError(f"saas.{key} is required for Azure OpenAI", param=f"saas.{key}")
+        elif not cfg["base_url"]:
+            cfg["base_url"] = "https://api.openai.com/v1"
+        self.model = cfg["model"] or cfg["deployment"] or model_path
         if not self.model:
             raise InvalidRequestError("saas.model is required (the provider's model id)", param="saas.model")
-        transport = httpx.HTTPTransport(local_address=cfg["local_address"]) if cfg["local_address"] else None
-        http = httpx.Client(verify=bool(cfg["https_verify"]), proxy=cfg["proxies"], transport=transport,
-                            timeout=float(cfg["timeout"]))
-        self.client = openai.OpenAI(api_key=cfg["api_key"] or "none", base_url=cfg["base_url"],
-                                    max_retries=int(cfg["max_retries"]), timeout=float(cfg["timeout"]),
-                                    default_headers=cfg["extra_headers"] or None, http_client=http)
+        fields = cfg["reasoning_fields"] or []
+        self.reasoning_fields = fields.split(",") if isinstance(fields, str) else list(fields)
+        self.client = self.make_client(cfg)
+        self._targets = self.targets()
 
-    def _params(self, request: ChatRequest) -> dict[str, Any]:
+    def make_client(self, cfg: dict[str, Any]) -> Any:
+        import openai
+
+        common = {"api_key": cfg.get("api_key") or "none", "max_retries": 0, "timeout": float(cfg["timeout"]),
+                  "default_headers": cfg.get("extra_headers") or None, "http_client": self.http_client(cfg)}
+        if cfg.get("api_type") == "azure":
+            return openai.AzureOpenAI(azure_endpoint=cfg["base_url"], api_version=cfg["api_version"],
+                                      azure_deployment=cfg.get("deployment") or cfg.get("model"), **common)
+        return openai.OpenAI(base_url=cfg["base_url"], **common)
+
+    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         cap = self.config["max_output_tokens"]
         max_tokens = min(x for x in (request.max_tokens, cap) if x) if (request.max_tokens or cap) else None
-        params: dict[str, Any] = {"model": self.model}
+        params: dict[str, Any] = {"model": model}
         for key, value in (("max_tokens", max_tokens), ("temperature", request.temperature),
                            ("top_p", request.top_p), ("stop", request.stop or None), ("seed", request.seed),
                            ("response_format", request.response_format), ("tools", request.tools),
@@ -79,98 +226,143 @@ class OpenAICompatBackend(Backend):
             params["extra_body"] = extension
         return params
 
-    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
-        import openai
+    def _reasoning(self, obj: Any) -> str:
+        extra = getattr(obj, "model_extra", None) or {}
+        return "".join(str(extra.get(f) or getattr(obj, f, None) or "") for f in self.reasoning_fields)
 
-        params = self._params(request)
-        usage = None
+    def _open(self, request: ChatRequest, target: Target, timeout: float,
+              cancelled: Cancelled) -> Iterator[ChatChunk]:
+        """One streamed attempt: text and reasoning deltas, then the last chunk with usage."""
+        params = self._params(request, target.label)
+        if self.config["stream_options"]:
+            params["stream_options"] = {"include_usage": True}
+        usage: dict[str, Any] | None = None
         finish = None
         generated = 0
-        try:
-            if request.prompt is not None:
-                stream = self.client.completions.create(prompt=request.prompt, stream=True,
-                                                        stream_options={"include_usage": True}, **params)
-            else:
-                stream = self.client.chat.completions.create(messages=request.messages, stream=True,
-                                                             stream_options={"include_usage": True}, **params)
-            with stream:
-                for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    for choice in chunk.choices:
-                        text = choice.text if request.prompt is not None else (choice.delta.content or "")
-                        finish = choice.finish_reason or finish
-                        if text:
-                            generated += 1
-                            yield ChatChunk(text, None, usage.prompt_tokens if usage else 0, generated)
-                    if cancelled():
-                        finish = "cancelled"
-                        break
-        except openai.APIError as exc:
-            raise self._error(exc) from None
-        yield ChatChunk("", finish or "stop", usage.prompt_tokens if usage else 0,
-                        usage.completion_tokens if usage else generated)
+        completions = target.client.completions if request.prompt is not None else target.client.chat.completions
+        body = {"prompt": request.prompt} if request.prompt is not None else {"messages": request.messages}
+        stream = completions.create(stream=True, timeout=timeout, **body, **params)
+        request_id = getattr(stream, "response", None) and stream.response.headers.get("x-request-id")
+        with stream:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage.model_dump(exclude_none=True)
+                for choice in chunk.choices:
+                    in_choice = (choice.model_extra or {}).get("usage") if self.config["usage_in_choice"] else None
+                    if in_choice:
+                        usage = in_choice
+                    finish = choice.finish_reason or finish
+                    if request.prompt is not None:
+                        text, thought = choice.text, ""
+                    else:
+                        text, thought = choice.delta.content or "", self._reasoning(choice.delta)
+                    if text or thought:
+                        generated += 1 if text else 0
+                        yield ChatChunk(text, None, (usage or {}).get("prompt_tokens", 0), generated, thought)
+                if cancelled():
+                    finish = "cancelled"
+                    break
+        usage = usage or {}
+        yield ChatChunk("", finish or "stop", usage.get("prompt_tokens", 0), usage.get("completion_tokens", generated),
+                        details={"model": target.label, "request_id": request_id, "usage": usage or None})
+
+    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
+        attempts = self.attempts()
+        for chunk, _ in saas_retry.stream(attempts, lambda t, timeout: self._open(request, t, timeout, cancelled),
+                                          started=lambda c: bool(c.delta or c.reasoning)):
+            if chunk.details is not None:
+                chunk.details["attempts"] = attempts.count
+            yield chunk
 
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         """A non-streamed call, so the provider's usage (token counts) comes back even from servers
         that do not report usage in streams."""
-        import openai
-
-        params = self._params(request)
         start = time.perf_counter()
-        try:
-            if request.prompt is not None:
-                out = self.client.completions.create(prompt=request.prompt, **params)
-                text, finish = out.choices[0].text, out.choices[0].finish_reason
-            else:
-                out = self.client.chat.completions.create(messages=request.messages, **params)
-                message = out.choices[0].message
-                text, finish = message.content or "", out.choices[0].finish_reason
-                calls = [c.model_dump(exclude_none=True) for c in message.tool_calls or []]
-        except openai.APIError as exc:
-            raise self._error(exc) from None
-        cost = time.perf_counter() - start
-        usage = out.usage
-        return ChatResponse(text, finish, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
-                            cost, cost, (calls or None) if request.prompt is None else None)
+        attempts = self.attempts()
 
-    def _error(self, exc: Exception) -> UpstreamError:
-        """The ``UpstreamError`` for an exception of the openai client."""
+        def once(target: Target, timeout: float) -> Any:
+            params = self._params(request, target.label)
+            if request.prompt is not None:
+                return target.client.completions.with_raw_response.create(prompt=request.prompt, timeout=timeout,
+                                                                          **params)
+            return target.client.chat.completions.with_raw_response.create(messages=request.messages,
+                                                                           timeout=timeout, **params)
+
+        raw, target = saas_retry.call(attempts, lambda t, timeout: _parsed(once(t, timeout)))
+        raw, out = raw
+        calls = None
+        thought = ""
+        if request.prompt is not None:
+            text, finish = out.choices[0].text, out.choices[0].finish_reason
+        else:
+            message = out.choices[0].message
+            text, finish = message.content or "", out.choices[0].finish_reason
+            calls = [c.model_dump(exclude_none=True) for c in message.tool_calls or []] or None
+            thought = self._reasoning(message)
+        cost = time.perf_counter() - start
+        usage = out.usage.model_dump(exclude_none=True) if out.usage else {}
+        details = {"model": target.label, "attempts": attempts.count, "request_id": raw.headers.get("x-request-id"),
+                   "usage": usage or None}
+        return ChatResponse(text, finish, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), cost,
+                            cost, calls, thought, details)
+
+    def classify(self, exc: BaseException, target: Target) -> Failure | None:
+        """Map an exception of the openai client to the retry loop's view of it."""
         import openai
 
         if isinstance(exc, openai.APIStatusError):
-            return _upstream(exc)
+            error = _upstream(exc, self.provider, target.label)
+            wait = saas_retry.retry_after(exc.response.headers)
+            if wait is not None:
+                error.details["retry_after"] = error.retry_after = wait
+            return Failure(error, exc.status_code in RETRYABLE_STATUS, wait)
         if isinstance(exc, openai.APITimeoutError):
-            return UpstreamError(f"{PROVIDER} at {self.config['base_url']} did not answer within "
-                                 f"{self.config['timeout']}s", status=504, provider=PROVIDER)
-        return UpstreamError(f"request to {self.config['base_url']} failed: {exc}", status=502, provider=PROVIDER)
+            exc = exc.__cause__ or TimeoutError()
+            return Failure(UpstreamError(f"{self.provider} ({target.label}) did not answer within the attempt's "
+                                         f"timeout ({self.policy.timeout:g}s, or the deadline's rest)", status=504,
+                                         provider=self.provider, model=target.label), True)
+        if isinstance(exc, openai.APIConnectionError):
+            return Failure(UpstreamError(f"connection to {self.provider} ({target.label}) failed: "
+                                         f"{exc.__cause__ or exc}", status=502, provider=self.provider,
+                                         model=target.label), True)
+        if isinstance(exc, openai.APIResponseValidationError):
+            return Failure(UpstreamError(f"{self.provider} ({target.label}) sent a malformed response: {exc}",
+                                         status=502, provider=self.provider, model=target.label), True)
+        return self.connection_failure(exc, target)
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        import openai
-
-        try:
-            out = self.client.embeddings.create(model=self.model, input=texts)
-        except openai.APIError as exc:
-            raise self._error(exc) from None
+        out, _ = saas_retry.call(self.attempts(), lambda t, timeout: t.client.embeddings.create(
+            model=t.label, input=texts, timeout=timeout))
         return [d.embedding for d in out.data], out.usage.prompt_tokens if out.usage else 0
 
     def meta(self) -> dict[str, Any]:
-        return {"backend": self.name, "model_name": self.model, "base_url": self.config["base_url"],
+        return {"backend": self.name, "provider": self.provider, "model_name": self.model,
+                "base_url": self.config["base_url"], "fallback_models": [t.label for t in self._targets[1:]],
                 "max_model_len": None, "support_stream": True, "support_chat_template": True,
                 "support_response_format": ["json_object", "json_schema"], "architectures": [],
-                "support_tool_calls": bool(self.config["native_tools"]),
-                "model_type": "chat"}
+                "support_tool_calls": bool(self.config["native_tools"]), "model_type": "chat"}
 
     def close(self) -> None:
-        self.client.close()
+        for target in self._targets:
+            target.client.close()
 
 
-def _upstream(exc: Any) -> UpstreamError:
+def _parsed(raw: Any) -> tuple[Any, Any]:
+    """``(raw response, parsed body)``; a body that is not the JSON promised raises
+    ``json.JSONDecodeError`` (retried as a malformed response)."""
+    out = raw.parse()
+    if isinstance(out, str):  # the SDK hands back text it could not read as JSON
+        json.loads(out)
+        raise json.JSONDecodeError("the body is not a chat completion", out, 0)
+    return raw, out
+
+
+def _upstream(exc: Any, provider: str, model: str) -> UpstreamError:
     """An error whose message is the provider's own, with its status and request id."""
     body = getattr(exc, "body", None)
     message = body.get("message") if isinstance(body, dict) and body.get("message") else str(exc)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = body["error"].get("message", message)
     status = exc.status_code
-    return UpstreamError(f"{PROVIDER} answered {status}: {message}", status=status, provider=PROVIDER,
+    return UpstreamError(f"{provider} answered {status}: {message}", status=status, provider=provider, model=model,
                          request_id=getattr(exc, "request_id", None), upstream_message=message)

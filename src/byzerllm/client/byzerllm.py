@@ -25,18 +25,11 @@ from ..types import (
 from .structured import StructuredMixin
 from .templates import Template
 
-SAAS_BACKENDS = {"saas/openai": "openai", "saas/official_openai": "openai"}
-
-
 def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
     if pretrained_model_type.startswith("saas/"):
-        if pretrained_model_type not in SAAS_BACKENDS:
-            raise InvalidRequestError(
-                f"pretrained_model_type {pretrained_model_type!r} is not supported; SaaS types: "
-                f"{', '.join(SAAS_BACKENDS)} (any OpenAI-compatible API through saas.base_url)",
-                param="pretrained_model_type",
-            )
-        return SAAS_BACKENDS[pretrained_model_type]
+        from ..backends.saas_presets import resolve
+
+        return resolve(pretrained_model_type)[0]
     return "llama_cpp"
 
 
@@ -171,7 +164,7 @@ class ByzerLLM(StructuredMixin):
             worker_concurrency=self.worker_concurrency,
             load_balance=self.load_balance,
             max_queue=self.max_queue,
-            options=normalize_infer_params(infer_params),
+            options=_deploy_options(pretrained_model_type, infer_params),
         )
         from ..backends import get_backend_class
 
@@ -404,15 +397,27 @@ class ByzerLLM(StructuredMixin):
             yield item
 
 
+def _deploy_options(pretrained_model_type: str, infer_params: dict[str, Any] | None) -> dict[str, Any]:
+    """Backend options from ``infer_params``; a ``saas/<name>`` type adds its preset."""
+    options = normalize_infer_params(infer_params)
+    if pretrained_model_type.startswith("saas/"):
+        from ..backends.saas_presets import resolve
+
+        options.setdefault("preset", resolve(pretrained_model_type)[1])
+    return options
+
+
 def _input(name: str, request: ChatRequest) -> dict[str, Any]:
     data = asdict(request)
     data["model"] = name
     return data
 
 
-def _advance(meta: SingleOutputMeta, chunk: ChatChunk, start: float) -> str:
+def _advance(meta: SingleOutputMeta, chunk: ChatChunk, start: float, delta_mode: bool = True) -> str:
     now = time.perf_counter() - start
-    if chunk.delta and meta.first_token_time is None:
+    # a reasoning model's thinking: this chunk's piece in delta mode, all so far otherwise
+    meta.reasoning_content = chunk.reasoning if delta_mode else meta.reasoning_content + chunk.reasoning
+    if (chunk.delta or chunk.reasoning) and meta.first_token_time is None:
         meta.first_token_time = now
     meta.input_tokens_count = chunk.input_tokens
     meta.generated_tokens_count = chunk.generated_tokens
@@ -440,7 +445,7 @@ async def _atuples(chunks: AsyncIterator[ChatChunk], delta_mode: bool) -> AsyncI
     start = time.perf_counter()
     text = ""
     async for chunk in chunks:
-        piece = _advance(meta, chunk, start)
+        piece = _advance(meta, chunk, start, delta_mode)
         text += piece
         yield (piece if delta_mode else text), replace(meta)
 
@@ -450,6 +455,6 @@ def _tuples(chunks: Iterator[ChatChunk], delta_mode: bool) -> Iterator[tuple[str
     start = time.perf_counter()
     text = ""
     for chunk in chunks:
-        piece = _advance(meta, chunk, start)
+        piece = _advance(meta, chunk, start, delta_mode)
         text += piece
         yield (piece if delta_mode else text), replace(meta)

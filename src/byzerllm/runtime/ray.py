@@ -101,17 +101,25 @@ class RayWorker(Worker):
         self._pool_name = pool_name
         self._pool = None
 
-    def _release(self, lease: int) -> None:
+    def _tell_pool(self, method: str, *args: Any) -> None:
         try:
             if self._pool is None:
                 self._pool = ray.get_actor(self._pool_name, namespace=NAMESPACE)
-            self._pool.release.remote(lease)
+            getattr(self._pool, method).remote(*args)
         except Exception:  # the pool is gone: the deployment was removed
             pass
 
+    def _release(self, lease: int) -> None:
+        self._tell_pool("release", lease)
+
     def chat_leased(self, request: ChatRequest, lease: int) -> ChatResponse:
         try:
-            return self.chat(request)
+            resp = self.chat(request)
+            self._tell_pool("add_usage", resp.input_tokens, resp.generated_tokens)
+            return resp
+        except Exception:
+            self._tell_pool("add_usage", 0, 0, True)
+            raise
         finally:
             self._release(lease)
 
@@ -128,9 +136,16 @@ class RayWorker(Worker):
             self._release(lease)
 
     def stream_leased(self, request: ChatRequest, lease: int) -> Iterator[ChatChunk]:
+        last = None
         try:
-            yield from self.stream(request)
+            for last in self.stream(request):
+                yield last
+        except Exception:
+            self._tell_pool("add_usage", 0, 0, True)
+            raise
         finally:
+            if last is not None and last.finish_reason is not None:
+                self._tell_pool("add_usage", last.input_tokens, last.generated_tokens)
             self._release(lease)
 
 
@@ -161,6 +176,8 @@ class DeploymentPool:
         self._rr = itertools.cycle(range(n))
         self._cond = asyncio.Condition()
         self.waiting = 0
+        # token totals of the deployment's requests, as the backends report them (the provider's usage)
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "failed_requests": 0}
         self.meta_cache: dict[str, Any] | None = None
 
     def get_workers(self) -> list:
@@ -180,7 +197,7 @@ class DeploymentPool:
         """Spec (secrets masked), state and meta."""
         spec = asdict(self.spec)
         spec["options"] = mask_secrets(spec["options"])
-        return {"spec": spec, "state": self.state, "meta": self.meta_cache}
+        return {"spec": spec, "state": self.state, "meta": self.meta_cache, "usage": self.usage_totals()}
 
     async def worker_pids(self) -> list[int]:
         infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
@@ -232,6 +249,17 @@ class DeploymentPool:
             self.last_work[idx] = time.time()
             return lease, idx
 
+    def add_usage(self, prompt_tokens: int, completion_tokens: int, failed: bool = False) -> None:
+        """Add one finished request's token counts (or a failure) to the totals."""
+        self.usage["prompt_tokens"] += prompt_tokens
+        self.usage["completion_tokens"] += completion_tokens
+        self.usage["failed_requests"] += int(failed)
+
+    def usage_totals(self) -> dict[str, int]:
+        """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` and ``failed_requests``."""
+        u = self.usage
+        return {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
+
     async def release(self, lease: int) -> None:
         """Return a lease (idempotent)."""
         idx = self.leases.pop(lease, None)
@@ -257,6 +285,7 @@ class DeploymentPool:
             "worker_max_concurrency": k,
             "workers_last_work_time": [f"{now - t}s" for t in self.last_work],
             "queued_requests": self.waiting,
+            **self.usage_totals(),
         }
 
     async def shutdown(self) -> None:
