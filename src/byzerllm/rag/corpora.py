@@ -25,6 +25,10 @@ What pypdf (7.1) makes of the Chinese PDF (measured on debian-reference-zh-cn 2.
   kept as typeset either: "类 VT100字符控制台" (space before, none after), and cross references
   come out with double spaces ("参见第  1.1.4  节"). ``normalize_text`` therefore drops every
   whitespace run next to a CJK character or CJK punctuation and collapses the rest to one space.
+- Spaces between Latin words are sometimes lost ("MidnightCommander", "DomainNameSystem"), and
+  some get added after "=" or "(" in commands ("LANG= fr_FR.UTF-8", "ALL=( ALL)"): full-text search
+  for multi-word English phrases or exact command lines on this PDF can miss; single words work.
+- Straight quotes in commands come out as typographic ones (”penguin ALL...”).
 - PDF page numbers are not the printed ones: the printed page "23/ 223" is PDF page 51 (roman-numbered
   front matter first). Positions here are 1-based PDF page indexes.
 - Extracting all pages takes ~10 s on one core. pypdf logs "fontTools is required ..." for a TeX
