@@ -277,9 +277,11 @@ class QueryBuilder:
         return self
 
     def request(self) -> SearchRequest:
-        return SearchRequest(vector=self.vector or None, vector_field=self.vector_field, keyword=self.keyword,
-                             search_fields=self.search_fields, filter=self.filters, sorts=self.sorts,
-                             limit=self.limit, fields=self.fields, candidates=self.candidates, rrf_k=self.rrf_k)
+        has_vector = self.vector is not None and len(self.vector) > 0
+        return SearchRequest(vector=self.vector if has_vector else None, vector_field=self.vector_field,
+                             keyword=self.keyword, search_fields=self.search_fields, filter=self.filters,
+                             sorts=self.sorts, limit=self.limit, fields=self.fields, candidates=self.candidates,
+                             rrf_k=self.rrf_k)
 
     def execute(self) -> list[dict[str, Any]]:
         return self.storage.engine.search(self.storage.table, self.request())

@@ -48,5 +48,4 @@ def fts5_match(terms: list[str], columns: list[str]) -> str:
     """An FTS5 MATCH expression: any of ``terms`` (OR, ranked by BM25 as a Lucene query is),
     restricted to ``columns``. Terms are quoted, so FTS5 operators in user text are plain words."""
     body = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-    cols = " ".join(columns)
-    return "{" + cols + "}: (" + body + ")"
+    return "{" + " ".join(columns) + "}: (" + body + ")" if columns else body
