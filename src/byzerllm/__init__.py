@@ -2,7 +2,7 @@
 
 from . import errors
 from .backends.models import DEFAULT_CHAT_MODEL
-from .client import ByzerLLM, Template, Templates
+from .client import ByzerLLM, SimpleByzerLLM, Template, Templates
 from .multimodal import Audio, Image
 from .prompt import prompt
 from .runtime.cluster import connect_cluster
@@ -18,6 +18,7 @@ __all__ = [
     "InferBackend",
     "LLMRequest",
     "LLMResponse",
+    "SimpleByzerLLM",
     "SingleOutputMeta",
     "Template",
     "Templates",

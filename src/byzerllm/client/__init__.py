@@ -1,6 +1,7 @@
-"""Clients: ``ByzerLLM`` (Ray runtime)."""
+"""Clients: ``ByzerLLM`` (Ray runtime) and ``SimpleByzerLLM`` (in-process runtime)."""
 
 from .byzerllm import ByzerLLM
+from .simple import SimpleByzerLLM
 from .templates import Template, Templates
 
-__all__ = ["ByzerLLM", "Template", "Templates"]
+__all__ = ["ByzerLLM", "SimpleByzerLLM", "Template", "Templates"]

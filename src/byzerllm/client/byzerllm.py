@@ -150,7 +150,7 @@ class ByzerLLM(StructuredMixin):
         ``UnsupportedParameterError`` (naming the option), ``BackendNotFoundError``,
         ``DeploymentError`` (resources, timeout).
         """
-        from ..runtime.ray import DeploymentSpec
+        from ..runtime.spec import DeploymentSpec
 
         backend = self.infer_backend or _default_backend(model_path, pretrained_model_type)
         spec = DeploymentSpec(

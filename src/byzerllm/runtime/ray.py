@@ -26,7 +26,7 @@ import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -38,60 +38,19 @@ from ..errors import (
     DeploymentExistsError,
     DeploymentStartingError,
     DeploymentUndeployedError,
-    InvalidRequestError,
     ModelNotFoundError,
     QueueFullError,
     WorkerDiedError,
 )
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .cluster import NAMESPACE
+from .spec import LOAD_BALANCE_STRATEGIES, DeploymentSpec, mask_secrets  # noqa: F401 - re-exported
 from .worker import Worker
 
 PREFIX = "deployment:"
 # A request whose worker died before it produced output is sent again, after these pauses
 # (seconds): Ray needs a moment to notice a dead process before it routes to its replacement.
 RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, 2.0)
-LOAD_BALANCE_STRATEGIES = ("lru", "round_robin", "least_busy", "random")
-
-
-@dataclass
-class DeploymentSpec:
-    """What a deployment runs and on what resources. ``options`` are the backend's deploy
-    options with ``backend.`` / ``saas.`` prefixes stripped."""
-
-    name: str
-    backend: str
-    model_path: str
-    pretrained_model_type: str = "custom/auto"
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    worker_concurrency: int = 1
-    load_balance: str = "lru"
-    max_queue: int = 1024
-    options: dict[str, Any] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.time)
-
-    def validate(self) -> None:
-        """Raise ``InvalidRequestError`` naming the first bad field."""
-        if not self.name or not isinstance(self.name, str):
-            raise InvalidRequestError("udf_name (the deployment name) must be a non-empty string", param="udf_name")
-        for fname, low in (("num_workers", 1), ("worker_concurrency", 1), ("max_queue", 0)):
-            value = getattr(self, fname)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidRequestError(f"{fname} must be an integer >= {low}, got {value!r}", param=fname)
-        for fname in ("cpus_per_worker", "gpus_per_worker"):
-            value = getattr(self, fname)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise InvalidRequestError(f"{fname} must be a number >= 0, got {value!r}", param=fname)
-        if self.load_balance not in LOAD_BALANCE_STRATEGIES:
-            raise InvalidRequestError(
-                f"load balance strategy {self.load_balance!r} is unknown; "
-                f"accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
-                param="load_balance",
-            )
-
-
 class RayWorker(Worker):
     """A worker as a Ray actor. It returns the lease of each request to its pool when the
     request ends, so a slot comes back even when the caller's process died mid-request."""
@@ -295,15 +254,6 @@ class DeploymentPool:
             self._cond.notify_all()
         for w in self.workers:
             ray.kill(w, no_restart=True)
-
-
-_SECRET_WORDS = ("key", "token", "secret", "password")
-
-
-def mask_secrets(options: dict[str, Any]) -> dict[str, Any]:
-    """Options with every secret-looking value shown as its last 4 characters only."""
-    return {k: (f"***{str(v)[-4:]}" if v and any(w in k.lower() for w in _SECRET_WORDS) else v)
-            for k, v in options.items()}
 
 
 def _actor_name(name: str) -> str:

@@ -1,0 +1,216 @@
+"""The in-process runtime: deployments live in the caller's process, no Ray.
+
+It has the methods of ``RayRuntime`` that the client uses (deploy, undeploy, info, stat, meta,
+chat, stream, embed, rerank and their async twins), so ``SimpleByzerLLM`` is ``ByzerLLM`` with
+this runtime. A deployment is ``num_workers`` ``Worker`` objects; a request takes a slot (at
+most ``worker_concurrency`` per worker, the least recently used worker first), waits while every
+slot is busy, and is refused with ``QueueFullError`` beyond ``max_queue`` waiting requests, as on
+Ray. Deployments last as long as the runtime object (one per client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError, QueueFullError
+from ..types import ChatChunk, ChatRequest, ChatResponse
+from .spec import DeploymentSpec, mask_secrets
+from .worker import Worker
+
+
+class _Deployment:
+    """The workers of one deployment with their slots and counts."""
+
+    def __init__(self, spec: DeploymentSpec, workers: list[Worker], meta: dict[str, Any]) -> None:
+        self.spec = spec
+        self.workers = workers
+        self.meta = meta
+        n = len(workers)
+        self.in_flight = [0] * n
+        self.total_requests = [0] * n
+        self.last_work = [time.time()] * n
+        self.waiting = 0
+        self.stopping = False
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "failed_requests": 0}
+        self.cond = threading.Condition()
+
+    def acquire(self) -> int:
+        k = self.spec.worker_concurrency
+        with self.cond:
+            while True:
+                if self.stopping:
+                    raise DeploymentUndeployedError(f"deployment {self.spec.name!r} is being undeployed")
+                free = [i for i in range(len(self.workers)) if self.in_flight[i] < k]
+                if free:
+                    idx = min(free, key=lambda i: self.last_work[i])
+                    break
+                if self.waiting >= self.spec.max_queue:
+                    raise QueueFullError(
+                        f"deployment {self.spec.name!r} is busy: all {len(self.workers)} workers are serving and "
+                        f"{self.waiting} requests are queued (max_queue {self.spec.max_queue})")
+                self.waiting += 1
+                try:
+                    self.cond.wait()
+                finally:
+                    self.waiting -= 1
+            self.in_flight[idx] += 1
+            self.total_requests[idx] += 1
+            self.last_work[idx] = time.time()
+            return idx
+
+    def release(self, idx: int, prompt: int = 0, completion: int = 0, failed: bool = False) -> None:
+        with self.cond:
+            self.in_flight[idx] -= 1
+            self.last_work[idx] = time.time()
+            self.usage["prompt_tokens"] += prompt
+            self.usage["completion_tokens"] += completion
+            self.usage["failed_requests"] += int(failed)
+            self.cond.notify()
+
+    def usage_totals(self) -> dict[str, int]:
+        u = self.usage
+        return {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
+
+
+class InProcessRuntime:
+    """Client side and host of in-process deployments."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, _Deployment] = {}
+        self._lock = threading.Lock()
+
+    # --- deployments -----------------------------------------------------------------
+    def _lookup(self, name: str, refresh: bool = False) -> _Deployment:
+        try:
+            return self._handles[name]
+        except KeyError:
+            deployed = self.list_deployments()
+            raise ModelNotFoundError(
+                f"model {name!r} is not deployed in this process; deployed: {', '.join(deployed) or 'none'}",
+                param="model", available=deployed) from None
+
+    def list_deployments(self) -> list[str]:
+        return sorted(self._handles)
+
+    def exists(self, name: str) -> bool:
+        return name in self._handles
+
+    def deploy(self, spec: DeploymentSpec, timeout: float = 600.0,
+               on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Build ``num_workers`` workers; return the model meta. Raises as ``RayRuntime.deploy``
+        (``DeploymentExistsError``, the backend's start-up error); CPU/GPU amounts are not checked."""
+        spec.validate()
+        with self._lock:
+            if spec.name in self._handles:
+                raise DeploymentExistsError(f"deployment {spec.name!r} already exists; undeploy it first",
+                                            param="udf_name")
+            workers: list[Worker] = []
+            try:
+                for i in range(spec.num_workers):
+                    workers.append(Worker(spec.backend, spec.model_path, spec.options))
+                    meta = workers[-1].ready()["meta"]
+                    if on_progress:
+                        on_progress(i + 1, spec.num_workers)
+            except BaseException:
+                for w in workers:
+                    w.close()
+                raise
+            self._handles[spec.name] = _Deployment(spec, workers, meta)
+            return meta
+
+    def undeploy(self, name: str) -> None:
+        """Remove a deployment; waiting requests end with ``DeploymentUndeployedError``."""
+        with self._lock:
+            dep = self._lookup(name)
+            del self._handles[name]
+        with dep.cond:
+            dep.stopping = True
+            dep.cond.notify_all()
+        for w in dep.workers:
+            w.close()
+
+    def info(self, name: str) -> dict[str, Any]:
+        dep = self._lookup(name)
+        spec = asdict(dep.spec)
+        spec["options"] = mask_secrets(spec["options"])
+        return {"spec": spec, "state": "stopping" if dep.stopping else "running", "meta": dep.meta,
+                "usage": dep.usage_totals()}
+
+    def stat(self, name: str) -> dict[str, Any]:
+        dep = self._lookup(name)
+        k = dep.spec.worker_concurrency
+        busy = sum(1 for c in dep.in_flight if c > 0)
+        now = time.time()
+        return {"total_workers": len(dep.workers), "busy_workers": busy, "idle_workers": len(dep.workers) - busy,
+                "load_balance_strategy": "lru", "total_requests": list(dep.total_requests),
+                "state": [k - c for c in dep.in_flight], "worker_max_concurrency": k,
+                "workers_last_work_time": [f"{now - t}s" for t in dep.last_work],
+                "queued_requests": dep.waiting, **dep.usage_totals()}
+
+    def meta(self, name: str) -> dict[str, Any]:
+        dep = self._lookup(name)
+        meta = dict(dep.meta or {})
+        meta["model_deploy_type"] = "saas" if dep.spec.pretrained_model_type.startswith("saas/") else "proprietary"
+        meta["backend"] = "inprocess/" + dep.spec.backend
+        return meta
+
+    # --- requests --------------------------------------------------------------------
+    def _unary(self, name: str, call: Callable[[Worker], Any], usage: Callable[[Any], tuple[int, int]]) -> Any:
+        dep = self._lookup(name)
+        idx = dep.acquire()
+        try:
+            out = call(dep.workers[idx])
+        except BaseException:
+            dep.release(idx, failed=True)
+            raise
+        dep.release(idx, *usage(out))
+        return out
+
+    def chat(self, name: str, request: ChatRequest) -> ChatResponse:
+        return self._unary(name, lambda w: w.chat(request), lambda r: (r.input_tokens, r.generated_tokens))
+
+    def embed(self, name: str, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        return self._unary(name, lambda w: w.embed(texts, query), lambda r: (r[1], 0))
+
+    def rerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        return self._unary(name, lambda w: w.rerank(pairs), lambda r: (r[1], 0))
+
+    def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
+        dep = self._lookup(name)
+        idx = dep.acquire()
+        last = None
+        failed = False
+        try:
+            for last in dep.workers[idx].stream(request):
+                yield last
+        except BaseException as exc:
+            failed = not isinstance(exc, GeneratorExit)
+            raise
+        finally:
+            done = last is not None and last.finish_reason is not None
+            dep.release(idx, last.input_tokens if done else 0, last.generated_tokens if done else 0, failed)
+
+    async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
+        return await asyncio.to_thread(self.chat, name, request)
+
+    async def aembed(self, name: str, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        return await asyncio.to_thread(self.embed, name, texts, query)
+
+    async def arerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        return await asyncio.to_thread(self.rerank, name, pairs)
+
+    async def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """``stream`` for asyncio code: each chunk is read in a thread, so the event loop never
+        waits on the backend."""
+        chunks = self.stream(name, request)
+        end = object()
+        try:
+            while (chunk := await asyncio.to_thread(next, chunks, end)) is not end:
+                yield chunk
+        finally:
+            await asyncio.to_thread(chunks.close)

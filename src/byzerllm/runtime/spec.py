@@ -1,0 +1,63 @@
+"""What a deployment is, independent of the runtime that runs it (Ray or in-process)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidRequestError
+
+LOAD_BALANCE_STRATEGIES = ("lru", "round_robin", "least_busy", "random")
+
+
+@dataclass
+class DeploymentSpec:
+    """What a deployment runs and on what resources. ``options`` are the backend's deploy
+    options with ``backend.`` / ``saas.`` prefixes stripped."""
+
+    name: str
+    backend: str
+    model_path: str
+    pretrained_model_type: str = "custom/auto"
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    worker_concurrency: int = 1
+    load_balance: str = "lru"
+    max_queue: int = 1024
+    options: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+
+    def validate(self) -> None:
+        """Raise ``InvalidRequestError`` naming the first bad field."""
+        if not self.name or not isinstance(self.name, str):
+            raise InvalidRequestError("udf_name (the deployment name) must be a non-empty string", param="udf_name")
+        for fname, low in (("num_workers", 1), ("worker_concurrency", 1), ("max_queue", 0)):
+            value = getattr(self, fname)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidRequestError(f"{fname} must be an integer >= {low}, got {value!r}", param=fname)
+        for fname in ("cpus_per_worker", "gpus_per_worker"):
+            value = getattr(self, fname)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise InvalidRequestError(f"{fname} must be a number >= 0, got {value!r}", param=fname)
+        if self.load_balance not in LOAD_BALANCE_STRATEGIES:
+            raise InvalidRequestError(
+                f"load balance strategy {self.load_balance!r} is unknown; "
+                f"accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
+                param="load_balance",
+            )
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def mask_secrets(options: Any) -> Any:
+    """Options with every secret-looking value shown as its last 4 characters only, inside nested
+    lists and objects too (e.g. the ``api_key`` of a fallback model)."""
+    if isinstance(options, list):
+        return [mask_secrets(v) for v in options]
+    if not isinstance(options, dict):
+        return options
+    return {k: (f"***{str(v)[-4:]}" if v and isinstance(v, (str, int)) and any(w in k.lower() for w in _SECRET_WORDS)
+                else mask_secrets(v)) for k, v in options.items()}
