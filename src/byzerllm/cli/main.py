@@ -340,6 +340,11 @@ def cluster_stop():
     click.echo("Ray cluster stopped.")
 
 
+from .storage import storage  # noqa: E402 - the group imports the helpers above
+
+cli.add_command(storage)
+
+
 def main() -> None:
     cli(prog_name="byzerllm")
 
