@@ -39,6 +39,7 @@ from .engine import (
 )
 from .errors import StorageError, StorageIntegrityError, TableNotFoundError, VectorDimensionError
 from .fusion import rrf
+from .vector_index import IVF_MIN_ROWS, VectorIndex
 
 RID = '"$rid"'
 SQL_TYPES = {"string": "TEXT", "long": "INTEGER", "float": "REAL", "double": "REAL", "boolean": "INTEGER",
@@ -79,14 +80,16 @@ class SqliteEngine(StorageEngine):
     Safe to share between threads of one process (a lock serialises calls); several processes
     may open the same file (SQLite locking; writers wait up to ``timeout`` seconds).
 
-    ``vector_cache``: run k-NN on an in-memory float32 copy of each vector field (exact, same
-    results as vec0; memory n x dim x 4 bytes per field, e.g. 154 MB for 100k 384-dim vectors),
-    rebuilt on the first query after a write. ``fts_budget``: postings BM25 may score per query
+    ``vector_cache``: run k-NN on an in-memory float32 copy of each vector field (memory
+    n x dim x 4 bytes per field, e.g. 154 MB for 100k 384-dim vectors), rebuilt on the first query
+    after a write: exact below ``ivf_min_rows`` rows (same results as vec0), an IVF index probing
+    ``nprobe`` lists above (approximate; see ``vector_index.py``). Off: vec0's exact scan.
+    ``fts_budget``: postings BM25 may score per query
     before the most frequent query terms are left out (see ``_affordable_terms``; 0 = never).
     """
 
     def __init__(self, path: str | Path, timeout: float = 30.0, vector_cache: bool = True,
-                 fts_budget: int = 3000) -> None:
+                 fts_budget: int = 3000, ivf_min_rows: int = IVF_MIN_ROWS, nprobe: int | None = None) -> None:
         import sqlite_vec
 
         self.path = Path(path)
@@ -106,11 +109,12 @@ class SqliteEngine(StorageEngine):
         )
         self._schemas: dict[str, TableSchema] = {}
         self._data_version = self._version()
-        # k-NN runs on an in-memory float32 copy of each vector field (numpy, exact, ~5x faster
-        # than vec0's scan, which this sqlite-vec build runs without SIMD); vec0 stays the stored
-        # index and is used when the cache is off. Rebuilt after any write.
+        # k-NN runs on an in-memory copy of each vector field (numpy: ~8x faster than vec0's
+        # scan, which this sqlite-vec build runs without SIMD); vec0 stays the stored index and
+        # is used when the cache is off. Rebuilt on the first query after any write.
         self.vector_cache = vector_cache
-        self._vcache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._vcache: dict[tuple[str, str], VectorIndex] = {}
+        self.ivf_min_rows, self.nprobe = ivf_min_rows, nprobe
         self.fts_budget = fts_budget
         self._dfcache: dict[tuple[str, str], int] = {}
 
@@ -413,38 +417,31 @@ class SqliteEngine(StorageEngine):
             return [(rid, 1.0 - d) for rid, d in hits]
         return [(rid, -d) for rid, d in hits]
 
-    def _matrix(self, table: str, field: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rowids, float32 vectors n x dim, squared norms) of a vector field, read from vec0 once;
-        for cosine the vectors are scaled to unit length so a query costs one matrix-vector product."""
+    def _index(self, table: str, field: str, metric: str) -> VectorIndex:
+        """The in-memory index of a vector field, read from vec0 on first use after a write; for
+        cosine the vectors are scaled to unit length so a query costs one matrix-vector product."""
         key = (table, field)
         if key not in self._vcache:
             rows = self._conn.execute(f"SELECT rowid, embedding FROM {_vec(table, field)}").fetchall()
             rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1) \
                 if rows else np.zeros((0, 1), dtype=np.float32)
-            sq = np.einsum("ij,ij->i", mat, mat)
             if metric == "cosine":
-                mat = mat / np.maximum(np.sqrt(sq), 1e-30)[:, None]
-            self._vcache[key] = (rids, mat, sq)
+                mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
+            self._vcache[key] = VectorIndex(rids, mat, metric, ivf_min_rows=self.ivf_min_rows, nprobe=self.nprobe)
         return self._vcache[key]
 
     def _knn_cached(self, table: str, schema: TableSchema, field: str, vec: np.ndarray, k: int, where: str,
                     params: list) -> list[tuple[int, float]]:
-        rids, mat, sq = self._matrix(table, field, schema.metric)
-        if schema.metric == "cosine":  # score = cosine similarity = 1 - vec0's cosine distance
-            scores = mat @ (vec / max(float(np.linalg.norm(vec)), 1e-30))
-        else:  # score = -L2 distance
-            scores = -np.sqrt(np.maximum(sq - 2 * (mat @ vec) + float(vec @ vec), 0))
+        index = self._index(table, field, schema.metric)
+        if schema.metric == "cosine":
+            vec = vec / max(float(np.linalg.norm(vec)), 1e-30)
+        allowed = None
         if where:
-            keep = np.fromiter((r[0] for r in self._conn.execute(
+            allowed = np.fromiter((r[0] for r in self._conn.execute(
                 f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)), dtype=np.int64)
-            scores = np.where(np.isin(rids, keep), scores, -np.inf)
-        k = min(k, len(rids))
-        if k == 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(rids) else np.arange(len(rids))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(rids[i]), float(scores[i])) for i in top if scores[i] != -np.inf]
+        rids, scores = index.search(vec, k, allowed)
+        return [(int(r), float(sc)) for r, sc in zip(rids, scores, strict=True)]
 
     def _bm25(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
               params: list) -> list[tuple[int, float]]:
@@ -457,10 +454,10 @@ class SqliteEngine(StorageEngine):
                     f"full-text fields: {', '.join(analyzed) or '(none)'}", param=name, accepted=analyzed)
         if not names:
             raise StorageError("the table has no full-text field (FieldOption.ANALYZE) to search", param="fields")
-        terms = self._affordable_terms(table, textmod.query_terms(req.keyword or ""))
+        terms, op = self._affordable_terms(table, textmod.query_terms(req.keyword or ""))
         if not terms or k == 0:
             return []
-        match = textmod.fts5_match(terms, [f"c{analyzed.index(n)}" for n in names])
+        match = textmod.fts5_match(terms, [f"c{analyzed.index(n)}" for n in names], op)
         fts = _fts(table)
         if where:
             sql = (f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f JOIN {_rows(table)} r ON r.{RID} = f.rowid "
@@ -469,35 +466,44 @@ class SqliteEngine(StorageEngine):
             sql = f"SELECT rowid, rank FROM {fts} WHERE {fts} MATCH ? ORDER BY rank LIMIT ?"
         return [(rid, -s) for rid, s in self._conn.execute(sql, (match, *params, k))]
 
-    def _df(self, table: str, term: str, cap: int) -> int:
-        """Documents containing ``term``, counted up to ``cap`` (so a common term costs little)."""
-        key = (table, term)
+    def _df(self, table: str, terms: list[str], cap: int) -> int:
+        """Documents containing all ``terms``, counted up to ``cap`` (so common terms cost little)."""
+        key = (table, *terms)
         if key not in self._dfcache:
             self._dfcache[key] = self._conn.execute(
                 f"SELECT count(*) FROM (SELECT rowid FROM {_fts(table)} WHERE {_fts(table)} MATCH ? LIMIT ?)",
-                (textmod.fts5_match([term], []), cap)).fetchone()[0]
+                (textmod.fts5_match(terms, [], "AND"), cap)).fetchone()[0]
         return self._dfcache[key]
 
-    def _affordable_terms(self, table: str, terms: list[str]) -> list[str]:
-        """The query terms to rank with. BM25 in FTS5 costs ~2 us per matching document, so a
-        common word ("the", "的") in 70% of 100k chunks costs ~150 ms. When the terms' postings add
-        up to more than ``fts_budget``, terms are kept rarest first within the budget (the idea of
-        Elasticsearch's ``cutoff_frequency``: frequent terms carry little BM25 weight); the rarest
-        term is always kept. Below the budget every term is scored: plain BM25."""
+    def _affordable_terms(self, table: str, terms: list[str]) -> tuple[list[str], str]:
+        """The query terms to rank with, and how to join them (``OR`` / ``AND``).
+
+        BM25 in FTS5 costs ~2 us per matching document, so a common word ("the", "的") in 70% of
+        100k chunks costs ~150 ms. When the terms' postings add up to more than ``fts_budget``,
+        terms are kept rarest first within the budget (the idea of Elasticsearch's
+        ``cutoff_frequency``: frequent terms carry little BM25 weight). When even the rarest term
+        is over the budget, the documents holding all the terms are ranked if they fit in it;
+        else the rarest term alone. Below the budget every term is scored: plain BM25.
+        """
         if len(terms) <= 1 or self.fts_budget <= 0:
-            return terms
+            return terms, "OR"
         cap = self.fts_budget + 1
-        df = {t: self._df(table, t, cap) for t in terms}
+        df = {t: self._df(table, [t], cap) for t in terms}
         terms = [t for t in terms if df[t] > 0]
         if sum(df.values()) <= self.fts_budget:
-            return terms
+            return terms, "OR"
+        terms.sort(key=lambda t: df[t])
+        if df[terms[0]] > self.fts_budget:
+            if len(terms) > 1 and 0 < self._df(table, terms, cap) <= self.fts_budget:
+                return terms, "AND"
+            return terms[:1], "OR"
         kept, total = [], 0
-        for t in sorted(terms, key=lambda t: df[t]):
-            if kept and total + df[t] > self.fts_budget:
+        for t in terms:
+            if total + df[t] > self.fts_budget:
                 break
             kept.append(t)
             total += df[t]
-        return kept
+        return kept, "OR"
 
     def _fetch(self, table: str, schema: TableSchema, rids: list[int], scores: list[float] | None,
                out_fields: list[str]) -> list[dict[str, Any]]:

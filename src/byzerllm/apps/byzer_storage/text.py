@@ -44,8 +44,9 @@ def query_terms(text: str) -> list[str]:
     return list(seen)[:MAX_QUERY_TERMS]
 
 
-def fts5_match(terms: list[str], columns: list[str]) -> str:
-    """An FTS5 MATCH expression: any of ``terms`` (OR, ranked by BM25 as a Lucene query is),
-    restricted to ``columns``. Terms are quoted, so FTS5 operators in user text are plain words."""
-    body = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+def fts5_match(terms: list[str], columns: list[str], op: str = "OR") -> str:
+    """An FTS5 MATCH expression: any of ``terms`` (``op="OR"``, ranked by BM25 as a Lucene query
+    is) or all of them (``"AND"``), restricted to ``columns``. Terms are quoted, so FTS5 operators
+    in user text are plain words."""
+    body = f" {op} ".join('"' + t.replace('"', '""') + '"' for t in terms)
     return "{" + " ".join(columns) + "}: (" + body + ")" if columns else body
