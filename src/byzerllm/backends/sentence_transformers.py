@@ -85,15 +85,12 @@ class SentenceTransformersBackend(Backend):
         except Exception as exc:
             raise BackendError(f"sentence-transformers could not load {folder}: {exc}") from None
         if cfg["max_seq_length"]:
-            self.model.max_length = int(cfg["max_seq_length"])
-            if self.task == "embedding":
-                self.model.max_seq_length = int(cfg["max_seq_length"])
+            self.model.max_seq_length = int(cfg["max_seq_length"])
         self.tokenizer = self.model.tokenizer
 
     @property
     def max_len(self) -> int:
-        n = self.model.max_length if self.task == "rerank" else self.model.max_seq_length
-        return int(n or self.tokenizer.model_max_length)
+        return int(self.model.max_seq_length or self.tokenizer.model_max_length)
 
     def _count(self, texts: list[str]) -> int:
         ids = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.max_len)["input_ids"]

@@ -340,6 +340,11 @@ def cluster_stop():
     click.echo("Ray cluster stopped.")
 
 
+# subcommand groups in their own modules (they import the helpers above)
+from .rag import rag  # noqa: E402
+
+cli.add_command(rag)
+
 from .storage import storage  # noqa: E402 - the group imports the helpers above
 
 cli.add_command(storage)

@@ -1,0 +1,223 @@
+"""Document Q&A: build an index of a folder of documents, retrieve, and answer with citations.
+
+``DocumentIndex`` keeps two tables in the built-in store (``ByzerStorage``): ``<name>_chunks``
+(text, BM25 full-text field, vector, citation) and ``<name>_files`` (one row per indexed file with
+its SHA-256). A build embeds only files whose content changed, and records a file only after its
+chunks are written, so an interrupted build leaves every recorded file complete and the next build
+redoes the rest. Retrieval is ``vector`` (k-NN), ``fulltext`` (BM25, Chinese segmented) or
+``hybrid`` (both fused by reciprocal rank fusion), optionally reranked by a rerank deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..apps.byzer_storage.simple_api import ByzerStorage, DataType, FieldOption
+from ..errors import InvalidRequestError
+from .chunking import chunk_sections
+from .loaders import iter_documents, load
+
+MODES = ("hybrid", "vector", "fulltext")
+ANSWER_PROMPT = """Answer the question using only the numbered sources below. Cite the sources you use as [1], [2].
+If the sources do not contain the answer, say so.
+
+{sources}
+
+Question: {question}"""
+
+
+@dataclass
+class Hit:
+    """A retrieved chunk: its ``text``, ``source`` file, ``page`` (PDF) or ``heading`` path, and
+    ``score`` (the retrieval's or the reranker's; higher is better)."""
+
+    text: str
+    source: str
+    page: int | None
+    heading: str
+    score: float
+
+    def citation(self) -> str:
+        if self.page is not None:
+            return f"{self.source} p.{self.page}"
+        return f"{self.source} § {self.heading}" if self.heading else self.source
+
+
+@dataclass
+class BuildStats:
+    """What a build did: files seen, embedded (new or changed), unchanged, removed; chunks written."""
+
+    files: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    """``text`` (the model's answer), ``sources`` (the hits given as context, numbered from 1) and
+    ``cited`` (the 1-based numbers of sources the answer cites as ``[n]``)."""
+
+    text: str
+    sources: list[Hit]
+    cited: list[int]
+
+    def format_sources(self) -> str:
+        """The numbered sources, one per line, cited ones marked with ``*``."""
+        return "Sources:\n" + "\n".join(f"{'*' if i in self.cited else ' '}[{i}] {hit.citation()}"
+                                         for i, hit in enumerate(self.sources, 1))
+
+    def format(self) -> str:
+        """The answer followed by its numbered sources."""
+        return f"{self.text.strip()}\n\n{self.format_sources()}"
+
+
+class DocumentIndex:
+    """An index named ``name`` in the store at ``base_dir`` (see ``ByzerStorage``), embedded with
+    the deployment ``emb_model``. ``llm`` is the ``ByzerLLM`` client (one is made when None).
+    ``max_chars`` is the chunk size (see ``chunking.size``); ``parallel`` the embedding batches in
+    flight during a build (match the embedding deployment's workers).
+
+    Raises ``InvalidRequestError`` for an unknown retrieval mode or a missing source folder.
+    """
+
+    def __init__(self, name: str = "default", emb_model: str = "emb", base_dir: str | None = None,
+                 llm: Any = None, max_chars: int = 1000, parallel: int = 2) -> None:
+        if llm is None:
+            import byzerllm
+
+            llm = byzerllm.ByzerLLM()
+        self.llm = llm
+        self.emb_model = emb_model
+        self.max_chars = max_chars
+        self.parallel = parallel
+        self.chunks = ByzerStorage(None, "rag", f"{name}_chunks", base_dir=base_dir, emb_model=emb_model)
+        self.files = ByzerStorage(None, "rag", f"{name}_files", base_dir=base_dir, emb_model=emb_model)
+        if not self.chunks.table_exists():
+            self.chunks.schema_builder().add_field("_id", DataType.STRING) \
+                .add_field("source", DataType.STRING) \
+                .add_field("page", DataType.LONG) \
+                .add_field("heading", DataType.STRING, [FieldOption.NO_INDEX]) \
+                .add_field("content", DataType.STRING, [FieldOption.ANALYZE]) \
+                .add_field("text", DataType.STRING, [FieldOption.NO_INDEX]) \
+                .add_array_field("vector", DataType.FLOAT).execute()
+        if not self.files.table_exists():
+            self.files.schema_builder().add_field("_id", DataType.STRING) \
+                .add_field("sha256", DataType.STRING).add_field("chunks", DataType.LONG).execute()
+
+    def _known_files(self) -> dict[str, str]:
+        rows = self.files.query_builder().set_limit(1_000_000).execute()
+        return {r["_id"]: r["sha256"] for r in rows}
+
+    def _delete_file(self, source: str) -> None:
+        self.chunks.query_builder().and_filter().add_condition("source", source).build().delete()
+
+    def build(self, source_dir: str, progress: Callable[[str, int, int], None] | None = None,
+              batch_size: int = 64) -> BuildStats:
+        """Index the supported files under ``source_dir`` (PDF, Markdown, HTML, DOCX, TXT).
+        Unchanged files (same SHA-256) are skipped, changed ones re-chunked and re-embedded, and
+        files gone from the folder removed. ``progress(file, done, total)`` is called per file.
+        A file that cannot be read is reported in ``BuildStats.errors`` and the build goes on."""
+        root = Path(source_dir)
+        paths = list(iter_documents(root))
+        known = self._known_files()
+        stats = BuildStats(files=len(paths))
+        seen = set()
+        for done, path in enumerate(paths, 1):
+            source = path.relative_to(root).as_posix()
+            seen.add(source)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if known.get(source) == digest:
+                stats.unchanged += 1
+            else:
+                try:
+                    n = self._index_file(path, source, batch_size)
+                    # recorded last: a file is skipped next time only once all its chunks are stored
+                    self.files.engine.upsert(self.files.table, [{"_id": source, "sha256": digest, "chunks": n}])
+                    stats.chunks += n
+                    stats.indexed += 1
+                except Exception as exc:  # one bad file must not stop the build
+                    stats.errors.append(f"{source}: {exc}")
+            if progress:
+                progress(source, done, len(paths))
+        for source in set(known) - seen:
+            self._delete_file(source)
+            self.files.delete_by_ids([source])
+            stats.removed += 1
+        self.chunks.commit()
+        self.files.commit()
+        return stats
+
+    def _index_file(self, path: Path, source: str, batch_size: int) -> int:
+        chunks = chunk_sections(load(path, source), self.max_chars)
+        self._delete_file(source)  # a changed file, or the remains of an interrupted build
+        # the heading path is part of what is embedded and searched: it says what the text is about
+        contents = [f"{c.section.heading}\n{c.text}" if c.section.headings else c.text for c in chunks]
+        batches = [range(i, min(i + batch_size, len(chunks))) for i in range(0, len(chunks), batch_size)]
+        # batches in flight at once: each goes to a free worker of the embedding deployment
+        with ThreadPoolExecutor(self.parallel) as pool:
+            embedded = pool.map(lambda b: [r.output for r in self.llm.emb(self.emb_model, [contents[i] for i in b])],
+                                batches)
+            for batch, vectors in zip(batches, embedded, strict=True):
+                rows = [{"_id": f"{source}#{i}", "source": source, "page": chunks[i].section.page or 0,
+                         "heading": chunks[i].section.heading, "content": contents[i], "text": chunks[i].text,
+                         "vector": v} for i, v in zip(batch, vectors, strict=True)]
+                self.chunks.write_builder().add_items(rows, vector_fields=["vector"],
+                                                      search_fields=["content"]).execute()
+        return len(chunks)
+
+    def search(self, query: str, top_k: int = 5, mode: str = "hybrid", rerank_model: str | None = None,
+               candidates: int = 20) -> list[Hit]:
+        """The ``top_k`` chunks for ``query`` by ``mode`` (``hybrid`` | ``vector`` | ``fulltext``).
+        With ``rerank_model`` the best ``candidates`` are rescored by that deployment and the
+        ``top_k`` best kept."""
+        if mode not in MODES:
+            raise InvalidRequestError(f"mode {mode!r} is unknown; accepted: {', '.join(MODES)}", param="mode")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequestError("query must be a non-empty string", param="query")
+        q = self.chunks.query_builder().set_limit(candidates if rerank_model else top_k)
+        if mode in ("hybrid", "vector"):
+            q.set_vector_query(self.llm.emb_query(query, model=self.emb_model)[0].output, fields=["vector"])
+        if mode in ("hybrid", "fulltext"):
+            q.set_search_query(query, fields=["content"])
+        hits = [Hit(r["text"], r["source"], r["page"] or None, r["heading"], float(r["_score"])) for r in q.execute()]
+        if rerank_model and hits:
+            [ranked] = self.llm.emb_rerank(rerank_model, sentence_pairs=[[query, h.text] for h in hits])
+            score = {text: s for (_, text), s in ranked.output}
+            for h in hits:
+                h.score = score[h.text]
+            hits.sort(key=lambda h: -h.score)
+        return hits[:top_k]
+
+    def _prompt(self, question: str, hits: list[Hit]) -> list[dict[str, str]]:
+        sources = "\n\n".join(f"[{i}] ({h.citation()})\n{h.text}" for i, h in enumerate(hits, 1))
+        return [{"role": "user", "content": ANSWER_PROMPT.format(sources=sources, question=question)}]
+
+    def ask(self, question: str, model: str, top_k: int = 5, mode: str = "hybrid",
+            rerank_model: str | None = None, llm_config: dict[str, Any] | None = None) -> Answer:
+        """Retrieve, then answer with deployment ``model`` from the retrieved chunks only."""
+        hits = self.search(question, top_k, mode, rerank_model)
+        [resp] = self.llm.chat_oai(self._prompt(question, hits), model=model, llm_config=llm_config or {})
+        return Answer(resp.output, hits, cited_numbers(resp.output, len(hits)))
+
+    def stream_ask(self, question: str, model: str, top_k: int = 5, mode: str = "hybrid",
+                   rerank_model: str | None = None, llm_config: dict[str, Any] | None = None
+                   ) -> tuple[list[Hit], Iterator[str]]:
+        """``ask`` streamed: the hits at once, and an iterator of text deltas."""
+        hits = self.search(question, top_k, mode, rerank_model)
+        chunks = self.llm.stream_chat_oai(self._prompt(question, hits), model=model, llm_config=llm_config or {},
+                                          delta_mode=True)
+        return hits, (delta for delta, _ in chunks)
+
+
+def cited_numbers(text: str, n: int) -> list[int]:
+    """The distinct source numbers ``[n]`` cited in ``text`` (1..n), ascending."""
+    return sorted({int(m) for m in re.findall(r"\[(\d+)\]", text) if 1 <= int(m) <= n})
