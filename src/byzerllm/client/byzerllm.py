@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, replace
 from typing import Any
 
-from ..backends.models import DEFAULT_CHAT_MODEL
+from ..backends.models import DEFAULT_CHAT_MODEL, default_backend_for
 from ..errors import InvalidRequestError
 from ..params import build_chat_request, normalize_infer_params
 from ..runtime.cluster import connect_cluster, is_connected
@@ -25,12 +25,14 @@ from ..types import (
 from .structured import StructuredMixin
 from .templates import Template
 
+# texts per embedding call: bounds one call's time on a worker and its message size
+EMB_BATCH_SIZE = 64
 def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
     if pretrained_model_type.startswith("saas/"):
         from ..backends.saas_presets import resolve
 
         return resolve(pretrained_model_type)[0]
-    return "llama_cpp"
+    return default_backend_for(model_path)
 
 
 class ByzerLLM(StructuredMixin):
@@ -92,7 +94,7 @@ class ByzerLLM(StructuredMixin):
         self.worker_concurrency = n
         return self
 
-    def setup_infer_backend(self, backend: str | InferBackend) -> ByzerLLM:
+    def setup_infer_backend(self, backend: str | InferBackend | None) -> ByzerLLM:
         self.infer_backend = backend.value if isinstance(backend, InferBackend) else backend
         return self
 
@@ -153,6 +155,9 @@ class ByzerLLM(StructuredMixin):
         from ..runtime.spec import DeploymentSpec
 
         backend = self.infer_backend or _default_backend(model_path, pretrained_model_type)
+        if backend == "transformers" and default_backend_for(model_path) == "sentence_transformers":
+            # the Byzer-LLM documents deploy embedding and rerank folders with InferBackend.Transformers
+            backend = "sentence_transformers"
         spec = DeploymentSpec(
             name=udf_name,
             backend=backend,
@@ -281,22 +286,78 @@ class ByzerLLM(StructuredMixin):
                                       param="instruction")
         return name, texts
 
-    def emb(self, model: str | None, request: LLMRequest | str | list[str]) -> list[LLMResponse]:
+    def emb(self, model: str | None, request: LLMRequest | str | list[str], query: bool = False) -> list[LLMResponse]:
         """Embed ``request.instruction`` (a string or a list of strings) with deployment ``model``
         (the default embedding model when None): one ``LLMResponse`` per input whose ``output`` is
-        the vector (floats; the dimension is ``get_meta()["embedding_dim"]``)."""
+        the vector (floats; the dimension is ``get_meta()["embedding_dim"]``). ``query=True`` embeds
+        search queries (E5 models' ``query:`` prefix; the same as passages for other models).
+
+        Long lists are sent in batches of ``EMB_BATCH_SIZE`` texts, so one call never holds a worker
+        for long. Raises ``InvalidRequestError`` for an empty input or a deployment that does not
+        serve embeddings."""
         name, texts = self._emb_inputs(model, request)
         start = time.perf_counter()
-        vectors, tokens = self.runtime.embed(name, texts)
+        vectors: list[list[float]] = []
+        tokens = 0
+        for i in range(0, len(texts), EMB_BATCH_SIZE):
+            part, n = self.runtime.embed(name, texts[i : i + EMB_BATCH_SIZE], query)
+            vectors.extend(part)
+            tokens += n
         return _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start)
 
-    async def async_emb(self, model: str | None, request: LLMRequest | str | list[str]) -> list[LLMResponse]:
-        """``emb`` for asyncio code."""
+    async def async_emb(self, model: str | None, request: LLMRequest | str | list[str],
+                        query: bool = False) -> list[LLMResponse]:
+        """``emb`` for asyncio code; the batches run concurrently (on several workers if any)."""
         name, texts = self._emb_inputs(model, request)
         runtime = await self._aruntime(name)
         start = time.perf_counter()
-        vectors, tokens = await runtime.aembed(name, texts)
-        return _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start)
+        parts = await asyncio.gather(*(runtime.aembed(name, texts[i : i + EMB_BATCH_SIZE], query)
+                                       for i in range(0, len(texts), EMB_BATCH_SIZE)))
+        vectors = [v for part, _ in parts for v in part]
+        return _emb_responses(name, texts, vectors, sum(n for _, n in parts), time.perf_counter() - start)
+
+    def emb_rerank(self, model: str | None = None, sentence_pairs: list[list[str]] | list[str] | None = None,
+                   extract_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+        """Score ``(query, passage)`` pairs with deployment ``model`` (the default embedding model
+        when None) and sort them by score, highest first.
+
+        ``sentence_pairs`` is one pair ``[query, passage]`` or a list of pairs. Returns one
+        ``LLMResponse`` whose ``output`` is ``[pair, score]`` for one pair, or ``[[pair, score], ...]``
+        sorted by score for a list (the Byzer-LLM documents' shape). Scores are the backend's: a
+        cross-encoder's logit, an LLM judge's mean log-probability of the query, or a cosine similarity for an
+        embedding model (see docs/embeddings.md). Raises ``InvalidRequestError`` for a malformed
+        pair."""
+        name, pairs, single = self._rerank_inputs(model, sentence_pairs)
+        start = time.perf_counter()
+        scores, tokens = self.runtime.rerank(name, pairs)
+        return [_rerank_response(name, pairs, scores, single, tokens, time.perf_counter() - start)]
+
+    async def async_emb_rerank(self, model: str | None = None,
+                               sentence_pairs: list[list[str]] | list[str] | None = None,
+                               extract_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+        """``emb_rerank`` for asyncio code."""
+        name, pairs, single = self._rerank_inputs(model, sentence_pairs)
+        runtime = await self._aruntime(name)
+        start = time.perf_counter()
+        scores, tokens = await runtime.arerank(name, pairs)
+        return [_rerank_response(name, pairs, scores, single, tokens, time.perf_counter() - start)]
+
+    def _rerank_inputs(self, model: str | None, sentence_pairs: Any) -> tuple[str, list[tuple[str, str]], bool]:
+        name = model or self.default_emb_model_name
+        if not name:
+            raise InvalidRequestError(
+                "no rerank model given: pass model=... or call setup_default_emb_model_name(...)", param="model")
+
+        def is_pair(x: Any) -> bool:
+            return isinstance(x, list | tuple) and len(x) == 2 and all(isinstance(t, str) for t in x)
+
+        single = is_pair(sentence_pairs)
+        pairs = [sentence_pairs] if single else sentence_pairs
+        if not isinstance(pairs, list | tuple) or not pairs or not all(is_pair(p) for p in pairs):
+            raise InvalidRequestError(
+                "sentence_pairs must be a [query, passage] pair of strings or a non-empty list of such pairs",
+                param="sentence_pairs")
+        return name, [(q, p) for q, p in pairs], single
 
     def _completion_request(self, prompt: str, model: str | None, llm_config: dict[str, Any] | None,
                             extra_request_params: dict[str, Any] | None) -> tuple[str, ChatRequest]:
@@ -329,8 +390,8 @@ class ByzerLLM(StructuredMixin):
             yield item
 
     def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
-        """Embed one query with the default embedding model."""
-        return self.emb(model, LLMRequest(instruction=text))
+        """Embed one search query (``emb(..., query=True)``) with the default embedding model."""
+        return self.emb(model, LLMRequest(instruction=text), query=True)
 
     def stream_chat_oai(
         self,
@@ -437,6 +498,14 @@ def _emb_responses(name: str, texts: list[str], vectors: list[list[float]], toke
                    cost: float) -> list[LLMResponse]:
     meta = {"input_tokens_count": tokens, "time_cost": cost}
     return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
+
+
+def _rerank_response(name: str, pairs: list[tuple[str, str]], scores: list[float], single: bool, tokens: int,
+                     cost: float) -> LLMResponse:
+    ranked = sorted(([list(p), float(s)] for p, s in zip(pairs, scores, strict=True)), key=lambda x: -x[1])
+    meta = {"input_tokens_count": tokens, "time_cost": cost}
+    return LLMResponse(ranked[0] if single else ranked, {"sentence_pairs": [list(p) for p in pairs], "model": name},
+                       meta)
 
 
 async def _atuples(chunks: AsyncIterator[ChatChunk], delta_mode: bool) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
