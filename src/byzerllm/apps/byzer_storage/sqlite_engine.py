@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ class SqliteEngine(StorageEngine):
         self.vector_cache = vector_cache
         self._vcache: dict[tuple[str, str], VectorIndex] = {}
         self.ivf_min_rows, self.nprobe = ivf_min_rows, nprobe
+        self._executor: ThreadPoolExecutor | None = None
         self.fts_budget = fts_budget
         self._dfcache: dict[tuple[str, str], int] = {}
 
@@ -379,10 +381,15 @@ class SqliteEngine(StorageEngine):
             return self._fetch(table, schema, rids, None, out_fields)
         ranked: list[list[tuple[int, float]]] = []
         n = req.limit if not (has_vec and has_kw) else max(req.n_candidates, req.limit)
-        if has_vec:
-            ranked.append(self._knn(table, schema, req, n, where, params))
-        if has_kw:
-            ranked.append(self._bm25(table, schema, req, n, where, params))
+        knn = self._knn(table, schema, req, n, where, params) if has_vec else None
+        if knn and has_kw:  # numpy and SQLite both release the GIL: the two searches overlap
+            future = self._pool().submit(knn)
+            bm25 = self._bm25(table, schema, req, n, where, params)
+            ranked = [future.result(), bm25]
+        elif knn:
+            ranked = [knn()]
+        else:
+            ranked = [self._bm25(table, schema, req, n, where, params)]
         if len(ranked) == 1:
             top = ranked[0][: req.limit]
         else:
@@ -393,7 +400,9 @@ class SqliteEngine(StorageEngine):
         return rows
 
     def _knn(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
-             params: list) -> list[tuple[int, float]]:
+             params: list) -> Callable[[], list[tuple[int, float]]]:
+        """Validate the vector query and return the k-NN search as a function: with the in-memory
+        index it touches no SQLite connection, so a hybrid query runs it on another thread."""
         if not req.vector_field:
             raise StorageError("a vector query needs a vector field: set_vector_query(v, fields=[...])",
                                param="vector_field")
@@ -404,19 +413,36 @@ class SqliteEngine(StorageEngine):
                                param=f.name, accepted=names)
         arr = _vector(f.name, req.vector, None)
         if not f.dim or k == 0:
-            return []  # no vector written yet
+            return list  # no vector written yet
         if arr.shape[0] != f.dim:
             raise VectorDimensionError(f"the query vector is {arr.shape[0]}-dim; field {f.name!r} is {f.dim}-dim",
                                        param=f.name, expected=f.dim, got=int(arr.shape[0]))
         if self.vector_cache:
-            return self._knn_cached(table, schema, f.name, arr, k, where, params)
+            index = self._index(table, f.name, schema.metric)
+            if schema.metric == "cosine":
+                arr = arr / max(float(np.linalg.norm(arr)), 1e-30)
+            allowed = None
+            if where:
+                allowed = np.fromiter((r[0] for r in self._conn.execute(
+                    f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)), dtype=np.int64)
+
+            def search() -> list[tuple[int, float]]:
+                rids, scores = index.search(arr, k, allowed)
+                return [(int(r), float(sc)) for r, sc in zip(rids, scores, strict=True)]
+
+            return search
         sql = f"SELECT rowid, distance FROM {_vec(table, f.name)} WHERE embedding MATCH ? AND k = ?"
         if where:
             sql += f" AND rowid IN (SELECT {RID} FROM {_rows(table)} WHERE {where})"
         hits = self._conn.execute(sql, (arr.tobytes(), k, *params)).fetchall()
         if schema.metric == "cosine":
-            return [(rid, 1.0 - d) for rid, d in hits]
-        return [(rid, -d) for rid, d in hits]
+            return lambda: [(rid, 1.0 - d) for rid, d in hits]
+        return lambda: [(rid, -d) for rid, d in hits]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="byzer-storage-knn")
+        return self._executor
 
     def _index(self, table: str, field: str, metric: str) -> VectorIndex:
         """The in-memory index of a vector field, read from vec0 on first use after a write; for
@@ -431,18 +457,6 @@ class SqliteEngine(StorageEngine):
                 mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
             self._vcache[key] = VectorIndex(rids, mat, metric, ivf_min_rows=self.ivf_min_rows, nprobe=self.nprobe)
         return self._vcache[key]
-
-    def _knn_cached(self, table: str, schema: TableSchema, field: str, vec: np.ndarray, k: int, where: str,
-                    params: list) -> list[tuple[int, float]]:
-        index = self._index(table, field, schema.metric)
-        if schema.metric == "cosine":
-            vec = vec / max(float(np.linalg.norm(vec)), 1e-30)
-        allowed = None
-        if where:
-            allowed = np.fromiter((r[0] for r in self._conn.execute(
-                f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)), dtype=np.int64)
-        rids, scores = index.search(vec, k, allowed)
-        return [(int(r), float(sc)) for r, sc in zip(rids, scores, strict=True)]
 
     def _bm25(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
               params: list) -> list[tuple[int, float]]:
@@ -566,6 +580,8 @@ class SqliteEngine(StorageEngine):
 
     def close(self) -> None:
         with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
             self._conn.close()
 
 
