@@ -138,6 +138,7 @@ def test_deadline_fallback_and_concurrency_limit_on_ray(llm, faults):
         llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
                    infer_params={"saas.base_url": faults.url, "saas.model": "primary", "saas.timeout": 0.5,
                                  "saas.deadline": 1.2, "saas.max_retries": 5, "saas.backoff": 0.05,
+                                 "saas.max_backoff": 0.05,
                                  "saas.fallback_models": "backup"})
     finally:
         llm.setup_worker_concurrency(1)

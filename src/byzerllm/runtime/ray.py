@@ -68,19 +68,17 @@ class RayWorker(Worker):
         except Exception:  # the pool is gone: the deployment was removed
             pass
 
-    def _release(self, lease: int) -> None:
-        self._tell_pool("release", lease)
+    def _release(self, lease: int, *usage: Any) -> None:
+        self._tell_pool("release", lease, *usage)
 
     def chat_leased(self, request: ChatRequest, lease: int) -> ChatResponse:
+        usage = (0, 0, True)  # a failure unless it returns
         try:
             resp = self.chat(request)
-            self._tell_pool("add_usage", resp.input_tokens, resp.generated_tokens)
+            usage = (resp.input_tokens, resp.generated_tokens, False)
             return resp
-        except Exception:
-            self._tell_pool("add_usage", 0, 0, True)
-            raise
         finally:
-            self._release(lease)
+            self._release(lease, *usage)
 
     def embed_leased(self, texts: list[str], query: bool, lease: int) -> tuple[list[list[float]], int]:
         try:
@@ -96,16 +94,16 @@ class RayWorker(Worker):
 
     def stream_leased(self, request: ChatRequest, lease: int) -> Iterator[ChatChunk]:
         last = None
+        failed = False
         try:
             for last in self.stream(request):
                 yield last
         except Exception:
-            self._tell_pool("add_usage", 0, 0, True)
+            failed = True
             raise
         finally:
-            if last is not None and last.finish_reason is not None:
-                self._tell_pool("add_usage", last.input_tokens, last.generated_tokens)
-            self._release(lease)
+            done = last is not None and last.finish_reason is not None
+            self._release(lease, last.input_tokens if done else 0, last.generated_tokens if done else 0, failed)
 
 
 class DeploymentPool:
@@ -208,19 +206,18 @@ class DeploymentPool:
             self.last_work[idx] = time.time()
             return lease, idx
 
-    def add_usage(self, prompt_tokens: int, completion_tokens: int, failed: bool = False) -> None:
-        """Add one finished request's token counts (or a failure) to the totals."""
-        self.usage["prompt_tokens"] += prompt_tokens
-        self.usage["completion_tokens"] += completion_tokens
-        self.usage["failed_requests"] += int(failed)
-
     def usage_totals(self) -> dict[str, int]:
         """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` and ``failed_requests``."""
         u = self.usage
         return {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
 
-    async def release(self, lease: int) -> None:
-        """Return a lease (idempotent)."""
+    async def release(self, lease: int, prompt_tokens: int = 0, completion_tokens: int = 0,
+                      failed: bool = False) -> None:
+        """Return a lease (idempotent); the worker adds its request's token counts (or a failure) to
+        the totals in the same message."""
+        self.usage["prompt_tokens"] += prompt_tokens
+        self.usage["completion_tokens"] += completion_tokens
+        self.usage["failed_requests"] += int(failed)
         idx = self.leases.pop(lease, None)
         if idx is None:
             return
@@ -451,13 +448,15 @@ class RayRuntime:
                 time.sleep(RETRY_PAUSES[attempt - 1])
             pool, worker, lease = self._lease(name)
             try:
-                return ray.get(getattr(worker, method).remote(*args, lease))
+                return ray.get(getattr(worker, method).remote(*args, lease))  # the worker returned the lease
             except (RayTaskError, RayActorError) as exc:
+                pool.release.remote(lease)  # its worker may have died holding it
                 error = self._failure(name, exc)
                 if _give_up(error, attempt):
                     raise error from None
-            finally:
+            except BaseException:
                 pool.release.remote(lease)
+                raise
         raise AssertionError("unreachable")
 
     def chat(self, name: str, request: ChatRequest) -> ChatResponse:
@@ -513,11 +512,13 @@ class RayRuntime:
             try:
                 return await getattr(worker, method).remote(*args, lease)
             except (RayTaskError, RayActorError) as exc:
+                pool.release.remote(lease)
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt):
                     raise error from None
-            finally:
+            except BaseException:
                 pool.release.remote(lease)
+                raise
         raise AssertionError("unreachable")
 
     async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
