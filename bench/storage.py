@@ -81,10 +81,18 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")]
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
+CPU: dict[str, list[float]] = {}
+
+
+def timed(fn, name: str | None = None) -> tuple[float, object]:
+    """Wall seconds of ``fn()``; with ``name``, also records the process's CPU seconds (all threads),
+    which waiting for a busy core does not inflate."""
+    cpu, start = time.process_time(), time.perf_counter()
     out = fn()
-    return time.perf_counter() - start, out
+    wall = time.perf_counter() - start
+    if name:
+        CPU.setdefault(name, []).append(time.process_time() - cpu)
+    return wall, out
 
 
 def run_size(n: int, n_queries: int, base: Path) -> dict:
@@ -123,15 +131,17 @@ def run_size(n: int, n_queries: int, base: Path) -> dict:
     warm_s, _ = timed(lambda: (storage.engine._vcache.clear(), q(qvecs[0])))
     result = {"chunks": n, "ingest_chunks_per_s": n / ingest_s, "ingest_s": ingest_s, "cache_build_s": warm_s}
     lat: dict[str, list[float]] = {"vector": [], "fulltext": [], "hybrid": [], "numpy_exact": []}
+    CPU.clear()
     rec_vec, rec_hyb = [], []
     for i in range(n_queries):
-        t, got_v = timed(lambda i=i: q(qvecs[i]))
+        t, got_v = timed(lambda i=i: q(qvecs[i]), "vector")
         lat["vector"].append(t)
-        t, _ = timed(lambda i=i: q(text=qtexts[i]))
+        t, _ = timed(lambda i=i: q(text=qtexts[i]), "fulltext")
         lat["fulltext"].append(t)
-        t, got_h = timed(lambda i=i: q(qvecs[i], qtexts[i]))
+        t, got_h = timed(lambda i=i: q(qvecs[i], qtexts[i]), "hybrid")
         lat["hybrid"].append(t)
-        t, exact = timed(lambda i=i: top_k(vecs @ qvecs[i], 50))
+        with vector_index.one_blas_thread():  # as the engine does (see one_blas_thread)
+            t, exact = timed(lambda i=i: top_k(vecs @ qvecs[i], 50), "numpy_exact")
         lat["numpy_exact"].append(t)
         exact_ids = [str(j) for j in exact]
         rec_vec.append(len(set(got_v) & set(exact_ids[:10])) / 10)
@@ -139,7 +149,7 @@ def run_size(n: int, n_queries: int, base: Path) -> dict:
         ref = [k for k, _ in rrf([exact_ids, bm25])[:10]]
         rec_hyb.append(len(set(got_h) & set(ref)) / max(1, len(ref)))
     for name, xs in lat.items():
-        result[name] = {"p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99)}
+        result[name] = {"p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99), "cpu_p50_ms": pct(CPU.pop(name), 50)}
     result["recall_at_10_vector"] = float(np.mean(rec_vec))
     result["recall_at_10_hybrid"] = float(np.mean(rec_hyb))
 
@@ -170,13 +180,14 @@ def main() -> None:
     rows = []
     for r in results:
         for name in ("vector", "fulltext", "hybrid", "numpy_exact", "vec0_vector", "vec0_hybrid"):
-            rows.append([r["chunks"], name, r[name]["p50_ms"], r[name]["p99_ms"]])
-    print_table("Query latency (ms)", ["chunks", "method", "p50", "p99"], rows)
+            rows.append([r["chunks"], name, r[name]["p50_ms"], r[name]["p99_ms"], r[name].get("cpu_p50_ms", "-")])
+    print_table("Query latency (ms)", ["chunks", "method", "p50", "p99", "CPU p50"], rows)
     print_table("Ingest and recall@10 vs numpy", ["chunks", "chunks/s", "cache build s", "recall vector",
                                                   "recall hybrid", "file MB"],
                 [[r["chunks"], r["ingest_chunks_per_s"], r["cache_build_s"], r["recall_at_10_vector"],
                   r["recall_at_10_hybrid"], r["db_file_mb"]] for r in results])
     target = next((r["hybrid"]["p50_ms"] for r in results if r["chunks"] == 100_000), None)
+    target_cpu = next((r["hybrid"]["cpu_p50_ms"] for r in results if r["chunks"] == 100_000), None)
     path = write_result("storage", {
         "dim": DIM, "queries": args.queries, "batch": BATCH,
         # the machine is shared: a load average above its 2 cores inflates every latency
@@ -184,7 +195,7 @@ def main() -> None:
         "vector_index": {"ivf_min_rows": vector_index.IVF_MIN_ROWS, "lists_per_sqrt_n": vector_index.NLIST_PER_SQRT_N,
                          "probe_fraction": vector_index.PROBE_FRACTION},
         "fts_budget_postings": FTS_BUDGET,
-        "target": {"hybrid_p50_ms_at_100k": 10.0, "measured": target,
+        "target": {"hybrid_p50_ms_at_100k": 10.0, "measured": target, "cpu_p50_ms": target_cpu,
                    "met": None if target is None else target <= 10.0},
         "results": results,
     })

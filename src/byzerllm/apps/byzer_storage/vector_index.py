@@ -11,6 +11,8 @@ That is approximate: recall@10 against the exact ranking is measured by ``bench/
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import numpy as np
@@ -20,6 +22,19 @@ NLIST_PER_SQRT_N = 2  # nlist = 2 sqrt(n): 632 lists at 100k (FAISS suggests 4-1
 PROBE_FRACTION = 0.12  # lists scanned per query: recall@10 ~0.97 on bench/storage.py's data
 KMEANS_ITERS = 8
 SAMPLE_PER_LIST = 25  # k-means trains on at most nlist x 25 vectors
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """Run BLAS on one thread: a query's matrix-vector products are small, and OpenBLAS's threads
+    spin-wait for each other, which on a busy machine turned a 0.5 ms product into 50 ms."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class VectorIndex:
@@ -78,6 +93,10 @@ class VectorIndex:
     def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows for query ``q`` (cosine: ``q`` unit length). With ``allowed`` (row
         keys passing a filter) the search is exact over those rows only."""
+        with one_blas_thread():
+            return self._search(q, k, allowed)
+
+    def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is not None:
             scores = np.where(np.isin(self.rids, allowed), self._scores(self.mat, self.sq, q), -np.inf)
             rids = self.rids
