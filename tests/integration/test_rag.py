@@ -104,6 +104,8 @@ def corpus_indexes(rag_llm, tmp_path_factory):
     return indexes
 
 
+# building both indexes embeds ~6700 chunks: minutes on 2 cores, more than the default timeout
+@pytest.mark.timeout(2400)
 @pytest.mark.parametrize("corpus", list(CORPORA))
 def test_hybrid_recall_is_at_least_each_single_method(corpus_indexes, corpus):
     items = load_eval_set(EVAL / CORPORA[corpus][0])
@@ -115,6 +117,7 @@ def test_hybrid_recall_is_at_least_each_single_method(corpus_indexes, corpus):
     assert hybrid >= 0.6, results["hybrid"]["missed"]
 
 
+@pytest.mark.timeout(2400)
 @pytest.mark.parametrize("corpus", list(CORPORA))
 def test_answer_lists_the_chunk_that_answers(corpus_indexes, smollm2_chat, corpus):
     index = corpus_indexes[corpus]
