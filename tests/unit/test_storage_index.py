@@ -48,3 +48,44 @@ def test_filtered_search_is_exact_over_allowed_rows():
     assert got.tolist() == expected.tolist()
     got, _ = ivf.search(q, 5, np.array([], dtype=np.int64))
     assert got.tolist() == []
+
+
+@pytest.mark.parametrize("ivf_min_rows", [10**9, 500])
+def test_writes_update_the_loaded_index_in_place(tmp_path, ivf_min_rows):
+    from byzerllm.apps.byzer_storage import TableSchema
+    from byzerllm.apps.byzer_storage.engine import FieldSpec, SearchRequest
+    from byzerllm.apps.byzer_storage.sqlite_engine import SqliteEngine
+
+    mat = clustered(1500, dim=16)
+    e = SqliteEngine(tmp_path / "u.db", ivf_min_rows=ivf_min_rows)
+    e.create_table("t", TableSchema((FieldSpec("k", "long"), FieldSpec("v", "vector"))))
+    e.upsert("t", [{"_id": str(i), "k": i % 2, "v": mat[i]} for i in range(1500)])
+    exact = SqliteEngine(tmp_path / "u.db", vector_cache=False)
+
+    def top(engine, q, **kw):
+        return [r["_id"] for r in engine.search("t", SearchRequest(vector=q, vector_field="v", limit=5, **kw))]
+
+    q = mat[7]
+    assert top(e, q)[0] == "7"
+    index = e._vcache[("t", "v")]
+    e.delete_by_ids("t", ["7"])
+    e.upsert("t", [{"_id": "new", "k": 1, "v": q}, {"_id": "8", "k": 0, "v": -q}])  # one new row, one replaced
+    assert e._vcache[("t", "v")] is index  # updated, not reloaded
+    got = top(e, q)
+    assert got[0] == "new" and "7" not in got and "8" not in got
+    assert got == top(exact, q) or ivf_min_rows != 10**9
+    assert top(e, -q)[0] == "8"
+    filtered = [r["_id"] for r in e.search("t", SearchRequest(vector=q, vector_field="v", limit=3,
+                                                                filter=_filter_k(0)))]
+    assert "new" not in filtered and filtered == [r["_id"] for r in exact.search(
+        "t", SearchRequest(vector=q, vector_field="v", limit=3, filter=_filter_k(0)))]
+    # many writes: the index is rebuilt on the next query instead of scanning a large segment
+    e.upsert("t", [{"_id": f"x{i}", "k": 0, "v": mat[i]} for i in range(1100)])
+    assert ("t", "v") not in e._vcache
+    assert top(e, q)[0] in {"new", "7", "x7"}
+
+
+def _filter_k(value):
+    from byzerllm.apps.byzer_storage.engine import Condition, Filter
+
+    return Filter("and", (Condition("k", value),))

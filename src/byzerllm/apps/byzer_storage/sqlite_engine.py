@@ -83,9 +83,10 @@ class SqliteEngine(StorageEngine):
     may open the same file (SQLite locking; writers wait up to ``timeout`` seconds).
 
     ``vector_cache``: run k-NN on an in-memory float32 copy of each vector field (memory
-    n x dim x 4 bytes per field, e.g. 154 MB for 100k 384-dim vectors), rebuilt on the first query
-    after a write: exact below ``ivf_min_rows`` rows (same results as vec0), an IVF index probing
-    ``nprobe`` lists above (approximate; see ``vector_index.py``). Off: vec0's exact scan.
+    n x dim x 4 bytes per field, e.g. 154 MB for 100k 384-dim vectors), loaded on the first query;
+    this engine's writes update it in place, another process's writes make it reload. Exact below
+    ``ivf_min_rows`` rows (same results as vec0), an IVF index probing ``nprobe`` lists above
+    (approximate; see ``vector_index.py``). Off: vec0's exact scan.
     ``fts_budget``: postings BM25 may score per query
     before the most frequent query terms are left out (see ``_affordable_terms``; 0 = never).
     """
@@ -143,9 +144,9 @@ class SqliteEngine(StorageEngine):
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 self._schemas.clear()
+                self._vcache.clear()
                 raise
             finally:
-                self._vcache.clear()
                 self._dfcache.clear()
             self._conn.execute("COMMIT")
 
@@ -224,6 +225,7 @@ class SqliteEngine(StorageEngine):
             schema = self._schema(table)
             self._drop_indexes(conn, table, schema)
             self._create_indexes(conn, table, schema)
+            self._forget_table(table)
 
     def drop(self, table: str) -> bool:
         check_name("table", table)
@@ -233,6 +235,7 @@ class SqliteEngine(StorageEngine):
                 return False
             self._drop_indexes(conn, table, TableSchema.from_json(row[0]))
             conn.execute("DELETE FROM _byzer_tables WHERE name = ?", (table,))
+            self._forget_table(table)
         self._schemas.pop(table, None)
         return True
 
@@ -325,10 +328,15 @@ class SqliteEngine(StorageEngine):
                     f"INSERT INTO {_fts(table)} (rowid, {fcols}) VALUES (?{', ?' * len(analyzed)})",
                     ((rid, *(textmod.segment(r[k]) if r[k] else None for k in analyzed))
                      for rid, r in zip(rids, prepared, strict=True)))
+            written = {}
             for name, vs in vectors.items():
                 pairs = [(rid, v) for rid, v in zip(rids, vs, strict=True) if v is not None]
+                written[name] = pairs
                 if pairs:
                     conn.executemany(f"INSERT INTO {_vec(table, name)} (rowid, embedding) VALUES (?, ?)", pairs)
+        with self._lock:
+            for name, pairs in written.items():
+                self._update_index(table, name, old, pairs)
         return len(prepared)
 
     def _delete_rids(self, conn, table: str, schema: TableSchema, rids: list[int]) -> None:
@@ -348,6 +356,8 @@ class SqliteEngine(StorageEngine):
             rids = [r[0] for r in conn.execute(
                 f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,))]
             self._delete_rids(conn, table, schema, rids)
+            for f in schema.of_kind("vector"):
+                self._update_index(table, f.name, rids, [])
         return len(rids)
 
     def delete_by_filter(self, table: str, flt: Filter) -> int:
@@ -358,6 +368,8 @@ class SqliteEngine(StorageEngine):
                 raise StorageError("delete by filter needs at least one condition", param="filter")
             rids = [r[0] for r in conn.execute(f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)]
             self._delete_rids(conn, table, schema, rids)
+            for f in schema.of_kind("vector"):
+                self._update_index(table, f.name, rids, [])
         return len(rids)
 
     # --- reads ---------------------------------------------------------------------------------
@@ -438,6 +450,22 @@ class SqliteEngine(StorageEngine):
         if schema.metric == "cosine":
             return lambda: [(rid, 1.0 - d) for rid, d in hits]
         return lambda: [(rid, -d) for rid, d in hits]
+
+    def _update_index(self, table: str, field: str, removed: list[int], added: list[tuple[int, bytes]]) -> None:
+        """Keep a loaded vector index in step with a committed write of this connection (writes of
+        other connections are seen through ``PRAGMA data_version`` and reload it)."""
+        index = self._vcache.get((table, field))
+        if index is None:
+            return
+        rids = np.array([r for r, _ in added], dtype=np.int64)
+        mat = np.frombuffer(b"".join(v for _, v in added), dtype=np.float32)
+        index.update(np.array(removed, dtype=np.int64), rids, mat)
+        if index.stale:
+            del self._vcache[(table, field)]
+
+    def _forget_table(self, table: str) -> None:
+        for key in [k for k in self._vcache if k[0] == table]:
+            del self._vcache[key]
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:

@@ -47,6 +47,12 @@ class VectorIndex:
         self.metric = metric
         self.rids, self.mat = rids, mat
         self.sq = np.einsum("ij,ij->i", mat, mat)
+        self.ivf_min_rows = max(ivf_min_rows, 1)
+        self.alive = np.ones(len(rids), dtype=bool)
+        self.n_dead = 0
+        self.extra_rids = np.zeros(0, dtype=np.int64)
+        self.extra_mat = np.zeros((0, mat.shape[1] if mat.ndim == 2 else 1), dtype=np.float32)
+        self.extra_sq = np.zeros(0, dtype=np.float32)
         self.centroids: np.ndarray | None = None
         if len(rids) >= max(ivf_min_rows, 1):
             self._build_ivf(seed)
@@ -86,6 +92,7 @@ class VectorIndex:
         order = np.argsort(assign, kind="stable")
         # rows sorted by list, so a list is one contiguous slice
         self.rids, self.mat, self.sq = self.rids[order], self.mat[order], self.sq[order]
+        self.alive = self.alive[order]
         self.offsets = np.searchsorted(assign[order], np.arange(nlist + 1))
         self.centroids = c.astype(np.float32)
 
@@ -99,9 +106,9 @@ class VectorIndex:
     def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is not None:
             scores = np.where(np.isin(self.rids, allowed), self._scores(self.mat, self.sq, q), -np.inf)
-            rids = self.rids
+            rids, alive = self.rids, self.alive
         elif self.centroids is None:
-            scores, rids = self._scores(self.mat, self.sq, q), self.rids
+            scores, rids, alive = self._scores(self.mat, self.sq, q), self.rids, self.alive
         else:
             cs = self.centroids @ q
             if self.metric != "cosine":
@@ -110,6 +117,14 @@ class VectorIndex:
             parts = [slice(self.offsets[p], self.offsets[p + 1]) for p in probe]
             scores = np.concatenate([self._scores(self.mat[s], self.sq[s], q) for s in parts])
             rids = np.concatenate([self.rids[s] for s in parts])
+            alive = np.concatenate([self.alive[s] for s in parts])
+        if self.n_dead:
+            scores = np.where(alive, scores, -np.inf)
+        if len(self.extra_rids):  # rows written since the index was built: scanned exactly
+            extra = self._scores(self.extra_mat, self.extra_sq, q)
+            if allowed is not None:
+                extra = np.where(np.isin(self.extra_rids, allowed), extra, -np.inf)
+            scores, rids = np.concatenate([scores, extra]), np.concatenate([rids, self.extra_rids])
         k = min(k, len(rids))
         if k <= 0:
             return rids[:0], scores[:0]
@@ -117,3 +132,32 @@ class VectorIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         top = top[scores[top] != -np.inf]
         return rids[top], scores[top]
+
+    # --- writes --------------------------------------------------------------------------------
+    def update(self, removed: np.ndarray, added_rids: np.ndarray, added: np.ndarray) -> None:
+        """Apply a committed write: rows ``removed`` (row keys) are hidden, ``added`` vectors
+        (float32, ``len(added_rids)`` x dim) join a small segment that every query scans exactly.
+        An upsert of an existing row is both. ``stale`` says when a rebuild pays off."""
+        if len(removed):
+            dead = np.isin(self.rids, removed) & self.alive
+            self.n_dead += int(dead.sum())
+            self.alive &= ~dead
+            keep = ~np.isin(self.extra_rids, removed)
+            self.extra_rids, self.extra_mat, self.extra_sq = \
+                self.extra_rids[keep], self.extra_mat[keep], self.extra_sq[keep]
+        if len(added_rids):
+            added = np.asarray(added, dtype=np.float32).reshape(len(added_rids), -1)
+            if self.metric == "cosine":
+                added = added / np.maximum(np.linalg.norm(added, axis=1, keepdims=True), 1e-30)
+            self.extra_rids = np.concatenate([self.extra_rids, added_rids.astype(np.int64)])
+            self.extra_mat = np.vstack([self.extra_mat, added]) if len(self.extra_mat) else added
+            self.extra_sq = np.concatenate([self.extra_sq, np.einsum("ij,ij->i", added, added)])
+
+    @property
+    def stale(self) -> bool:
+        """True when the write segment or the hidden rows passed 10% of the index (then a rebuild
+        is cheaper than scanning them), or the written rows crossed the IVF threshold."""
+        n = max(len(self.rids), 1)
+        limit = max(1000, n // 10)
+        crosses = self.centroids is None and len(self.rids) - self.n_dead + len(self.extra_rids) >= self.ivf_min_rows
+        return len(self.extra_rids) > limit or self.n_dead > limit or crosses
