@@ -98,7 +98,6 @@ class SqliteEngine(StorageEngine):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         sqlite3 = _sqlite()
-        self._errors = sqlite3
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=timeout)
         self._conn.enable_load_extension(True)
@@ -114,7 +113,7 @@ class SqliteEngine(StorageEngine):
         self._data_version = self._version()
         # k-NN runs on an in-memory copy of each vector field (numpy: ~8x faster than vec0's
         # scan, which this sqlite-vec build runs without SIMD); vec0 stays the stored index and
-        # is used when the cache is off. Rebuilt on the first query after any write.
+        # is used when the cache is off.
         self.vector_cache = vector_cache
         self._vcache: dict[tuple[str, str], VectorIndex] = {}
         self.ivf_min_rows, self.nprobe = ivf_min_rows, nprobe
