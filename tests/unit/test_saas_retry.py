@@ -155,3 +155,12 @@ def test_retry_after_header_forms():
     assert retry_after({"retry-after-ms": "150"}) == 0.15
     assert 0 <= retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
     assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None
+
+
+@pytest.mark.parametrize(("value", "verified"), [("false", False), (False, False), (True, True), ("true", True)])
+def test_https_verify_false_means_false(value, verified):
+    import ssl
+
+    http = OpenAICompatBackend("", {"model": "m", "https_verify": value}).client._client
+    mode = http._transport._pool._ssl_context.verify_mode  # the client's own TLS context
+    assert (mode == ssl.CERT_REQUIRED) is verified and (mode == ssl.CERT_NONE) is not verified

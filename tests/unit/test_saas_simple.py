@@ -160,3 +160,14 @@ def test_easy_chat_in_process_and_models_table():
     assert out.exit_code == 0 and "deepseek-reasoner" in out.stdout and "api.moonshot.cn" in out.stdout
     out = CliRunner().invoke(cli, ["chat", "nowhere-model", "hi", "--local"])
     assert out.exit_code == 1 and "not in the table" in out.output
+
+
+def test_keys_inside_fallback_models_are_masked(faults):
+    with byzerllm.SimpleByzerLLM() as llm:
+        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="fb",
+                   infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.api_key": "sk-main-1111",
+                                 "saas.fallback_models": [{"model": "b", "base_url": faults.url,
+                                                           "api_key": "sk-backup-2222"}]})
+        info = json.dumps(llm.deployment_info("fb"))
+        assert "***2222" in info and "sk-backup" not in info and "sk-main" not in info
+        assert llm.get_meta(model="fb")["fallback_models"] == ["b"]
