@@ -92,3 +92,15 @@ def smollm2_chat(llm):
     yield name
     if llm.is_model_exist(name):
         llm.undeploy(name)
+
+
+@pytest.fixture(scope="module")
+def faults():
+    """The fault-injecting OpenAI-compatible upstream (tests/saas_upstream.py) on a free port;
+    ``faults.url`` is its API root."""
+    from .saas_upstream import Faults, serve
+
+    state = Faults()
+    with serve(state.app) as url:
+        state.url = url + "/v1"
+        yield state

@@ -15,7 +15,6 @@ from byzerllm.backends.models import resolve_model_path
 from byzerllm.errors import UpstreamError
 
 from ..conftest import free_port, wait_http
-from ..saas_upstream import Faults, serve
 
 pytestmark = pytest.mark.integration
 
@@ -77,14 +76,6 @@ def test_api_keys_are_masked(llm, saas_chat):
     info = llm.deployment_info(saas_chat)
     assert info["spec"]["options"]["api_key"] == "***1234"
     assert "sk-secret" not in json.dumps(info) and "sk-secret" not in json.dumps(llm.get_meta(model=saas_chat))
-
-
-@pytest.fixture(scope="module")
-def faults():
-    state = Faults()
-    with serve(state.app) as url:
-        state.url = url + "/v1"
-        yield state
 
 
 def test_upstream_errors_cross_ray_intact_after_retries(llm, faults):

@@ -17,14 +17,6 @@ from ..saas_upstream import Faults, serve
 ASK = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module")
-def faults():
-    state = Faults()
-    with serve(state.app) as url:
-        state.url = url + "/v1"
-        yield state
-
-
 def backend(faults, **options) -> OpenAICompatBackend:
     return OpenAICompatBackend("", {"base_url": faults.url, "model": "m", "backoff": 0.01, **options})
 

@@ -18,17 +18,9 @@ import byzerllm
 from byzerllm.cli.easy import cli, resolve_model
 from byzerllm.errors import InvalidRequestError, ModelNotFoundError, QueueFullError, UpstreamError
 
-from ..saas_upstream import Faults, chunk, completion, serve, sse
+from ..saas_upstream import chunk, completion, serve, sse
 
 ASK = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def faults():
-    state = Faults()
-    with serve(state.app) as url:
-        state.url = url + "/v1"
-        yield state
 
 
 def deepseek_like(seen: list[dict]) -> Starlette:

@@ -120,14 +120,6 @@ class ClaudeBackend(SaaSBackend):
         yield ChatChunk("", finish or "stop", input_tokens, output_tokens or generated,
                         details={"model": target.label, "request_id": request_id, "usage": usage})
 
-    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
-        attempts = self.attempts()
-        for chunk, _ in saas_retry.stream(attempts, lambda t, timeout: self._open(request, t, timeout, cancelled),
-                                          started=lambda c: bool(c.delta or c.reasoning)):
-            if chunk.details is not None:
-                chunk.details["attempts"] = attempts.count
-            yield chunk
-
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         start = time.perf_counter()
         attempts = self.attempts()

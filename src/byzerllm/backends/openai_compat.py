@@ -43,28 +43,16 @@ def http_module():
         return httpx
 
 
-def transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection-level errors of both httpx flavours (raised unwrapped while a stream is read)."""
+def httpx_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Exception class ``name`` (``TransportError``, ``TimeoutException``) of both httpx flavours:
+    the SDKs raise them unwrapped while a stream is read."""
     import httpx
 
-    errors: list[type[BaseException]] = [httpx.TransportError]
+    errors: list[type[BaseException]] = [getattr(httpx, name)]
     try:
         import httpx2
 
-        errors.append(httpx2.TransportError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def timeout_errors() -> tuple[type[BaseException], ...]:
-    import httpx
-
-    errors: list[type[BaseException]] = [httpx.TimeoutException]
-    try:
-        import httpx2
-
-        errors.append(httpx2.TimeoutException)
+        errors.append(getattr(httpx2, name))
     except ImportError:
         pass
     return tuple(errors)
@@ -121,6 +109,20 @@ class SaaSBackend(Backend):
     def attempts(self) -> Attempts:
         return Attempts(self.policy, self._targets, self.classify)
 
+    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
+        """``_open`` under the retry policy: retried (or passed to a fallback) only until the first
+        text or reasoning arrives; the last chunk's details carry the number of attempts."""
+        attempts = self.attempts()
+        for chunk, _ in saas_retry.stream(attempts, lambda t, timeout: self._open(request, t, timeout, cancelled),
+                                          started=lambda c: bool(c.delta or c.reasoning)):
+            if chunk.details is not None:
+                chunk.details["attempts"] = attempts.count
+            yield chunk
+
+    def _open(self, request: ChatRequest, target: Target, timeout: float, cancelled: Cancelled) -> Iterator[ChatChunk]:
+        """One streamed attempt against ``target``."""
+        raise NotImplementedError
+
     def make_client(self, cfg: dict[str, Any]) -> Any:
         raise NotImplementedError
 
@@ -132,10 +134,10 @@ class SaaSBackend(Backend):
         if isinstance(exc, UpstreamError):
             return Failure(exc, exc.details.get("status") in RETRYABLE_STATUS)
         where = f"{self.provider} ({target.label})"
-        if isinstance(exc, timeout_errors()):
+        if isinstance(exc, httpx_errors("TimeoutException")):
             return Failure(UpstreamError(f"{where} did not answer within {self.policy.timeout:g}s",
                                          status=504, provider=self.provider, model=target.label), True)
-        if isinstance(exc, transport_errors()):
+        if isinstance(exc, httpx_errors("TransportError")):
             return Failure(UpstreamError(f"connection to {where} failed: {exc!r}", status=502,
                                          provider=self.provider, model=target.label), True)
         if isinstance(exc, json.JSONDecodeError):
@@ -265,14 +267,6 @@ class OpenAICompatBackend(SaaSBackend):
         usage = usage or {}
         yield ChatChunk("", finish or "stop", usage.get("prompt_tokens", 0), usage.get("completion_tokens", generated),
                         details={"model": target.label, "request_id": request_id, "usage": usage or None})
-
-    def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
-        attempts = self.attempts()
-        for chunk, _ in saas_retry.stream(attempts, lambda t, timeout: self._open(request, t, timeout, cancelled),
-                                          started=lambda c: bool(c.delta or c.reasoning)):
-            if chunk.details is not None:
-                chunk.details["attempts"] = attempts.count
-            yield chunk
 
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         """A non-streamed call, so the provider's usage (token counts) comes back even from servers

@@ -6,6 +6,11 @@ import click
 
 from .main import _connect, _opt, err, handle_errors
 
+# options every rag command takes
+index_name = _opt("name", default="default", show_default=True, help="Index name.")
+base_dir_option = _opt("base_dir", default=None,
+                       help="Store folder (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage).")
+
 
 @click.group()
 def rag() -> None:
@@ -23,8 +28,8 @@ def _index(name: str, emb_model: str, base_dir: str | None, ray_address: str):
 @_opt("source_dir", required=True, help="Folder of PDF, Markdown, HTML, DOCX and TXT files.")
 @_opt("emb_model", required=True, help="Embedding deployment, e.g. emb.")
 @_opt("model", default=None, help="Chat deployment used by queries (accepted for compatibility; unused here).")
-@_opt("name", default="default", show_default=True, help="Index name.")
-@_opt("base_dir", default=None, help="Store folder (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage).")
+@index_name
+@base_dir_option
 @_opt("ray_address", default="auto", show_default=True)
 @handle_errors
 def build(source_dir, emb_model, model, name, base_dir, ray_address):
@@ -50,8 +55,8 @@ def build(source_dir, emb_model, model, name, base_dir, ray_address):
 @_opt("query", required=True, help="The question.")
 @_opt("model", required=True, help="Chat deployment that writes the answer.")
 @_opt("emb_model", required=True, help="Embedding deployment the index was built with.")
-@_opt("name", default="default", show_default=True, help="Index name.")
-@_opt("base_dir", default=None, help="Store folder (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage).")
+@index_name
+@base_dir_option
 @_opt("top_k", default=5, type=int, show_default=True, help="Chunks given to the model.")
 @_opt("mode", default="hybrid", type=click.Choice(["hybrid", "vector", "fulltext"]), show_default=True)
 @_opt("rerank_model", default=None, help="Rerank deployment applied to the retrieved candidates.")
