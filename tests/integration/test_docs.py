@@ -52,8 +52,17 @@ def test_quickstart_main_job(ray_cluster):
     run([str(BIN / "byzerllm"), "undeploy", "--model", "smollm2_chat"])
 
 
+@pytest.fixture
+def undeploys_leftovers(llm):
+    """An example that fails before its own undeploy must not leave deployments to later tests."""
+    before = set(llm.list_deployments())
+    yield
+    for name in set(llm.list_deployments()) - before:
+        llm.undeploy(name)
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_python_examples(ray_cluster, doc, tmp_path):
+def test_python_examples(ray_cluster, undeploys_leftovers, doc, tmp_path):
     code = blocks(doc, "python")
     if not code:
         pytest.skip("no python example")
@@ -63,7 +72,7 @@ def test_python_examples(ray_cluster, doc, tmp_path):
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_shell_examples(ray_cluster, doc, tmp_path):
+def test_shell_examples(ray_cluster, undeploys_leftovers, doc, tmp_path):
     code = blocks(doc, "bash")
     if doc.name == "README.md":
         code = code[1:]  # the Quickstart block is checked above
