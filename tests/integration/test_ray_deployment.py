@@ -32,6 +32,7 @@ LONG = [{"role": "user", "content": "Count from 1 to 1000, one number per line."
 ENDLESS = {"ignore_eos": True}  # generation runs to max_length whatever the model says
 
 
+
 def test_chat_returns_text_and_documented_metadata(llm, smollm2_chat):
     [resp] = llm.chat_oai(ASK, model=smollm2_chat, llm_config={"max_length": 12, "seed": 1})
     assert isinstance(resp, byzerllm.LLMResponse) and resp.output

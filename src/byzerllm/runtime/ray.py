@@ -2,18 +2,26 @@
 
 Layout on the cluster (namespace ``byzerllm``)::
 
-    DeploymentPool  "deployment:<name>"   detached async actor: spec, leases, counts, routing
+    DeploymentPool  "deployment:<name>"   detached async actor: spec, leases, counts, queue
       Worker x N                           one backend each; restarted by Ray when its process dies
 
-A request takes a lease from the pool (one actor round trip that picks a worker with the
-load-balancing strategy), then talks to that worker directly, so streamed tokens make one hop.
-The worker returns the lease when the request ends (the caller does too, for a worker that
-died; returning is idempotent). When the worker of a request dies before the request produced
-any output (a non-streamed request, or a stream before its first chunk), the request is sent
-again on a new lease (a few times, with short pauses); a stream that already delivered text
-ends with ``WorkerDiedError``. Ray restarts the dead worker's process and reloads its backend.
-Counts (total requests, busy slots, last work time) live in the pool and survive a worker
-restart.
+Each worker has ``worker_concurrency`` slots. A client keeps a view of its own requests per
+worker and sends a request straight to the worker the load-balancing strategy picks among those
+it has not filled itself (one actor call, streamed tokens one hop). The worker takes a free slot
+and tells the pool, without waiting for it, that the request runs; when the worker is full (other
+clients use it) it answers at once that it is busy and the client asks the pool for a lease
+instead: the pool sees every worker's slots, picks one with the same strategy, and queues the
+request, up to ``max_queue`` waiting requests, while every slot is busy. A worker serves a leased
+request in the slot the pool reserved for it (waiting a moment if a direct request took it first).
+The pool is only on the request path when the workers are full, which keeps a request to one
+actor round trip (bench/saas_overhead.py).
+
+The worker returns the slot when the request ends (the caller does too, for a worker that died;
+returning is idempotent). When the worker of a request dies before the request produced any
+output (a non-streamed request, or a stream before its first chunk), the request is sent again (a
+few times, with short pauses); a stream that already delivered text ends with
+``WorkerDiedError``. Ray restarts the dead worker's process and reloads its backend. Counts (total
+requests, busy slots, last work time, token totals) live in the pool and survive a worker restart.
 
 Ray Serve was not used: its router picks replicas by power-of-two choices and exposes neither
 per-replica counts nor the lru / round_robin strategies of the Byzer-LLM documents.
@@ -23,10 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
+import queue
+import threading
 import time
+import uuid
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
@@ -44,34 +55,95 @@ from ..errors import (
 )
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .cluster import NAMESPACE
-from .spec import LOAD_BALANCE_STRATEGIES, DeploymentSpec, mask_secrets  # noqa: F401 - re-exported
+from .spec import LOAD_BALANCE_STRATEGIES, DeploymentSpec, mask_secrets, pick_worker  # noqa: F401 - re-exported
 from .worker import Worker
 
 PREFIX = "deployment:"
 # A request whose worker died before it produced output is sent again, after these pauses
 # (seconds): Ray needs a moment to notice a dead process before it routes to its replacement.
 RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, 2.0)
-class RayWorker(Worker):
-    """A worker as a Ray actor. It returns the lease of each request to its pool when the
-    request ends, so a slot comes back even when the caller's process died mid-request."""
+# After a worker answered busy, the client sends the deployment's requests through the pool for
+# this long (seconds): its workers are full with other clients' requests, and the pool queues fairly.
+VIA_POOL_AFTER_BUSY = 0.2
+# How long a worker gathers slot counts before sending them to its pool in one message (seconds):
+# stat and the pool's routing see a request this much later at most.
+POOL_MESSAGE_WINDOW = 0.005
+# Slot returns that arrived before the worker's claim (kept to cancel the late claim), at most.
+EARLY_RELEASES = 4096
 
-    def __init__(self, pool_name: str, backend: str, model_path: str, options: dict[str, Any]) -> None:
+
+class RayWorker(Worker):
+    """A worker as a Ray actor with ``capacity`` slots. It returns the slot of each request to its
+    pool when the request ends, so a slot comes back even when the caller's process died
+    mid-request.
+
+    Every request method takes ``lease`` (the slot's id) and ``direct``: a direct request (routed
+    by the client) takes a free slot or none, and then returns ``None`` (streams yield ``None``)
+    meaning "busy, ask the pool"; a leased request (routed by the pool) waits for its slot.
+    """
+
+    def __init__(self, pool_name: str, index: int, capacity: int, backend: str, model_path: str,
+                 options: dict[str, Any]) -> None:
         super().__init__(backend, model_path, options)
         self._pool_name = pool_name
         self._pool = None
+        self._index = index
+        self._slots = threading.BoundedSemaphore(capacity)
+        # Slot counts and token totals go to the pool from one thread, in order, a few requests'
+        # worth per message: submitting an actor call costs about 0.5 ms, kept off the request path.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._send_to_pool, name="pool-messages", daemon=True).start()
+
+    def _send_to_pool(self) -> None:
+        sent: deque = deque(maxlen=64)  # the latest messages, which the pool may not have applied yet
+        while True:
+            batch = [self._outbox.get()]
+            deadline = time.monotonic() + POOL_MESSAGE_WINDOW
+            while batch[-1][0] != "flush" and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self._outbox.get(timeout=left))
+                except queue.Empty:
+                    break
+            flushed = [args[0] for method, args in batch if method == "flush"]
+            batch = [m for m in batch if m[0] != "flush"]
+            try:
+                if batch:
+                    if self._pool is None:
+                        self._pool = ray.get_actor(self._pool_name, namespace=NAMESPACE)
+                    sent.append(self._pool.apply.remote(batch))
+                if flushed:  # the pool's stat waits until what was sent is counted
+                    ray.get(list(sent), timeout=2)
+                    sent.clear()
+            except Exception:  # the pool is gone: the deployment was removed
+                pass
+            for done in flushed:
+                done.set()
+
+    def flush_counts(self) -> None:
+        """Send the slot counts gathered so far to the pool now (``stat`` asks before answering)."""
+        done = threading.Event()
+        self._outbox.put(("flush", (done,)))
+        done.wait(1.0)
 
     def _tell_pool(self, method: str, *args: Any) -> None:
-        try:
-            if self._pool is None:
-                self._pool = ray.get_actor(self._pool_name, namespace=NAMESPACE)
-            getattr(self._pool, method).remote(*args)
-        except Exception:  # the pool is gone: the deployment was removed
-            pass
+        self._outbox.put((method, args))
 
-    def _release(self, lease: int, *usage: Any) -> None:
+    def _admit(self, lease: int | str, direct: bool) -> bool:
+        if not direct:
+            self._slots.acquire()  # the pool reserved it; a direct request may hold it a moment longer
+            return True
+        if not self._slots.acquire(blocking=False):
+            return False
+        self._tell_pool("claim", lease, self._index)
+        return True
+
+    def _release(self, lease: int | str, *usage: Any) -> None:
+        self._slots.release()
         self._tell_pool("release", lease, *usage)
 
-    def chat_leased(self, request: ChatRequest, lease: int) -> ChatResponse:
+    def chat_leased(self, request: ChatRequest, lease: int | str, direct: bool = False) -> ChatResponse | None:
+        if not self._admit(lease, direct):
+            return None
         usage = (0, 0, True)  # a failure unless it returns
         try:
             resp = self.chat(request)
@@ -80,19 +152,28 @@ class RayWorker(Worker):
         finally:
             self._release(lease, *usage)
 
-    def embed_leased(self, texts: list[str], query: bool, lease: int) -> tuple[list[list[float]], int]:
+    def embed_leased(self, texts: list[str], query: bool, lease: int | str,
+                     direct: bool = False) -> tuple[list[list[float]], int] | None:
+        if not self._admit(lease, direct):
+            return None
         try:
             return self.embed(texts, query)
         finally:
             self._release(lease)
 
-    def rerank_leased(self, pairs: list[tuple[str, str]], lease: int) -> tuple[list[float], int]:
+    def rerank_leased(self, pairs: list[tuple[str, str]], lease: int | str,
+                      direct: bool = False) -> tuple[list[float], int] | None:
+        if not self._admit(lease, direct):
+            return None
         try:
             return self.rerank(pairs)
         finally:
             self._release(lease)
 
-    def stream_leased(self, request: ChatRequest, lease: int) -> Iterator[ChatChunk]:
+    def stream_leased(self, request: ChatRequest, lease: int | str, direct: bool = False) -> Iterator[ChatChunk | None]:
+        if not self._admit(lease, direct):
+            yield None
+            return
         last = None
         failed = False
         try:
@@ -118,17 +199,19 @@ class DeploymentPool:
             worker_cls.options(
                 num_cpus=spec.cpus_per_worker,
                 num_gpus=spec.gpus_per_worker,
-                max_concurrency=k + 2,  # room for ready/meta/cancel while k requests run
+                # k running, leased requests waiting out a direct one, and ready/meta/cancel calls
+                max_concurrency=2 * k + 4,
                 max_restarts=-1,
                 max_task_retries=0,
                 namespace=NAMESPACE,
-            ).remote(_actor_name(spec.name), spec.backend, spec.model_path, spec.options)
-            for _ in range(n)
+            ).remote(_actor_name(spec.name), i, k, spec.backend, spec.model_path, spec.options)
+            for i in range(n)
         ]
         self.in_flight = [0] * n
         self.total_requests = [0] * n
         self.last_work = [time.time()] * n
-        self.leases: dict[int, int] = {}
+        self.leases: dict[int | str, int] = {}
+        self._early_releases: OrderedDict[str, None] = OrderedDict()
         self._lease_ids = itertools.count(1)
         self._rr = itertools.cycle(range(n))
         self._cond = asyncio.Condition()
@@ -139,6 +222,11 @@ class DeploymentPool:
 
     def get_workers(self) -> list:
         return self.workers
+
+    def routing(self) -> dict[str, Any]:
+        """What a client needs to send requests straight to the workers."""
+        return {"workers": self.workers, "state": self.state, "capacity": self.spec.worker_concurrency,
+                "load_balance": self.spec.load_balance}
 
     async def wait_ready(self) -> dict[str, Any]:
         """Wait for every worker's backend; return worker 0's meta. Raises its start-up error."""
@@ -161,21 +249,14 @@ class DeploymentPool:
         return [i["pid"] for i in infos]
 
     def _pick(self) -> int | None:
-        k = self.spec.worker_concurrency
-        free = [i for i in range(len(self.workers)) if self.in_flight[i] < k]
-        if not free:
-            return None
-        strategy = self.spec.load_balance
-        if strategy == "round_robin":
-            for _ in range(len(self.workers)):
-                i = next(self._rr)
-                if self.in_flight[i] < k:
-                    return i
-        if strategy == "least_busy":
-            return min(free, key=lambda i: (self.in_flight[i], self.last_work[i]))
-        if strategy == "random":
-            return random.choice(free)
-        return min(free, key=lambda i: self.last_work[i])  # lru
+        return pick_worker(self.spec.load_balance, self.in_flight, self.last_work, self.spec.worker_concurrency,
+                           self._rr)
+
+    def _count(self, lease: int | str, idx: int) -> None:
+        self.leases[lease] = idx
+        self.in_flight[idx] += 1
+        self.total_requests[idx] += 1
+        self.last_work[idx] = time.time()
 
     async def acquire(self) -> tuple[int, int]:
         """Lease a worker slot: ``(lease_id, worker_index)``; waits while every slot is busy, up to
@@ -200,11 +281,22 @@ class DeploymentPool:
                 finally:
                     self.waiting -= 1
             lease = next(self._lease_ids)
-            self.leases[lease] = idx
-            self.in_flight[idx] += 1
-            self.total_requests[idx] += 1
-            self.last_work[idx] = time.time()
+            self._count(lease, idx)
             return lease, idx
+
+    async def apply(self, messages: list[tuple[str, tuple]]) -> None:
+        """Messages from a worker, in order: ``("claim", args)`` and ``("release", args)``."""
+        for method, args in messages:
+            if method == "claim":
+                self.claim(*args)
+            else:
+                await self.release(*args)
+
+    def claim(self, lease: str, idx: int) -> None:
+        """A worker took a slot for a request sent to it directly (``lease`` is the client's id)."""
+        if self._early_releases.pop(lease, 0) is None:
+            return  # its caller already gave it back (the worker died or the request failed)
+        self._count(lease, idx)
 
     def usage_totals(self) -> dict[str, int]:
         """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` and ``failed_requests``."""
@@ -220,14 +312,24 @@ class DeploymentPool:
         self.usage["failed_requests"] += int(failed)
         idx = self.leases.pop(lease, None)
         if idx is None:
+            if isinstance(lease, str):  # a direct request's slot, returned before its claim arrived
+                self._early_releases[lease] = None
+                if len(self._early_releases) > EARLY_RELEASES:
+                    self._early_releases.popitem(last=False)
             return
         self.in_flight[idx] -= 1
         self.last_work[idx] = time.time()
         async with self._cond:
             self._cond.notify()
 
-    def stat(self) -> dict[str, Any]:
-        """Counts in the shape of ``byzerllm stat`` (blog post 002)."""
+    async def stat(self) -> dict[str, Any]:
+        """Counts in the shape of ``byzerllm stat`` (blog post 002), with every request that ended
+        before the call counted (the workers send what they gathered first)."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.flush_counts.remote() for w in self.workers),
+                                                  return_exceptions=True), 1.0)
+        except TimeoutError:  # a worker restarting: its counts arrive later
+            pass
         k = self.spec.worker_concurrency
         busy = sum(1 for c in self.in_flight if c > 0)
         now = time.time()
@@ -280,11 +382,76 @@ def _give_up(error: BaseException, attempt: int, started: bool = False) -> bool:
     return not isinstance(error, WorkerDiedError) or started or attempt == len(RETRY_PAUSES)
 
 
+class _Route:
+    """What one client knows of a deployment to send requests straight to its workers: the worker
+    handles and the requests this client has in flight on each (thread-safe)."""
+
+    def __init__(self, pool: Any, routing: dict[str, Any]) -> None:
+        self.pool = pool
+        self.workers: list = routing["workers"]
+        self.running = routing["state"] == "running"
+        self._capacity = routing["capacity"]
+        self._strategy = routing["load_balance"]
+        n = len(self.workers)
+        self._in_flight = [0] * n
+        self._last_work = [0.0] * n
+        self._rr = itertools.cycle(range(n))
+        self._via_pool_until = 0.0
+        self._lock = threading.Lock()
+        self._prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+
+    def take(self) -> int | None:
+        """A worker for a direct request, now counted in flight; ``None``: go through the pool."""
+        if not self.running or time.monotonic() < self._via_pool_until:
+            return None
+        with self._lock:
+            idx = pick_worker(self._strategy, self._in_flight, self._last_work, self._capacity, self._rr)
+            if idx is not None:
+                self._in_flight[idx] += 1
+                self._last_work[idx] = time.monotonic()
+            return idx
+
+    def count(self, idx: int) -> None:
+        with self._lock:
+            self._in_flight[idx] += 1
+
+    def done(self, idx: int) -> None:
+        with self._lock:
+            self._in_flight[idx] -= 1
+            self._last_work[idx] = time.monotonic()
+
+    def busy(self) -> None:
+        """A worker was full with other clients' requests."""
+        self._via_pool_until = time.monotonic() + VIA_POOL_AFTER_BUSY
+
+    def lease_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+
+@dataclass
+class _Slot:
+    """A worker slot one attempt of a request runs in."""
+
+    route: _Route
+    idx: int
+    lease: int | str
+    direct: bool
+
+    @property
+    def worker(self) -> Any:
+        return self.route.workers[self.idx]
+
+    def release(self) -> None:
+        """Give the slot back from the caller's side (idempotent; the worker does it too)."""
+        self.route.pool.release.remote(self.lease)
+
+
 class RayRuntime:
     """Client side of the Ray runtime: finds deployments by name and routes requests."""
 
     def __init__(self) -> None:
-        self._handles: dict[str, tuple[Any, list]] = {}
+        self._handles: dict[str, _Route] = {}
 
     # --- deployments -----------------------------------------------------------------
     def _pool(self, name: str):
@@ -298,12 +465,14 @@ class RayRuntime:
                 available=deployed,
             ) from None
 
-    def _lookup(self, name: str, refresh: bool = False) -> tuple[Any, list]:
-        if refresh or name not in self._handles:
+    def _lookup(self, name: str, refresh: bool = False) -> _Route:
+        route = None if refresh else self._handles.get(name)
+        if route is None:
             pool = self._pool(name)
-            self._handles[name] = (pool, ray.get(pool.get_workers.remote()))
-        return self._handles[name]
-
+            route = _Route(pool, ray.get(pool.routing.remote()))
+            if route.running:  # a starting deployment is looked up again on the next request
+                self._handles[name] = route
+        return route
     def exists(self, name: str) -> bool:
         return name in list_deployments()
 
@@ -387,16 +556,13 @@ class RayRuntime:
             time.sleep(0.05)
 
     def info(self, name: str) -> dict[str, Any]:
-        pool, _ = self._lookup(name)
-        return ray.get(pool.info.remote())
+        return ray.get(self._pool(name).info.remote())
 
     def stat(self, name: str) -> dict[str, Any]:
-        pool, _ = self._lookup(name, refresh=True)
-        return ray.get(pool.stat.remote())
+        return ray.get(self._pool(name).stat.remote())
 
     def worker_pids(self, name: str) -> list[int]:
-        pool, _ = self._lookup(name)
-        return ray.get(pool.worker_pids.remote())
+        return ray.get(self._pool(name).worker_pids.remote())
 
     def meta(self, name: str) -> dict[str, Any]:
         info = self.info(name)
@@ -427,37 +593,67 @@ class RayRuntime:
             )
         return exc
 
-    def _lease(self, name: str) -> tuple[Any, Any, int]:
+    def _take(self, name: str, via_pool: bool) -> _Slot:
+        """A slot for one attempt: a worker picked here (direct) unless ``via_pool`` or this client
+        filled every worker, else a lease from the pool (waits in its queue)."""
+        route = self._lookup(name)
+        idx = None if via_pool else route.take()
+        if idx is not None:
+            return _Slot(route, idx, route.lease_id(), True)
         for attempt in (0, 1):
-            pool, workers = self._lookup(name, refresh=attempt == 1)
             try:
-                lease, idx = ray.get(pool.acquire.remote())
-                return pool, workers[idx], lease
+                lease, idx = ray.get(route.pool.acquire.remote())
+                route.count(idx)
+                return _Slot(route, idx, lease, False)
             except RayActorError:
                 if attempt == 1:
                     raise self._failure(name, DeploymentUndeployedError(f"deployment {name!r} is gone")) from None
+                route = self._lookup(name, refresh=True)
             except RayTaskError as exc:
                 raise _unwrap(exc) from None
         raise AssertionError("unreachable")
 
+    async def _atake(self, name: str, via_pool: bool) -> _Slot:
+        """``_take`` for asyncio code."""
+        route = self._lookup(name)
+        idx = None if via_pool else route.take()
+        if idx is not None:
+            return _Slot(route, idx, route.lease_id(), True)
+        try:
+            lease, idx = await route.pool.acquire.remote()
+        except RayActorError:
+            route = await asyncio.to_thread(self._lookup, name, True)
+            lease, idx = await route.pool.acquire.remote()
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
+        route.count(idx)
+        return _Slot(route, idx, lease, False)
+
     def _call(self, name: str, method: str, *args: Any) -> Any:
-        """A unary worker call (``chat_leased``, ``embed_leased``, ``rerank_leased``) on a leased slot,
-        sent again when its worker died (it produced no output, so a retry is safe)."""
-        for attempt in range(len(RETRY_PAUSES) + 1):
-            if attempt:
-                time.sleep(RETRY_PAUSES[attempt - 1])
-            pool, worker, lease = self._lease(name)
+        """A unary worker call (``chat_leased``, ``embed_leased``, ``rerank_leased``) in a slot, sent
+        again when its worker died (it produced no output, so a retry is safe)."""
+        attempt, via_pool = 0, False
+        while True:
+            slot = self._take(name, via_pool)
             try:
-                return ray.get(getattr(worker, method).remote(*args, lease))  # the worker returned the lease
+                out = ray.get(getattr(slot.worker, method).remote(*args, slot.lease, slot.direct))
             except (RayTaskError, RayActorError) as exc:
-                pool.release.remote(lease)  # its worker may have died holding it
+                slot.release()  # its worker may have died holding it
                 error = self._failure(name, exc)
                 if _give_up(error, attempt):
                     raise error from None
+                attempt += 1
+                time.sleep(RETRY_PAUSES[attempt - 1])
+                continue
             except BaseException:
-                pool.release.remote(lease)
+                slot.release()
                 raise
-        raise AssertionError("unreachable")
+            finally:
+                slot.route.done(slot.idx)
+            if out is not None:
+                return out  # the worker returned the slot
+            slot.route.busy()
+            via_pool = True
 
     def chat(self, name: str, request: ChatRequest) -> ChatResponse:
         return self._call(name, "chat_leased", request)
@@ -469,57 +665,63 @@ class RayRuntime:
         return self._call(name, "rerank_leased", pairs)
 
     def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
-        for attempt in range(len(RETRY_PAUSES) + 1):
-            if attempt:
-                time.sleep(RETRY_PAUSES[attempt - 1])
-            pool, worker, lease = self._lease(name)
-            finished = False
-            started = False
+        attempt, via_pool = 0, False
+        while True:
+            slot = self._take(name, via_pool)
+            finished = started = busy = False
             try:
-                for ref in worker.stream_leased.options(num_returns="streaming").remote(request, lease):
+                for ref in slot.worker.stream_leased.options(num_returns="streaming").remote(
+                    request, slot.lease, slot.direct
+                ):
                     chunk = ray.get(ref)
+                    if chunk is None:
+                        busy = finished = True
+                        break
                     started = True
                     finished = chunk.finish_reason is not None
                     yield chunk
-                return
+                if not busy:
+                    return
             except (RayTaskError, RayActorError) as exc:
-                finished = True
+                finished = False  # the slot is given back below
                 error = self._failure(name, exc)
                 if _give_up(error, attempt, started):
                     raise error from None
+                attempt += 1
+                time.sleep(RETRY_PAUSES[attempt - 1])
+                continue
             finally:
-                if not finished:  # the caller stopped reading: stop the generation too
-                    worker.cancel.remote(request.request_id)
-                pool.release.remote(lease)
-
-    async def _alease(self, name: str) -> tuple[Any, Any, int]:
-        pool, workers = self._lookup(name)
-        try:
-            lease, idx = await pool.acquire.remote()
-        except RayActorError:
-            pool, workers = self._lookup(name, refresh=True)
-            lease, idx = await pool.acquire.remote()
-        except RayTaskError as exc:
-            raise _unwrap(exc) from None
-        return pool, workers[idx], lease
+                if not finished:  # failed, or the caller stopped reading: stop the generation too
+                    slot.worker.cancel.remote(request.request_id)
+                    slot.release()
+                slot.route.done(slot.idx)
+            slot.route.busy()
+            via_pool = True
 
     async def _acall(self, name: str, method: str, *args: Any) -> Any:
         """``_call`` for asyncio code."""
-        for attempt in range(len(RETRY_PAUSES) + 1):
-            if attempt:
-                await asyncio.sleep(RETRY_PAUSES[attempt - 1])
-            pool, worker, lease = await self._alease(name)
+        attempt, via_pool = 0, False
+        while True:
+            slot = await self._atake(name, via_pool)
             try:
-                return await getattr(worker, method).remote(*args, lease)
+                out = await getattr(slot.worker, method).remote(*args, slot.lease, slot.direct)
             except (RayTaskError, RayActorError) as exc:
-                pool.release.remote(lease)
+                slot.release()
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt):
                     raise error from None
+                attempt += 1
+                await asyncio.sleep(RETRY_PAUSES[attempt - 1])
+                continue
             except BaseException:
-                pool.release.remote(lease)
+                slot.release()
                 raise
-        raise AssertionError("unreachable")
+            finally:
+                slot.route.done(slot.idx)
+            if out is not None:
+                return out
+            slot.route.busy()
+            via_pool = True
 
     async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
         return await self._acall(name, "chat_leased", request)
@@ -531,25 +733,35 @@ class RayRuntime:
         return await self._acall(name, "rerank_leased", pairs)
 
     async def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        for attempt in range(len(RETRY_PAUSES) + 1):
-            if attempt:
-                await asyncio.sleep(RETRY_PAUSES[attempt - 1])
-            pool, worker, lease = await self._alease(name)
-            finished = False
-            started = False
+        attempt, via_pool = 0, False
+        while True:
+            slot = await self._atake(name, via_pool)
+            finished = started = busy = False
             try:
-                async for ref in worker.stream_leased.options(num_returns="streaming").remote(request, lease):
+                async for ref in slot.worker.stream_leased.options(num_returns="streaming").remote(
+                    request, slot.lease, slot.direct
+                ):
                     chunk = await ref
+                    if chunk is None:
+                        busy = finished = True
+                        break
                     started = True
                     finished = chunk.finish_reason is not None
                     yield chunk
-                return
+                if not busy:
+                    return
             except (RayTaskError, RayActorError) as exc:
-                finished = True
+                finished = False
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt, started):
                     raise error from None
+                attempt += 1
+                await asyncio.sleep(RETRY_PAUSES[attempt - 1])
+                continue
             finally:
                 if not finished:
-                    worker.cancel.remote(request.request_id)
-                pool.release.remote(lease)
+                    slot.worker.cancel.remote(request.request_id)
+                    slot.release()
+                slot.route.done(slot.idx)
+            slot.route.busy()
+            via_pool = True

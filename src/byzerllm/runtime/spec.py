@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,26 @@ class DeploymentSpec:
                 f"accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
                 param="load_balance",
             )
+
+
+def pick_worker(strategy: str, in_flight: list[int], last_work: list[float], capacity: int,
+                rr: Iterator[int]) -> int | None:
+    """The index of the worker the next request goes to under a load-balancing strategy, among
+    those with fewer than ``capacity`` requests in flight; ``None`` when every worker is full.
+    ``rr`` is an endless cycle over the worker indexes (the round-robin position)."""
+    free = [i for i, c in enumerate(in_flight) if c < capacity]
+    if not free:
+        return None
+    if strategy == "round_robin":
+        for _ in range(len(in_flight)):
+            i = next(rr)
+            if in_flight[i] < capacity:
+                return i
+    if strategy == "least_busy":
+        return min(free, key=lambda i: (in_flight[i], last_work[i]))
+    if strategy == "random":
+        return random.choice(free)
+    return min(free, key=lambda i: last_work[i])  # lru
 
 
 _SECRET_WORDS = ("key", "token", "secret", "password")
