@@ -5,17 +5,18 @@ One run starts a fixed-answer OpenAI-compatible upstream (``bench/_upstream.py``
   requests) -> the upstream;
 - LiteLLM: its proxy (installed in its own virtual environment, ``bench/.venvs/litellm``, since
   it pins other versions of our dependencies) -> the same upstream.
-Measured with the same client: the latency each proxy adds per request (median of sequential
-non-streamed requests, minus the upstream's own median) and requests/s at concurrency 64.
+Measured with the same clients: the latency each proxy adds per request (median of sequential
+non-streamed requests, minus the upstream's own median) and requests/s at concurrency 64 (from
+``bench/_load.py``, a separate aiohttp process, so the load takes little CPU from the proxies).
 Targets (issue): our added latency <= 0.5x LiteLLM's; our requests/s >= 2x LiteLLM's.
 
-    .venv/bin/python bench/proxy_overhead.py [--requests 200] [--seconds 15]
+    .venv/bin/python bench/proxy_overhead.py [--requests 400] [--seconds 15]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import socket
 import statistics
@@ -32,6 +33,7 @@ import byzerllm
 
 HERE = Path(__file__).resolve().parent
 LITELLM = HERE / ".venvs" / "litellm"
+ROUNDS = 4
 BODY = {"model": "fixed", "messages": [{"role": "user", "content": "What is the capital of France?"}],
         "max_tokens": 16}
 
@@ -74,32 +76,17 @@ def sequential(url: str, headers: dict, n: int) -> list[float]:
     return out
 
 
-async def load(url: str, headers: dict, concurrency: int, seconds: float) -> tuple[int, int, float]:
-    done = errors = 0
-    stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal done, errors
-        while time.perf_counter() < stop:
-            try:
-                r = await http.post(url, json=BODY)
-                if r.status_code == 200:
-                    done += 1
-                else:
-                    errors += 1
-            except httpx.HTTPError:
-                errors += 1
-
-    start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=60, headers=headers, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
-    return done, errors, time.perf_counter() - start
+def load(url: str, headers: dict, concurrency: int, seconds: float) -> tuple[int, int, float]:
+    """``(requests done, errors, seconds)`` at ``concurrency`` from a separate load process."""
+    cmd = [sys.executable, str(HERE / "_load.py"), url, "--body", json.dumps(BODY), "--concurrency", str(concurrency),
+           "--seconds", str(seconds)] + [arg for k, v in headers.items() for arg in ("--header", f"{k}: {v}")]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return out["done"], out["errors"], out["seconds"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=400, help="sequential requests per target, in all rounds")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
@@ -133,11 +120,16 @@ def main() -> None:
                            "LiteLLM proxy": (f"http://127.0.0.1:{lite_port}/v1/chat/completions", headers)}
                 wait_ready(f"http://127.0.0.1:{our_port}/health")
                 wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", seconds=180)
+                # sequential latency in interleaved rounds, so that machine noise hits every target alike
+                lat: dict[str, list[float]] = {label: [] for label in targets}
+                for _ in range(ROUNDS):
+                    for label, (url, hdrs) in targets.items():
+                        lat[label] += sequential(url, hdrs, args.requests // ROUNDS)
                 for label, (url, hdrs) in targets.items():
-                    lat = sequential(url, hdrs, args.requests)
-                    done, errors, wall = asyncio.run(load(url, hdrs, args.concurrency, args.seconds))
-                    results[label] = {"median_latency_ms": statistics.median(lat) * 1e3,
-                                      "p99_latency_ms": sorted(lat)[int(len(lat) * 0.99) - 1] * 1e3,
+                    done, errors, wall = load(url, hdrs, args.concurrency, args.seconds)
+                    xs = sorted(lat[label])
+                    results[label] = {"median_latency_ms": statistics.median(xs) * 1e3,
+                                      "p99_latency_ms": xs[int(len(xs) * 0.99) - 1] * 1e3,
                                       "requests_per_s": done / wall, "errors": errors}
             finally:
                 llm.undeploy("fixed")
@@ -155,7 +147,8 @@ def main() -> None:
     ours, lite = results["byzerllm serve"], results["LiteLLM proxy"]
     ratio_latency = ours["added_latency_ms"] / lite["added_latency_ms"]
     ratio_rps = ours["requests_per_s"] / lite["requests_per_s"]
-    print_table(f"Proxy overhead in front of a fixed-answer upstream ({args.requests} sequential requests; "
+    print_table(f"Proxy overhead in front of a fixed-answer upstream ({args.requests} sequential requests in "
+                f"{ROUNDS} interleaved rounds; "
                 f"concurrency {args.concurrency} for {args.seconds:g}s)",
                 ["target", "median latency (ms)", "added (ms)", "p99 (ms)", "requests/s", "errors"],
                 [[k, r["median_latency_ms"], r["added_latency_ms"], r["p99_latency_ms"], r["requests_per_s"],
