@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -397,13 +398,15 @@ class _Route:
         self._last_work = [0.0] * n
         self._rr = itertools.cycle(range(n))
         self._via_pool_until = 0.0
+        self.queued = 0  # this client's requests waiting in the pool's queue
         self._lock = threading.Lock()
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
 
     def take(self) -> int | None:
-        """A worker for a direct request, now counted in flight; ``None``: go through the pool."""
-        if not self.running or time.monotonic() < self._via_pool_until:
+        """A worker for a direct request, now counted in flight; ``None``: go through the pool (also
+        while requests of this client wait there, so that a new one does not overtake them)."""
+        if not self.running or self.queued or time.monotonic() < self._via_pool_until:
             return None
         with self._lock:
             idx = pick_worker(self._strategy, self._in_flight, self._last_work, self._capacity, self._rr)
@@ -411,6 +414,17 @@ class _Route:
                 self._in_flight[idx] += 1
                 self._last_work[idx] = time.monotonic()
             return idx
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count a request of this client as waiting in the pool's queue."""
+        with self._lock:
+            self.queued += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.queued -= 1
 
     def count(self, idx: int) -> None:
         with self._lock:
@@ -602,7 +616,8 @@ class RayRuntime:
             return _Slot(route, idx, route.lease_id(), True)
         for attempt in (0, 1):
             try:
-                lease, idx = ray.get(route.pool.acquire.remote())
+                with route.waiting():
+                    lease, idx = ray.get(route.pool.acquire.remote())
                 route.count(idx)
                 return _Slot(route, idx, lease, False)
             except RayActorError:
@@ -620,10 +635,12 @@ class RayRuntime:
         if idx is not None:
             return _Slot(route, idx, route.lease_id(), True)
         try:
-            lease, idx = await route.pool.acquire.remote()
+            with route.waiting():
+                lease, idx = await route.pool.acquire.remote()
         except RayActorError:
             route = await asyncio.to_thread(self._lookup, name, True)
-            lease, idx = await route.pool.acquire.remote()
+            with route.waiting():
+                lease, idx = await route.pool.acquire.remote()
         except RayTaskError as exc:
             raise _unwrap(exc) from None
         route.count(idx)
