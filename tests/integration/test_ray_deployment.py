@@ -316,3 +316,29 @@ def test_a_client_killed_mid_stream_gives_its_slot_back(llm, smollm2_chat):
         assert llm.chat_oai(ASK, model=name, llm_config={"max_length": 2})[0].output is not None
     finally:
         llm.undeploy(name)
+
+
+def test_a_worker_busy_with_another_clients_request_sends_the_request_to_the_pool_queue(llm):
+    """Each client routes its own requests; a worker full with another client's request answers
+    busy, and the request waits in the pool's queue until the slot is free."""
+    name = "two_clients_chat"
+    llm.deploy(model_path="builtin:smollm2", udf_name=name)
+    other = byzerllm.ByzerLLM()  # a second client, with its own view of the workers
+    try:
+        stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
+        next(stream)
+        answers = []
+        t = threading.Thread(target=lambda: answers.append(other.chat_oai(ASK, model=name,
+                                                                          llm_config={"max_length": 2})))
+        t.start()
+        deadline = time.monotonic() + 10
+        while llm.stat(name)["queued_requests"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert llm.stat(name)["queued_requests"] == 1 and not answers
+        stream.close()  # the slot comes back; the queued request gets it
+        t.join(30)
+        assert answers and answers[0][0].metadata["generated_tokens_count"] > 0
+        s = llm.stat(name)
+        assert s["total_requests"] == [2] and s["busy_workers"] == 0 and s["queued_requests"] == 0
+    finally:
+        llm.undeploy(name)

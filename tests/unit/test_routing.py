@@ -1,0 +1,56 @@
+"""Worker choice: the strategies, and what a client does before asking the pool."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from byzerllm.runtime.ray import VIA_POOL_AFTER_BUSY, _Route
+from byzerllm.runtime.spec import pick_worker
+
+
+def test_strategies_pick_among_workers_with_a_free_slot():
+    rr = itertools.cycle(range(3))
+    assert pick_worker("lru", [0, 0, 0], [3.0, 1.0, 2.0], 1, rr) == 1
+    assert pick_worker("lru", [0, 1, 0], [3.0, 1.0, 2.0], 1, rr) == 2  # worker 1 is full
+    assert [pick_worker("round_robin", [0, 0, 0], [0.0] * 3, 1, rr) for _ in range(4)] == [0, 1, 2, 0]
+    assert pick_worker("round_robin", [0, 1, 1], [0.0] * 3, 1, rr) == 0
+    assert pick_worker("least_busy", [2, 1, 3], [0.0] * 3, 4, rr) == 1
+    assert pick_worker("random", [1, 0, 1], [0.0] * 3, 1, rr) == 1
+    assert pick_worker("lru", [2, 2], [0.0, 0.0], 2, rr) is None
+
+
+def route(state: str = "running", workers: int = 2, capacity: int = 1) -> _Route:
+    return _Route(None, {"workers": list(range(workers)), "state": state, "capacity": capacity,
+                         "load_balance": "round_robin"})
+
+
+def test_a_client_fills_workers_up_to_their_capacity_then_asks_the_pool():
+    r = route(capacity=2)
+    taken = [r.take() for _ in range(4)]
+    assert sorted(taken) == [0, 0, 1, 1]
+    assert r.take() is None
+    r.done(1)
+    assert r.take() == 1
+    assert len({r.lease_id() for _ in range(100)}) == 100
+
+
+def test_no_direct_requests_while_starting_queued_or_just_refused():
+    assert route(state="starting").take() is None
+    r = route()
+    with r.waiting():
+        assert r.take() is None  # a new request must not overtake this client's queued ones
+    assert r.queued == 0 and r.take() == 0
+    r.busy()
+    assert r.take() is None
+    time.sleep(VIA_POOL_AFTER_BUSY + 0.05)
+    assert r.take() == 1
+
+
+def test_a_failed_wait_in_the_queue_is_uncounted():
+    r = route()
+    with pytest.raises(RuntimeError), r.waiting():
+        raise RuntimeError("queue full")
+    assert r.queued == 0
