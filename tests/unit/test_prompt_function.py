@@ -352,3 +352,16 @@ def test_extract_code():
     text = "intro\n```shell\nls -l\n```\nthen\n```python\nprint(1)\nprint(2)\n```\n"
     assert code_utils.extract_code(text) == [("shell", "ls -l"), ("python", "print(1)\nprint(2)")]
     assert code_utils.extract_code("no fences") == [("unknown", "no fences")]
+
+
+def test_typed_output_cut_off_under_a_grammar_is_sampled_again_with_the_next_seed():
+    @byzerllm.prompt()
+    def tell_story() -> Story:
+        """讲一个故事。"""
+
+    llm = ScriptedLLM(('{"title": "la la la la', "length"), '{"title": "T", "body": "B"}',
+                      meta={"support_response_format": ["json_schema"]})
+    story = tell_story.with_llm(llm).options({"llm_config": {"seed": 4}}).run()
+    assert story == Story(title="T", body="B")
+    assert llm.calls[1]["messages"] == llm.calls[0]["messages"]  # the loop is not shown to the model
+    assert (llm.calls[0]["llm_config"]["seed"], llm.calls[1]["llm_config"]["seed"]) == (4, 5)

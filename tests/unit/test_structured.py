@@ -26,13 +26,15 @@ def explode(x: int) -> int:
 class Answers:
     """A scripted client: answers in order, records the calls."""
 
-    def __init__(self, *texts: str):
+    def __init__(self, *texts: str | tuple[str, str]):
         self.texts, self.calls = list(texts), []
 
     def chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None):
         self.calls.append({"messages": conversations, "llm_config": llm_config, "extra": extra_request_params})
-        return [LLMResponse(self.texts.pop(0), {}, {"finish_reason": "stop", "input_tokens_count": 1,
-                                                    "generated_tokens_count": 1, "time_cost": 0.1})]
+        answer = self.texts.pop(0)
+        text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
+        return [LLMResponse(text, {}, {"finish_reason": finish, "input_tokens_count": 1,
+                                       "generated_tokens_count": 1, "time_cost": 0.1})]
 
 
 def test_tool_schema_from_a_callable():
@@ -121,6 +123,17 @@ def test_class_plan_with_and_without_chat_first():
     assert value == {"n": 4} and reason == ""
     with pytest.raises(InvalidRequestError, match="JSON schema"):
         next(class_plan([], "not json", False, "prompt", {}))
+
+
+def test_constrained_json_cut_off_in_a_loop_is_sampled_again_not_shown_to_the_model():
+    ask = [{"role": "user", "content": "story"}]
+    llm = Answers(('{"title": "la la la la la la', "length"), '{"title": "t", "body": "b"}')
+    value, _, reason = run_plan(class_plan(ask, Story, False, "constrained", {"seed": 4}), llm, "m")
+    assert value == Story(title="t", body="b") and reason == ""
+    assert llm.calls[1]["messages"] == llm.calls[0]["messages"] and llm.calls[1]["llm_config"]["seed"] == 5
+    llm = Answers(('{"title": "la la', "length"), ('{"title": "la la', "length"))
+    value, _, reason = run_plan(class_plan(ask, Story, False, "constrained", {}), llm, "m")
+    assert value is None and "cut off by max_length" in reason and "seed" not in llm.calls[1]["llm_config"]
 
 
 def test_call_stream_parser_emits_name_once_then_argument_pieces():

@@ -37,6 +37,12 @@ def pick_strategy(meta: dict[str, Any], forced: str = "auto", for_tools: bool = 
     return "constrained" if "json_schema" in meta.get("support_response_format", ()) else "prompt"
 
 
+def resampled(llm_config: dict[str, Any]) -> dict[str, Any]:
+    """``llm_config`` for sampling the same request again: its ``seed`` (if any) plus one."""
+    seed = llm_config.get("seed")
+    return {**llm_config, "seed": seed + 1} if isinstance(seed, int) else llm_config
+
+
 def _with_system(conversations: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     if conversations and conversations[0].get("role") == "system":
         first = conversations[0]
@@ -61,9 +67,14 @@ def _json_plan(messages: list[dict[str, Any]], schema: dict[str, Any], strategy:
             error = str(exc)
         except json.JSONDecodeError as exc:
             error = f"the output is not valid JSON: {exc}"
-        if resp.metadata.get("finish_reason") == "length":
+        cut_off = resp.metadata.get("finish_reason") == "length"
+        if cut_off:
             error += " (the output was cut off by max_length)"
-        if attempt == 0:
+        if attempt == 0 and strategy == "constrained" and cut_off:
+            # the grammar keeps JSON valid, so it was cut while the model repeated itself: sample
+            # again (a new seed when one was given) rather than show the model its loop
+            llm_config = resampled(llm_config)
+        elif attempt == 0:
             messages = [*messages, {"role": "assistant", "content": text},
                         {"role": "user", "content": f"{error}\nReply again with only the corrected JSON."}]
     return None, text, error
