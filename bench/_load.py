@@ -1,6 +1,6 @@
 """Closed-loop HTTP load: ``--concurrency`` clients each send the same POST again and again for
 ``--seconds``, on kept-alive connections opened (and warmed) before the clock starts. Prints one
-JSON line: ``{"done", "errors", "seconds"}``.
+JSON line: ``{"done", "errors", "seconds", "latencies_ms"}``.
 
 A separate process and aiohttp (cheaper per request than httpx), so that on a small machine the
 load generator takes as little CPU as it can from the servers it measures.
@@ -20,18 +20,24 @@ import aiohttp
 
 async def run(url: str, body: dict, headers: dict, concurrency: int, seconds: float) -> dict:
     done = errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=60)) as http:
         async def one() -> bool:
+            start = time.perf_counter()
             try:
                 async with http.post(url, json=body) as r:
                     await r.read()
-                    return r.status == 200
+                    ok = r.status == 200
             except aiohttp.ClientError:
-                return False
+                ok = False
+            if ok:
+                latencies.append((time.perf_counter() - start) * 1e3)
+            return ok
 
         await asyncio.gather(*(one() for _ in range(concurrency)))  # open and warm the connections
+        latencies.clear()
         stop = time.perf_counter() + seconds
 
         async def client() -> None:
@@ -45,7 +51,7 @@ async def run(url: str, body: dict, headers: dict, concurrency: int, seconds: fl
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"done": done, "errors": errors, "seconds": wall}
+    return {"done": done, "errors": errors, "seconds": wall, "latencies_ms": latencies}
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import InvalidRequestError, OutputParseError
 from ..structured import format_instruction, parse_as, response_format_for
-from ..structured.output import resample_config
+from ..structured.layers import resampled
+from ..structured.output import extract_json
 from ..structured.plan import Call as _Call
 from ..structured.plan import arun_plan, run_plan
 from ..types import LLMResponse
@@ -46,6 +47,14 @@ def _kind(tp: Any) -> str:
         return "astream"
     return "typed"
 
+
+
+def _has_json(text: str) -> bool:
+    try:
+        extract_json(text)
+        return True
+    except OutputParseError:
+        return False
 
 class PromptFunction:
     """The callable that ``@byzerllm.prompt`` returns. Chain methods return a modified copy."""
@@ -238,16 +247,18 @@ class PromptFunction:
     def _messages(self, rendered) -> list[dict[str, Any]]:
         return [*self._conversation, {"role": "user", "content": to_content(*rendered)}]
 
-    def _call(self, messages: list[dict[str, Any]], stops: list[str] = (), llm_config: dict[str, Any] | None = None,
+    def _call(self, messages: list[dict[str, Any]], stops: list[str] = (), resample: bool = False,
               **extra: Any) -> _Call:
-        config = dict(self._options.get("llm_config", {}) if llm_config is None else llm_config)
+        config = dict(self._options.get("llm_config", {}))
+        if resample:
+            config = resampled(config)
         all_stops = [*self._stop_suffix_list, *stops]
         if all_stops:
             config["stop"] = all_stops
         return _Call(messages, config, {**self._options.get("extra_request_params", {}), **extra})
 
     def _text_plan(self, messages: list[dict[str, Any]], **extra: Any) -> Generator[_Call, LLMResponse, str]:
-        """The model's text; ``extra`` goes to ``_call`` (``response_format``, ``llm_config``...)."""
+        """The model's text; ``extra`` goes to ``_call`` (``response_format``, ``resample``...)."""
         prefix = self._return_prefix or ""
         if self._markers is None:
             if prefix:
@@ -281,10 +292,10 @@ class PromptFunction:
         try:
             return parse_as(tp, self._extractor(text) if self._extractor else text)
         except OutputParseError as exc:
-            resample = (resample_config(text, self._options.get("llm_config", {}))
-                        if "response_format" in extra else None)
-            if resample is not None:
-                text = yield from self._text_plan(messages, llm_config=resample, **extra)
+            if "response_format" in extra and not _has_json(text):
+                # grammar-constrained JSON is incomplete only when cut off while the model repeated
+                # itself: sample again rather than show the model its loop
+                text = yield from self._text_plan(messages, resample=True, **extra)
             else:  # one repair-and-re-ask carrying the validation error
                 retry = [*messages, {"role": "assistant", "content": text},
                          {"role": "user", "content": f"{exc}\nAnswer again with only the corrected JSON."}]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError, QueueFullError
 from ..types import ChatChunk, ChatRequest, ChatResponse
-from .spec import DeploymentSpec, mask_secrets, pick_worker
+from .spec import DeploymentSpec, mask_secrets
 from .worker import Worker
 
 
@@ -45,8 +45,9 @@ class _Deployment:
             while True:
                 if self.stopping:
                     raise DeploymentUndeployedError(f"deployment {self.spec.name!r} is being undeployed")
-                idx = pick_worker("lru", self.in_flight, self.last_work, k)
-                if idx is not None:
+                free = [i for i in range(len(self.workers)) if self.in_flight[i] < k]
+                if free:
+                    idx = min(free, key=lambda i: self.last_work[i])
                     break
                 if self.waiting >= self.spec.max_queue:
                     raise QueueFullError(

@@ -415,17 +415,6 @@ class _Route:
                 self._last_work[idx] = time.monotonic()
             return idx
 
-    def direct_slot(self, via_pool: bool) -> _Slot | None:
-        """A slot on a worker picked here, unless ``via_pool`` or ``take`` says to ask the pool."""
-        idx = None if via_pool else self.take()
-        return None if idx is None else _Slot(self, idx, self.lease_id(), True)
-
-    def leased_slot(self, lease: int, idx: int) -> _Slot:
-        """The slot the pool leased, counted as this client's request on that worker."""
-        with self._lock:
-            self._in_flight[idx] += 1
-        return _Slot(self, idx, lease, False)
-
     @contextmanager
     def waiting(self) -> Iterator[None]:
         """Count a request of this client as waiting in the pool's queue."""
@@ -437,6 +426,10 @@ class _Route:
             with self._lock:
                 self.queued -= 1
 
+    def count(self, idx: int) -> None:
+        with self._lock:
+            self._in_flight[idx] += 1
+
     def done(self, idx: int) -> None:
         with self._lock:
             self._in_flight[idx] -= 1
@@ -447,7 +440,6 @@ class _Route:
         self._via_pool_until = time.monotonic() + VIA_POOL_AFTER_BUSY
 
     def lease_id(self) -> str:
-        """A slot id unique across clients, for a direct request."""
         return f"{self._prefix}-{next(self._ids)}"
 
 
@@ -464,12 +456,9 @@ class _Slot:
     def worker(self) -> Any:
         return self.route.workers[self.idx]
 
-    def end(self, error: BaseException | None = None) -> None:
-        """The attempt is over. Its worker returns the slot to the pool itself, unless it died
-        (``RayActorError``): then the caller does (returning is idempotent)."""
-        if isinstance(error, RayActorError):
-            self.route.pool.release.remote(self.lease)
-        self.route.done(self.idx)
+    def release(self) -> None:
+        """Give the slot back from the caller's side (idempotent; the worker does it too)."""
+        self.route.pool.release.remote(self.lease)
 
 
 class RayRuntime:
@@ -622,13 +611,15 @@ class RayRuntime:
         """A slot for one attempt: a worker picked here (direct) unless ``via_pool`` or this client
         filled every worker, else a lease from the pool (waits in its queue)."""
         route = self._lookup(name)
-        if slot := route.direct_slot(via_pool):
-            return slot
+        idx = None if via_pool else route.take()
+        if idx is not None:
+            return _Slot(route, idx, route.lease_id(), True)
         for attempt in (0, 1):
             try:
                 with route.waiting():
                     lease, idx = ray.get(route.pool.acquire.remote())
-                return route.leased_slot(lease, idx)
+                route.count(idx)
+                return _Slot(route, idx, lease, False)
             except RayActorError:
                 if attempt == 1:
                     raise self._failure(name, DeploymentUndeployedError(f"deployment {name!r} is gone")) from None
@@ -640,8 +631,9 @@ class RayRuntime:
     async def _atake(self, name: str, via_pool: bool) -> _Slot:
         """``_take`` for asyncio code."""
         route = self._lookup(name)
-        if slot := route.direct_slot(via_pool):
-            return slot
+        idx = None if via_pool else route.take()
+        if idx is not None:
+            return _Slot(route, idx, route.lease_id(), True)
         try:
             with route.waiting():
                 lease, idx = await route.pool.acquire.remote()
@@ -651,7 +643,8 @@ class RayRuntime:
                 lease, idx = await route.pool.acquire.remote()
         except RayTaskError as exc:
             raise _unwrap(exc) from None
-        return route.leased_slot(lease, idx)
+        route.count(idx)
+        return _Slot(route, idx, lease, False)
 
     def _call(self, name: str, method: str, *args: Any) -> Any:
         """A unary worker call (``chat_leased``, ``embed_leased``, ``rerank_leased``) in a slot, sent
@@ -659,20 +652,21 @@ class RayRuntime:
         attempt, via_pool = 0, False
         while True:
             slot = self._take(name, via_pool)
-            failure = None
             try:
                 out = ray.get(getattr(slot.worker, method).remote(*args, slot.lease, slot.direct))
             except (RayTaskError, RayActorError) as exc:
-                failure = exc
-            finally:
-                slot.end(failure)
-            if failure is not None:
-                error = self._failure(name, failure)
+                slot.release()  # its worker may have died holding it
+                error = self._failure(name, exc)
                 if _give_up(error, attempt):
                     raise error from None
                 attempt += 1
                 time.sleep(RETRY_PAUSES[attempt - 1])
                 continue
+            except BaseException:
+                slot.release()
+                raise
+            finally:
+                slot.route.done(slot.idx)
             if out is not None:
                 return out  # the worker returned the slot
             slot.route.busy()
@@ -692,7 +686,6 @@ class RayRuntime:
         while True:
             slot = self._take(name, via_pool)
             finished = started = busy = False
-            failure = None
             try:
                 for ref in slot.worker.stream_leased.options(num_returns="streaming").remote(
                     request, slot.lease, slot.direct
@@ -707,7 +700,7 @@ class RayRuntime:
                 if not busy:
                     return
             except (RayTaskError, RayActorError) as exc:
-                finished, failure = False, exc
+                finished = False  # the slot is given back below
                 error = self._failure(name, exc)
                 if _give_up(error, attempt, started):
                     raise error from None
@@ -717,7 +710,8 @@ class RayRuntime:
             finally:
                 if not finished:  # failed, or the caller stopped reading: stop the generation too
                     slot.worker.cancel.remote(request.request_id)
-                slot.end(failure)
+                    slot.release()
+                slot.route.done(slot.idx)
             slot.route.busy()
             via_pool = True
 
@@ -726,20 +720,21 @@ class RayRuntime:
         attempt, via_pool = 0, False
         while True:
             slot = await self._atake(name, via_pool)
-            failure = None
             try:
                 out = await getattr(slot.worker, method).remote(*args, slot.lease, slot.direct)
             except (RayTaskError, RayActorError) as exc:
-                failure = exc
-            finally:
-                slot.end(failure)
-            if failure is not None:
-                error = await asyncio.to_thread(self._failure, name, failure)
+                slot.release()
+                error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt):
                     raise error from None
                 attempt += 1
                 await asyncio.sleep(RETRY_PAUSES[attempt - 1])
                 continue
+            except BaseException:
+                slot.release()
+                raise
+            finally:
+                slot.route.done(slot.idx)
             if out is not None:
                 return out
             slot.route.busy()
@@ -759,7 +754,6 @@ class RayRuntime:
         while True:
             slot = await self._atake(name, via_pool)
             finished = started = busy = False
-            failure = None
             try:
                 async for ref in slot.worker.stream_leased.options(num_returns="streaming").remote(
                     request, slot.lease, slot.direct
@@ -774,7 +768,7 @@ class RayRuntime:
                 if not busy:
                     return
             except (RayTaskError, RayActorError) as exc:
-                finished, failure = False, exc
+                finished = False
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt, started):
                     raise error from None
@@ -784,6 +778,7 @@ class RayRuntime:
             finally:
                 if not finished:
                     slot.worker.cancel.remote(request.request_id)
-                slot.end(failure)
+                    slot.release()
+                slot.route.done(slot.idx)
             slot.route.busy()
             via_pool = True

@@ -52,10 +52,10 @@ class DeploymentSpec:
 
 
 def pick_worker(strategy: str, in_flight: list[int], last_work: list[float], capacity: int,
-                rr: Iterator[int] | None = None) -> int | None:
+                rr: Iterator[int]) -> int | None:
     """The index of the worker the next request goes to under a load-balancing strategy, among
     those with fewer than ``capacity`` requests in flight; ``None`` when every worker is full.
-    ``rr`` (needed by ``round_robin``) is an endless cycle over the worker indexes."""
+    ``rr`` is an endless cycle over the worker indexes (the round-robin position)."""
     free = [i for i, c in enumerate(in_flight) if c < capacity]
     if not free:
         return None

@@ -18,7 +18,7 @@ import jsonschema
 import pydantic
 
 from ..errors import InvalidRequestError, OutputParseError
-from .output import extract_json, json_schema_for, parse_as, resample_config
+from .output import extract_json, json_schema_for, parse_as
 from .plan import Call, Plan
 from .tools import Tool, ToolCall, call_schema, parse_call, tools_prompt
 
@@ -35,6 +35,12 @@ def pick_strategy(meta: dict[str, Any], forced: str = "auto", for_tools: bool = 
     if for_tools and meta.get("support_tool_calls"):
         return "native"
     return "constrained" if "json_schema" in meta.get("support_response_format", ()) else "prompt"
+
+
+def resampled(llm_config: dict[str, Any]) -> dict[str, Any]:
+    """``llm_config`` for sampling the same request again: its ``seed`` (if any) plus one."""
+    seed = llm_config.get("seed")
+    return {**llm_config, "seed": seed + 1} if isinstance(seed, int) else llm_config
 
 
 def _with_system(conversations: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
@@ -61,11 +67,13 @@ def _json_plan(messages: list[dict[str, Any]], schema: dict[str, Any], strategy:
             error = str(exc)
         except json.JSONDecodeError as exc:
             error = f"the output is not valid JSON: {exc}"
-        if resp.metadata.get("finish_reason") == "length":
+        cut_off = resp.metadata.get("finish_reason") == "length"
+        if cut_off:
             error += " (the output was cut off by max_length)"
-        resample = resample_config(text, llm_config) if strategy == "constrained" else None
-        if attempt == 0 and resample is not None:
-            llm_config = resample
+        if attempt == 0 and strategy == "constrained" and cut_off:
+            # the grammar keeps JSON valid, so it was cut while the model repeated itself: sample
+            # again (a new seed when one was given) rather than show the model its loop
+            llm_config = resampled(llm_config)
         elif attempt == 0:
             messages = [*messages, {"role": "assistant", "content": text},
                         {"role": "user", "content": f"{error}\nReply again with only the corrected JSON."}]

@@ -82,20 +82,6 @@ def extract_json(text: str) -> str:
     raise OutputParseError(f"no JSON value found in the model output: {text[:200]!r}", output=text)
 
 
-def resample_config(text: str, llm_config: dict[str, Any]) -> dict[str, Any] | None:
-    """For a grammar-constrained answer that failed: the ``llm_config`` to sample the request again
-    with (``seed + 1`` when a seed was given), or ``None`` when ``text`` holds a complete JSON value
-    (a validation error, for a repair re-ask). A grammar keeps JSON valid, so JSON is missing only
-    when ``max_length`` cut it while a small model repeated itself; showing the model that loop in
-    a re-ask tends to restart it."""
-    try:
-        extract_json(text)
-        return None
-    except OutputParseError:
-        seed = llm_config.get("seed")
-        return {**llm_config, "seed": seed + 1} if isinstance(seed, int) else dict(llm_config)
-
-
 def parse_as(tp: Any, text: str) -> Any:
     """Validate the JSON in ``text`` as ``tp``. Raises ``OutputParseError`` whose message is
     pydantic's validation error (it is what a re-ask shows the model)."""
