@@ -54,7 +54,7 @@ def build(source_dir, emb_model, model, name, base_dir, ray_address):
 @rag.command()
 @_opt("query", required=True, help="The question.")
 @_opt("model", required=True, help="Chat deployment that writes the answer.")
-@_opt("emb_model", required=True, help="Embedding deployment the index was built with.")
+@_opt("emb_model", default=None, help="Embedding deployment (default: the one the index was built with).")
 @index_name
 @base_dir_option
 @_opt("top_k", default=5, type=int, show_default=True, help="Chunks given to the model.")

@@ -1,11 +1,13 @@
 """Document Q&A: build an index of a folder of documents, retrieve, and answer with citations.
 
-``DocumentIndex`` keeps two tables in the built-in store (``ByzerStorage``): ``<name>_chunks``
-(text, BM25 full-text field, vector, citation) and ``<name>_files`` (one row per indexed file with
-its SHA-256). A build embeds only files whose content changed, and records a file only after its
+``DocumentIndex`` keeps three tables in the built-in store (``ByzerStorage``): ``<name>_chunks``
+(text, BM25 full-text field, vector, citation), ``<name>_files`` (one row per indexed file with
+its SHA-256 and chunk count) and ``<name>_index`` (the embedding deployment and vector size it was
+built with). A build embeds only files whose content changed, and records a file only after its
 chunks are written, so an interrupted build leaves every recorded file complete and the next build
 redoes the rest. Retrieval is ``vector`` (k-NN), ``fulltext`` (BM25, Chinese segmented) or
-``hybrid`` (both fused by reciprocal rank fusion), optionally reranked by a rerank deployment.
+``hybrid`` (both, fused by a convex combination of normalised scores by default), optionally
+reranked by a rerank deployment.
 """
 
 from __future__ import annotations
@@ -88,21 +90,55 @@ class DocumentIndex:
     ``max_chars`` is the chunk size (see ``chunking.size``); ``parallel`` the embedding batches in
     flight during a build (match the embedding deployment's workers).
 
-    Raises ``InvalidRequestError`` for an unknown retrieval mode or a missing source folder.
+    The first ``build`` creates the index and records its embedding deployment and vector size;
+    ``emb_model=None`` then means the recorded one. Vectors of two models cannot be compared, so
+    another ``emb_model`` is refused: build a new index (another ``name``) or ``drop`` this one.
+
+    Raises ``InvalidRequestError``: ``param="emb_model"`` when it differs from the one the index
+    was built with, ``param="name"`` when searching an index that was never built (the message
+    lists the indexes in the store), ``param="mode"`` / ``"fusion"`` / ``"query"`` for bad search
+    input, ``param="source_dir"`` for a missing folder.
     """
 
-    def __init__(self, name: str = "default", emb_model: str = "emb", base_dir: str | None = None,
+    def __init__(self, name: str = "default", emb_model: str | None = None, base_dir: str | None = None,
                  llm: Any = None, max_chars: int = 1000, parallel: int = 2) -> None:
+        self.name = name
+        self.chunks = ByzerStorage(None, "rag", f"{name}_chunks", base_dir=base_dir)
+        self.files = ByzerStorage(None, "rag", f"{name}_files", base_dir=base_dir)
+        self.info = ByzerStorage(None, "rag", f"{name}_index", base_dir=base_dir)
+        self.recorded = self._recorded()
+        built_with = self.recorded.get("emb_model")
+        if emb_model is None:
+            emb_model = built_with or "emb"
+        elif built_with and emb_model != built_with:
+            raise InvalidRequestError(
+                f"index {name!r} was built with emb_model {built_with!r}, not {emb_model!r}: vectors of "
+                f"different models cannot be compared; use {built_with!r}, or build another index",
+                param="emb_model",
+            )
+        self.emb_model = emb_model
+        for store in (self.chunks, self.files, self.info):
+            store.emb_model = emb_model
         if llm is None:
             import byzerllm
 
             llm = byzerllm.ByzerLLM()
         self.llm = llm
-        self.emb_model = emb_model
         self.max_chars = max_chars
         self.parallel = parallel
-        self.chunks = ByzerStorage(None, "rag", f"{name}_chunks", base_dir=base_dir, emb_model=emb_model)
-        self.files = ByzerStorage(None, "rag", f"{name}_files", base_dir=base_dir, emb_model=emb_model)
+
+    def _recorded(self) -> dict[str, Any]:
+        """What the index's first build recorded (``emb_model``, ``dim``); empty before it."""
+        if not self.info.table_exists():
+            return {}
+        rows = self.info.query_builder().set_limit(1).execute()
+        return rows[0] if rows else {}
+
+    def exists(self) -> bool:
+        """Whether a build has created this index."""
+        return self.chunks.table_exists()
+
+    def _create(self) -> None:
         if not self.chunks.table_exists():
             self.chunks.schema_builder().add_field("_id", DataType.STRING) \
                 .add_field("source", DataType.STRING) \
@@ -114,6 +150,39 @@ class DocumentIndex:
         if not self.files.table_exists():
             self.files.schema_builder().add_field("_id", DataType.STRING) \
                 .add_field("sha256", DataType.STRING).add_field("chunks", DataType.LONG).execute()
+        if not self.info.table_exists():
+            self.info.schema_builder().add_field("_id", DataType.STRING) \
+                .add_field("emb_model", DataType.STRING).add_field("dim", DataType.LONG).execute()
+
+    def _check_dim(self, dim: int, record: bool = False) -> None:
+        """Refuse vectors of another size than the index holds; ``record`` the size at the first
+        build."""
+        recorded = self.recorded.get("dim")
+        if recorded and recorded != dim:
+            raise InvalidRequestError(
+                f"embedding deployment {self.emb_model!r} returns {dim}-dimensional vectors but index "
+                f"{self.name!r} holds {recorded}-dimensional ones: it now serves another model; "
+                "deploy the index's model under that name again, or build another index",
+                param="emb_model",
+            )
+        if record and not recorded:
+            self.recorded = {"_id": "index", "emb_model": self.emb_model, "dim": dim}
+            self.info.engine.upsert(self.info.table, [self.recorded])
+
+    def _missing(self) -> InvalidRequestError:
+        names = sorted(t.removesuffix("_chunks") for t in self.chunks.engine.list_tables() if t.endswith("_chunks"))
+        return InvalidRequestError(
+            f"index {self.name!r} does not exist in {self.chunks.path}; existing: {', '.join(names) or 'none'}"
+            " (build it with `byzerllm rag build` or DocumentIndex.build)",
+            param="name",
+        )
+
+    def drop(self) -> None:
+        """Remove the index: its chunks, file records and recorded embedding model."""
+        for store in (self.chunks, self.files, self.info):
+            if store.table_exists():
+                store.drop()
+        self.recorded = {}
 
     def _known_files(self) -> dict[str, str]:
         rows = self.files.query_builder().set_limit(1_000_000).execute()
@@ -127,9 +196,13 @@ class DocumentIndex:
         """Index the supported files under ``source_dir`` (PDF, Markdown, HTML, DOCX, TXT).
         Unchanged files (same SHA-256) are skipped, changed ones re-chunked and re-embedded, and
         files gone from the folder removed. ``progress(file, done, total)`` is called per file.
-        A file that cannot be read is reported in ``BuildStats.errors`` and the build goes on."""
+        A file that cannot be read or embedded is reported in ``BuildStats.errors`` (its previous
+        chunks, if any, stay) and the build goes on. Raises ``InvalidRequestError`` with
+        ``param="emb_model"`` when the deployment's vectors differ in size from the index's, and
+        ``param="source_dir"`` when the folder does not exist."""
         root = Path(source_dir)
         paths = list(iter_documents(root))
+        self._create()
         known = self._known_files()
         stats = BuildStats(files=len(paths))
         seen = set()
@@ -147,6 +220,8 @@ class DocumentIndex:
                     stats.chunks += n
                     stats.indexed += 1
                 except Exception as exc:  # one bad file must not stop the build
+                    if getattr(exc, "param", None) == "emb_model":  # but every file would fail like this
+                        raise
                     stats.errors.append(f"{source}: {exc}")
             if progress:
                 progress(source, done, len(paths))
@@ -159,21 +234,28 @@ class DocumentIndex:
         return stats
 
     def _index_file(self, path: Path, source: str, batch_size: int) -> int:
+        """Chunk and embed the whole file, then write it: a file that fails to embed leaves its
+        previous chunks (if any) as they were, and none of its new ones."""
         chunks = chunk_sections(load(path, source), self.max_chars)
-        self._delete_file(source)  # a changed file, or the remains of an interrupted build
         # the heading path is part of what is embedded and searched: it says what the text is about
         contents = [f"{c.section.heading}\n{c.text}" if c.section.headings else c.text for c in chunks]
         batches = [range(i, min(i + batch_size, len(chunks))) for i in range(0, len(chunks), batch_size)]
         # batches in flight at once: each goes to a free worker of the embedding deployment
         with ThreadPoolExecutor(self.parallel) as pool:
-            embedded = pool.map(lambda b: [r.output for r in self.llm.emb(self.emb_model, [contents[i] for i in b])],
-                                batches)
-            for batch, vectors in zip(batches, embedded, strict=True):
-                rows = [{"_id": f"{source}#{i}", "source": source, "page": chunks[i].section.page or 0,
-                         "heading": chunks[i].section.heading, "content": contents[i], "text": chunks[i].text,
-                         "vector": v} for i, v in zip(batch, vectors, strict=True)]
-                self.chunks.write_builder().add_items(rows, vector_fields=["vector"],
-                                                      search_fields=["content"]).execute()
+            embedded = list(pool.map(
+                lambda b: [r.output for r in self.llm.emb(self.emb_model, [contents[i] for i in b])], batches))
+        if embedded:
+            self._check_dim(len(embedded[0][0]), record=True)
+        stale = {r["_id"] for r in self.chunks.query_builder().and_filter().add_condition("source", source)
+                 .build().set_fields(["_id"]).set_limit(1_000_000).execute()}
+        for batch, vectors in zip(batches, embedded, strict=True):
+            rows = [{"_id": f"{source}#{i}", "source": source, "page": chunks[i].section.page or 0,
+                     "heading": chunks[i].section.heading, "content": contents[i], "text": chunks[i].text,
+                     "vector": v} for i, v in zip(batch, vectors, strict=True)]
+            stale.difference_update(r["_id"] for r in rows)
+            self.chunks.write_builder().add_items(rows, vector_fields=["vector"], search_fields=["content"]).execute()
+        if stale:  # the previous version had more chunks
+            self.chunks.delete_by_ids(sorted(stale))
         return len(chunks)
 
     def search(self, query: str, top_k: int = 5, mode: str = "hybrid", rerank_model: str | None = None,
@@ -194,8 +276,12 @@ class DocumentIndex:
             raise InvalidRequestError(f"fusion {fusion!r} is unknown; accepted: {', '.join(FUSIONS)}", param="fusion")
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequestError("query must be a non-empty string", param="query")
+        if not self.exists():
+            raise self._missing()
         limit = candidates if rerank_model or (mode == "hybrid" and fusion == "convex") else top_k
         vector = self.llm.emb_query(query, model=self.emb_model)[0].output if mode != "fulltext" else None
+        if vector is not None:
+            self._check_dim(len(vector))
 
         def run(with_vector: bool, with_text: bool) -> list[Hit]:
             q = self.chunks.query_builder().set_limit(limit)
