@@ -87,9 +87,16 @@ def test_cli_build_and_streamed_query_cite_sources(rag_llm, smollm2_chat, tmp_pa
                     check=True)
     sources = query.stdout.split("Sources:\n")[1].splitlines()
     assert len(sources) == 2 and sources[0].endswith("guide.md § Guide > Colours")
+    # the index knows its embedding deployment; the embedding model's cosine similarity reranks
+    reranked = run_cli("rag", "query", "--query", "Which colours does the palette have?", "--model", smollm2_chat,
+                       "--base_dir", store, "--max_length", "20", "--top_k", "2", "--rerank_model", "t_rag_emb",
+                       "--no_stream", check=True)
+    assert reranked.stdout.split("Sources:\n")[1].splitlines()[0].endswith("guide.md § Guide > Colours")
     bad = run_cli("rag", "query", "--query", "x", "--model", smollm2_chat, "--emb_model", "t_rag_emb",
                   "--base_dir", store, "--mode", "semantic")
     assert bad.returncode != 0 and "semantic" in bad.stderr
+    missing = run_cli("rag", "query", "--query", "x", "--model", smollm2_chat, "--name", "nope", "--base_dir", store)
+    assert missing.returncode != 0 and "index 'nope' does not exist" in missing.stderr and "default" in missing.stderr
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +126,16 @@ def test_hybrid_recall_is_at_least_each_single_method(corpus_indexes, corpus):
 
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("corpus", list(CORPORA))
-def test_answer_lists_the_chunk_that_answers(corpus_indexes, smollm2_chat, corpus):
+def test_answer_cites_the_chunk_that_answers(corpus_indexes, smollm2_chat, corpus):
     index = corpus_indexes[corpus]
     item = load_eval_set(EVAL / CORPORA[corpus][0])[0]
     answer = index.ask(item["question"], model=smollm2_chat, top_k=5, llm_config={"max_length": 48})
     assert answer.text and len(answer.sources) == 5
     correct = [i for i, hit in enumerate(answer.sources, 1) if answers(hit, item)]
     assert correct, [h.citation() for h in answer.sources]
+    where = f"p.{item['page']}" if item.get("page") else item["heading"]
     listed = answer.format().split("Sources:\n")[1].splitlines()
-    assert all(answer.sources[i - 1].citation() in listed[i - 1] for i in correct)
-    assert set(answer.cited) <= set(range(1, 6))
+    assert len(listed) == 5
+    for i in correct:  # the answer's source list cites the answering file and page or heading
+        assert f"[{i}] {item['source']}" in listed[i - 1] and where in listed[i - 1]
+    assert [i for i, line in enumerate(listed, 1) if line.startswith("*")] == answer.cited
