@@ -220,3 +220,125 @@ def test_embedding_deployments_embed_and_refuse_chat(backend):
     with pytest.raises(InvalidRequestError, match="embedding=true"):
         backend.embed(["x"])
     emb.close()
+
+
+def _cos(a, b):
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+TEXTS = ["the cat sat on the mat", "Stock market prices fell sharply today."]
+
+
+def test_auto_pooling_on_a_chat_model_is_mean():
+    auto = create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "max_model_len": 256})
+    mean = create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "max_model_len": 256, "pooling": "mean"})
+    assert auto.meta()["pooling"] == mean.meta()["pooling"] == "mean"
+    for a, m in zip(auto.embed(TEXTS)[0], mean.embed(TEXTS)[0], strict=True):
+        assert _cos(a, m) > 0.9999
+    auto.close()
+    mean.close()
+
+
+def test_cls_pooling_gives_a_different_vector_than_mean():
+    mean = create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "max_model_len": 256})
+    cls = create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "max_model_len": 256, "pooling": "CLS"})
+    last = create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "max_model_len": 256, "pooling": "last"})
+    assert (cls.meta()["pooling"], last.meta()["pooling"]) == ("cls", "last")
+    m, c, lt = (b.embed(TEXTS[:1])[0][0] for b in (mean, cls, last))
+    assert len(c) == len(m) == 576 and abs(_cos(c, c) - 1) < 1e-3
+    assert _cos(m, c) < 0.99 and _cos(c, lt) < 0.99
+    for b in (mean, cls, last):
+        b.close()
+
+
+def test_bad_pooling_is_named_before_the_model_loads():
+    cls = get_backend_class("llama_cpp")
+    with pytest.raises(InvalidRequestError, match="pooling is 'max'; accepted: auto, mean, cls, last") as info:
+        cls.check_options({"embedding": True, "pooling": "max"})
+    assert info.value.param == "pooling" and info.value.accepted == ["auto", "mean", "cls", "last"]
+    with pytest.raises(InvalidRequestError, match="one vector per token") as info:
+        create_backend("llama_cpp", "builtin:smollm2", {"embedding": True, "pooling": "none"})
+    assert info.value.param == "pooling"
+    with pytest.raises(InvalidRequestError, match="add embedding=true") as info:
+        cls.check_options({"pooling": "cls"})
+    assert info.value.param == "pooling"
+    with pytest.raises(InvalidRequestError, match="pooling is 2"):
+        cls.check_options({"embedding": True, "pooling": 2})
+
+
+def test_chat_deployments_report_no_pooling(backend):
+    assert backend.meta()["pooling"] is None
+
+
+@pytest.fixture(scope="module")
+def minilm_ggufs(tmp_path_factory):
+    """The built-in all-MiniLM-L6-v2 written as BERT GGUFs: one declaring mean pooling (as its
+    sentence-transformers config says), one declaring cls, one declaring nothing."""
+    pytest.importorskip("gguf")
+    from byzerllm.backends.models import resolve_model_path
+
+    from ..gguf_bert import write_bert_gguf
+
+    folder = resolve_model_path("builtin:all-minilm-l6-v2")
+    out = tmp_path_factory.mktemp("gguf")
+    return {p: str(write_bert_gguf(folder, out / f"minilm-{p}.gguf", None if p == "unset" else p))
+            for p in ("mean", "cls", "unset")}
+
+
+def test_auto_pooling_follows_the_pooling_the_gguf_declares(minilm_ggufs):
+    declared_cls = create_backend("llama_cpp", minilm_ggufs["cls"], {"embedding": True, "max_model_len": 512})
+    explicit_cls = create_backend("llama_cpp", minilm_ggufs["mean"],
+                                  {"embedding": True, "max_model_len": 512, "pooling": "cls"})
+    declared_mean = create_backend("llama_cpp", minilm_ggufs["mean"], {"embedding": True, "max_model_len": 512})
+    undeclared = create_backend("llama_cpp", minilm_ggufs["unset"], {"embedding": True, "max_model_len": 512})
+    assert declared_cls.meta()["pooling"] == explicit_cls.meta()["pooling"] == "cls"
+    assert declared_mean.meta()["pooling"] == undeclared.meta()["pooling"] == "mean"
+    assert declared_mean.meta()["architectures"] == ["bert"] and declared_mean.meta()["embedding_dim"] == 384
+    a, b, m = (x.embed(TEXTS)[0] for x in (declared_cls, explicit_cls, declared_mean))
+    for va, vb, vm in zip(a, b, m, strict=True):
+        assert _cos(va, vb) > 0.9999 and _cos(va, vm) < 0.99
+    for x in (declared_cls, explicit_cls, declared_mean, undeclared):
+        x.close()
+
+
+def test_declared_mean_pooling_matches_sentence_transformers(minilm_ggufs):
+    st = pytest.importorskip("sentence_transformers")
+    from byzerllm.backends.models import resolve_model_path
+
+    emb = create_backend("llama_cpp", minilm_ggufs["mean"], {"embedding": True, "max_model_len": 512})
+    ours = emb.embed(TEXTS)[0]
+    emb.close()
+    model = st.SentenceTransformer(resolve_model_path("builtin:all-minilm-l6-v2"), device="cpu")
+    ref = model.encode(TEXTS, normalize_embeddings=True).tolist()
+    for o, r in zip(ours, ref, strict=True):
+        assert _cos(o, r) > 0.9999
+
+
+def test_auto_refuses_a_gguf_that_declares_rank_pooling(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "reranker.gguf"
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_pooling_type(gguf.PoolingType.RANK)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(InvalidRequestError, match="declares rank pooling") as info:
+        create_backend("llama_cpp", str(path), {"embedding": True})
+    assert info.value.param == "pooling"
+
+
+def test_gguf_metadata_is_read_from_the_header(tmp_path):
+    from byzerllm.backends.gguf_metadata import read_gguf_metadata
+    from byzerllm.backends.models import resolve_model_path
+
+    path = resolve_model_path("builtin:smollm2")
+    md = read_gguf_metadata(path, ["general.architecture", "llama.context_length", "llama.pooling_type",
+                                   "tokenizer.ggml.tokens"])
+    assert md == {"general.architecture": "llama", "llama.context_length": 8192}
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 8 + b"\x05" + b"\x00" * 7 + b"\x10")
+    with pytest.raises(ValueError, match="cut short"):
+        read_gguf_metadata(str(bad), ["x"])
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        read_gguf_metadata(str(bad), ["x"])

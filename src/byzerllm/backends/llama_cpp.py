@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never
+from .gguf_metadata import read_gguf_metadata
 from .models import resolve_model_path
 
 # Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
@@ -38,6 +39,35 @@ JUDGE_MAX_QUERY_TOKENS = 64
 REQUEST_OPTIONS = frozenset({*DEFAULT_SAMPLING, "ignore_eos"} - {"temperature", "top_p"})
 
 
+# llama.cpp's ``enum llama_pooling_type``; ``none`` (per-token vectors) and ``rank`` (a reranker's
+# classification head) are not sentence embeddings and are not offered
+POOLING_TYPES = {"mean": 1, "cls": 2, "last": 3}
+POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+POOLING_CHOICES = ("auto", *POOLING_TYPES)
+
+
+def _pooling_for(path: str, choice: str) -> str:
+    """The pooling to open ``path`` with: ``choice``, or for ``auto`` the one the GGUF declares
+    (``<arch>.pooling_type``) when it is mean / cls / last, and mean when it declares none or
+    nothing. Raises ``BackendError`` for an unreadable header, ``InvalidRequestError`` for a
+    declared rank pooling."""
+    if choice != "auto":
+        return choice
+    try:
+        arch = read_gguf_metadata(path, ["general.architecture"]).get("general.architecture")
+        declared = read_gguf_metadata(path, [f"{arch}.pooling_type"]).get(f"{arch}.pooling_type") if arch else None
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+    name = POOLING_NAMES.get(declared) if isinstance(declared, int) else None
+    if name == "rank":
+        raise InvalidRequestError(
+            f"{path} declares rank pooling: it is a reranker (a classification head), not an embedding "
+            "model; set infer_param pooling to mean, cls or last to embed with it anyway",
+            param="pooling",
+        )
+    return name if name in POOLING_TYPES else "mean"
+
+
 def _held_suffix(text: str, stops: list[str]) -> int:
     """Length of the longest end of ``text`` that could begin a stop string."""
     best = 0
@@ -57,11 +87,18 @@ class LlamaCppBackend(Backend):
     thread per worker serves best), ``n_batch``, ``n_gpu_layers``, ``seed``, ``cache_prompt``
     (reuse the KV cache of a shared prompt prefix, default true; never for a request
     with a ``seed``, which must give the same text on any worker), ``chat_template`` (a Jinja2
-    template replacing the GGUF's), ``use_mmap``, ``verbose``, ``embedding`` (serve mean-pooled
-    embeddings instead of chat).
+    template replacing the GGUF's), ``use_mmap``, ``verbose``, ``embedding`` (serve embeddings
+    instead of chat), ``pooling`` (how an ``embedding=true`` deployment turns the last layer's
+    token vectors into one vector per input: ``mean``, ``cls`` (the first token's, e.g. [CLS] of a
+    BERT), ``last`` (the last token's), or ``auto``, the default: the pooling the GGUF declares in
+    its metadata (``<arch>.pooling_type``, written by llama.cpp's converter from the
+    sentence-transformers config), else ``mean``; chat models such as SmolLM2 declare none).
+    ``meta()["pooling"]`` is the pooling in effect, as llama.cpp reports it.
 
-    Raises ``ModelPathError`` when the file is missing and ``BackendError`` when llama.cpp
-    cannot load it.
+    Raises ``ModelPathError`` when the file is missing, ``BackendError`` when llama.cpp
+    cannot load it, and ``InvalidRequestError`` (``param="pooling"``) for a pooling outside
+    auto/mean/cls/last, for one on a chat deployment, and for ``auto`` on a GGUF that declares
+    ``rank`` pooling (a reranker's classification head, not an embedding).
     """
 
     name = "llama_cpp"
@@ -77,6 +114,7 @@ class LlamaCppBackend(Backend):
         "use_mmap": True,
         "verbose": False,
         "embedding": False,
+        "pooling": "auto",
     }
     request_options = REQUEST_OPTIONS
     thread_safe = False
@@ -89,6 +127,7 @@ class LlamaCppBackend(Backend):
         path = resolve_model_path(model_path)
         cfg = self.config
         n_ctx = cfg["max_model_len"] or cfg["n_ctx"]
+        pooling = _pooling_for(path, cfg["pooling"]) if cfg["embedding"] else None
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path,
@@ -99,11 +138,13 @@ class LlamaCppBackend(Backend):
                 n_gpu_layers=int(cfg["n_gpu_layers"]),
                 use_mmap=bool(cfg["use_mmap"]),
                 verbose=bool(cfg["verbose"]),
-                **({"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN} if cfg["embedding"] else {}),
+                **({"embedding": True, "pooling_type": POOLING_TYPES[pooling]} if pooling else {}),
                 **({"seed": int(cfg["seed"])} if cfg["seed"] is not None else {}),
             )
         except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
             raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+        # the pooling llama.cpp applies, read back from the context rather than assumed
+        self.pooling = POOLING_NAMES.get(self.llm.pooling_type()) if pooling else None
         # llama.cpp may round its context up; the Python-side buffers keep the requested size
         self.n_ctx = min(int(n_ctx), self.llm.n_ctx())
         self._eog = llama_cpp.llama_vocab_is_eog
@@ -117,6 +158,30 @@ class LlamaCppBackend(Backend):
                 eos_token=self._token_text(self.llm.token_eos()),
                 bos_token=self._token_text(self.llm.token_bos()),
             )
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """As ``Backend.check_options``, and ``pooling`` is one of auto, mean, cls, last and set
+        only on an ``embedding=true`` deployment (checked before any model is loaded)."""
+        config = super().check_options(options)
+        pooling = config["pooling"]
+        if not isinstance(pooling, str) or pooling.lower() not in POOLING_CHOICES:
+            hint = ""
+            if isinstance(pooling, str) and pooling.lower() == "none":
+                hint = " ('none' gives one vector per token, not per input)"
+            elif isinstance(pooling, str) and pooling.lower() == "rank":
+                hint = " ('rank' is a reranker's classification head, not an embedding)"
+            raise InvalidRequestError(
+                f"infer_param pooling is {pooling!r}{hint}; accepted: {', '.join(POOLING_CHOICES)}",
+                param="pooling", accepted=list(POOLING_CHOICES),
+            )
+        config["pooling"] = pooling.lower()
+        if config["pooling"] != "auto" and not config["embedding"]:
+            raise InvalidRequestError(
+                f"infer_param pooling={pooling} applies to embedding deployments; add embedding=true",
+                param="pooling",
+            )
+        return config
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -185,8 +250,8 @@ class LlamaCppBackend(Backend):
         return self._grammars[key]
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Mean-pooled, L2-normalised vectors (``n_embd`` floats each) of a deployment made with
-        ``embedding=true``."""
+        """One L2-normalised vector (``n_embd`` floats) per text, pooled as ``meta()["pooling"]``
+        says, from a deployment made with ``embedding=true``, and the number of input tokens."""
         if not self.config["embedding"]:
             raise InvalidRequestError(
                 f"{self.path} is deployed for chat; deploy it with infer_params embedding=true for embeddings",
@@ -330,6 +395,8 @@ class LlamaCppBackend(Backend):
             "support_continue_final_message": True,
             "model_type": "embedding" if self.config["embedding"] else "chat",
             "embedding_dim": self.llm.n_embd(),
+            # mean / cls / last on an embedding deployment, None on a chat one
+            "pooling": self.pooling,
             "architectures": [arch] if arch else [],
             "n_threads": int(self.config["n_threads"]),
         }
