@@ -62,11 +62,17 @@ class Faults:
     seconds), ``drop_before`` (a stream that dies before its first token), ``drop_after`` (dies
     after one token), ``malformed`` (200 with a body that is not JSON), ``fail_model`` (500 for
     requests naming that model, ok for others). Counts ``attempts``, the ``models`` asked for and
-    the highest number of requests in flight at once (``peak``)."""
+    the highest number of requests in flight at once (``peak``).
+
+    ``/v1/embeddings`` fails in the same modes; ``ok`` answers a 3-dimensional vector per input
+    (``[len(text), index, 1]``, in reverse order with their ``index``), ``per_token`` a list of
+    vectors per input (as a llama.cpp server on a model without pooling does), ``short`` one vector
+    fewer than the inputs."""
 
     def __init__(self) -> None:
         self.reset("ok")
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                                     Route("/v1/embeddings", self.embeddings, methods=["POST"])])
 
     def reset(self, mode: str, **settings) -> Faults:
         self.mode = mode
@@ -89,6 +95,20 @@ class Faults:
             return await self._answer(body)
         finally:
             self.in_flight -= 1
+
+    async def embeddings(self, request: Request) -> Response:
+        self.attempts += 1
+        body = self.last_body = await request.json()
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if self.mode in ("ok", "per_token", "short"):
+            data = [{"object": "embedding", "index": i,
+                     "embedding": [[1.0, 0.0, 0.0]] * 2 if self.mode == "per_token" else [float(len(t)), i, 1]}
+                    for i, t in enumerate(texts)][::-1]
+            if self.mode == "short":
+                data = data[1:]
+            return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
+                                 "usage": {"prompt_tokens": 2 * len(texts), "total_tokens": 2 * len(texts)}})
+        return await self._answer(body)
 
     async def _answer(self, body: dict) -> Response:
         mode = self.mode

@@ -102,6 +102,36 @@ def test_simple_client_errors_and_native_tools(faults):
         assert t.metadata["strategy"] == "native" and len(t.values[0]) == 2
 
 
+def test_simple_client_embeddings_and_their_upstream_errors(faults):
+    with byzerllm.SimpleByzerLLM() as llm:
+        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="e",
+                   infer_params={"saas.base_url": faults.url, "saas.model": "emb-m", "saas.backoff": 0.01})
+        faults.reset("ok")
+        out = llm.emb("e", ["a", "bbb", "cc"])  # the upstream answers in reverse order, with indexes
+        assert [r.output for r in out] == [[1.0, 0.0, 1.0], [3.0, 1.0, 1.0], [2.0, 2.0, 1.0]]
+        assert faults.last_body["encoding_format"] == "float" and faults.last_body["model"] == "emb-m"
+        assert out[0].metadata["input_tokens_count"] == 6
+        [q] = llm.emb_query("four", model="e")
+        assert q.output == [4.0, 0.0, 1.0]
+        faults.reset("429", retry_after="0.01")
+        with pytest.raises(UpstreamError, match="answered 429: slow down") as err:
+            llm.emb("e", ["a"])
+        assert err.value.status == 429 and err.value.attempts == faults.attempts == 3
+        faults.reset("malformed")
+        with pytest.raises(UpstreamError, match="malformed JSON"):
+            llm.emb("e", ["a"])
+        assert faults.attempts == 3
+        faults.reset("per_token")
+        with pytest.raises(UpstreamError, match=r"data\[0\]\.embedding is 2 vectors \(one per token\)") as err:
+            llm.emb("e", ["a", "b"])
+        assert faults.attempts == 1 and err.value.status_code == 502
+        faults.reset("short")
+        with pytest.raises(UpstreamError, match="1 embeddings for 2 inputs"):
+            llm.emb("e", ["a", "b"])
+        faults.reset("ok")
+        assert llm.emb("e", "still serving")[0].output == [13.0, 0.0, 1.0]
+
+
 def test_reasoning_content_reaches_the_caller():
     seen: list[dict] = []
     with serve(deepseek_like(seen)) as url, byzerllm.SimpleByzerLLM() as llm:

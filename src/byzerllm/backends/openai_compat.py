@@ -325,9 +325,21 @@ class OpenAICompatBackend(SaaSBackend):
         return self.connection_failure(exc, target)
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        out, _ = saas_retry.call(self.attempts(), lambda t, timeout: t.client.embeddings.create(
-            model=t.label, input=texts, timeout=timeout))
-        return [d.embedding for d in out.data], out.usage.prompt_tokens if out.usage else 0
+        """The provider's ``/embeddings``: one vector per text (as many floats as the model's
+        dimension, in input order, as the provider sent them) and its count of input tokens (0
+        when it reports none). Retried like chat. Raises ``UpstreamError``: for the provider's
+        error statuses as chat does, and (not retried) for a body that is not one flat vector per
+        input, e.g. a llama.cpp server on a model that declares no pooling sends per-token vectors."""
+
+        def once(target: Target, timeout: float) -> tuple[list[list[float]], int]:
+            # floats asked for explicitly: the SDK's default asks for base64, which it decodes
+            # itself, and the body is read here to check its shape before anything is returned
+            raw = target.client.embeddings.with_raw_response.create(
+                model=target.label, input=texts, encoding_format="float", timeout=timeout)
+            return _embedding_vectors(json.loads(raw.text), len(texts), self.provider, target.label)
+
+        (vectors, tokens), _ = saas_retry.call(self.attempts(), once)
+        return vectors, tokens
 
     def meta(self) -> dict[str, Any]:
         return {"backend": self.name, "provider": self.provider, "model_name": self.model,
@@ -351,12 +363,48 @@ def _parsed(raw: Any) -> tuple[Any, Any]:
     return raw, out
 
 
+def _embedding_vectors(body: Any, n: int, provider: str, model: str) -> tuple[list[list[float]], int]:
+    """``(vectors, prompt tokens)`` of an OpenAI embeddings body for ``n`` inputs, ordered by each
+    item's ``index``. Raises ``UpstreamError`` (status 200: the provider answered, wrongly; not
+    retried) when the body is not ``n`` flat vectors of numbers of one length."""
+
+    def bad(why: str) -> UpstreamError:
+        return UpstreamError(f"{provider} ({model}) sent a malformed embeddings response: {why}", status=200,
+                             provider=provider, model=model)
+
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise bad("no data list of embedding objects")
+    if len(data) != n:
+        raise bad(f"{len(data)} embeddings for {n} inputs")
+    if all(isinstance(d.get("index"), int) for d in data):
+        data = sorted(data, key=lambda d: d["index"])
+    vectors = []
+    for i, item in enumerate(data):
+        vector = item.get("embedding")
+        if isinstance(vector, list) and vector and all(isinstance(x, list) for x in vector):
+            raise bad(f"data[{i}].embedding is {len(vector)} vectors (one per token), not one vector per input; "
+                      "the server pools nothing for this model (a llama.cpp server needs a model that declares "
+                      "its pooling)")
+        if not isinstance(vector, list) or not vector or \
+                not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+            raise bad(f"data[{i}].embedding is not a list of numbers")
+        vectors.append([float(x) for x in vector])
+    if len({len(v) for v in vectors}) > 1:
+        raise bad(f"vectors of different lengths {sorted({len(v) for v in vectors})}")
+    usage = body.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return vectors, tokens if isinstance(tokens, int) else 0
+
+
 def _upstream(exc: Any, provider: str, model: str) -> UpstreamError:
     """An error whose message is the provider's own, with its status and request id."""
     body = getattr(exc, "body", None)
     message = body.get("message") if isinstance(body, dict) and body.get("message") else str(exc)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = body["error"].get("message", message)
+    elif isinstance(body, dict) and isinstance(body.get("detail"), str):  # FastAPI servers (llama-cpp-python's)
+        message = body["detail"]
     status = exc.status_code
     return UpstreamError(f"{provider} answered {status}: {message}", status=status, provider=provider, model=model,
                          request_id=getattr(exc, "request_id", None), upstream_message=message)
