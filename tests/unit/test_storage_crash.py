@@ -1,18 +1,29 @@
-"""A process killed mid-ingest leaves the store consistent; re-running the ingest completes it."""
+"""A process killed inside a write transaction leaves the store consistent; re-running the ingest
+completes it.
+
+The ingest runs in a subprocess that SIGKILLs itself at an exact statement of one batch's
+transaction (see ``crash_points.py``). ``SqliteEngine.upsert`` writes a batch as: delete the FTS
+entries and vectors of rows being replaced, insert/update the rows, insert their FTS entries,
+insert their vectors, COMMIT.
+"""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from byzerllm.apps.byzer_storage import ByzerStorage
-from byzerllm.apps.byzer_storage.sqlite_engine import SqliteEngine
+from byzerllm.apps.byzer_storage.sqlite_engine import _sqlite
 
-N, BATCH, DIM = 2000, 100, 32
+N, BATCH, DIM = 600, 100, 32
+ROWS, FTS, VEC = 'INSERT INTO "chunks$rows"', 'INSERT INTO "chunks$fts"', 'INSERT INTO "chunks$vec$vector"'
+DEL_FTS, DEL_VEC = 'DELETE FROM "chunks$fts"', 'DELETE FROM "chunks$vec$vector"'
 
 INGEST = textwrap.dedent(
     f"""
@@ -20,47 +31,86 @@ INGEST = textwrap.dedent(
     import numpy as np
     from byzerllm.apps.byzer_storage import ByzerStorage, DataType, FieldOption
 
-    s = ByzerStorage("crash", "db", "chunks", base_dir=sys.argv[1])
-    (s.schema_builder().add_field("_id", DataType.STRING).add_field("content", DataType.STRING, [FieldOption.ANALYZE])
-     .add_array_field("vector", DataType.FLOAT).execute())
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from crash_points import die_inside
+
+    base, statement, nth, after = sys.argv[1:]
+    s = ByzerStorage("crash", "db", "chunks", base_dir=base)
+    if not s.table_exists():
+        (s.schema_builder().add_field("_id", DataType.STRING)
+         .add_field("content", DataType.STRING, [FieldOption.ANALYZE])
+         .add_array_field("vector", DataType.FLOAT).execute())
+    if statement != "-":
+        die_inside(s.engine, statement, int(nth), None if after == "-" else int(after))
     vecs = np.random.default_rng(0).standard_normal(({N}, {DIM})).astype(np.float32)
-    rows = [{{"_id": f"c{{i}}", "content": f"chunk {{i}} 第{{i}}段 向量检索", "vector": vecs[i]}} for i in range({N})]
+    rows = [{{"_id": f"c{{i}}", "content": f"chunk {{i}} vector retrieval", "vector": vecs[i]}} for i in range({N})]
     w = s.write_builder()
     w.batch_size = {BATCH}
-    for start in range(0, {N}, {BATCH} * 5):
-        w.add_items(rows[start:start + {BATCH} * 5], vector_fields=["vector"], search_fields=["content"]).execute()
-        print(start, flush=True)
+    w.add_items(rows, vector_fields=["vector"], search_fields=["content"]).execute()
     print("done", flush=True)
     """
 )
+VECS = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
 
 
-def ingest(base: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", INGEST, base], stdout=subprocess.PIPE, text=True)
+def ingest(base: Path, statement: str = "-", nth: int = 0, after: int | None = None) -> subprocess.CompletedProcess:
+    args = [str(base), statement, str(nth), "-" if after is None else str(after)]
+    return subprocess.run([sys.executable, "-c", INGEST, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("kill_after", [2])
-def test_kill_mid_ingest_then_resume(tmp_path, kill_after):
-    proc = ingest(str(tmp_path))
-    for _ in range(kill_after):  # let a few batches commit, then kill while the next ones are written
-        assert proc.stdout.readline().strip() != "done"
-    proc.kill()
-    proc.wait(timeout=30)
+def killed(proc: subprocess.CompletedProcess) -> bool:
+    return proc.returncode == -signal.SIGKILL and "done" not in proc.stdout
 
-    storage = ByzerStorage("crash", "db", "chunks", base_dir=str(tmp_path))
-    report = SqliteEngine(storage.path).integrity_check()["chunks"]
-    assert 0 < report["rows"] < N
-    assert report["rows"] % BATCH == 0  # whole batches only
-    assert report["vector"] == report["rows"]  # every row has its vector, no orphan vectors
-    hits = storage.query_builder().set_search_query("向量检索", "content").set_limit(N).execute()
-    assert len(hits) == report["rows"]
 
-    again = ingest(str(tmp_path))  # the same job, re-run: upserts by _id
-    out, _ = again.communicate(timeout=120)
-    assert again.returncode == 0 and out.strip().endswith("done")
-    report = SqliteEngine(storage.path).integrity_check()["chunks"]
-    assert report == {"rows": N, "vector": N}
-    vecs = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
-    top = storage.query_builder().set_vector_query(vecs[1234].tolist(), "vector").set_limit(1).execute()
-    assert top[0]["_id"] == "c1234" and top[0]["content"] == "chunk 1234 第1234段 向量检索"
-    assert len(storage.query_builder().set_search_query("第1234段", "content").execute()) >= 1
+def assert_consistent(base: Path, n: int) -> None:
+    """The store holds exactly rows c0..c{n-1}, each with one FTS entry and one vector, and both
+    query kinds see exactly those rows."""
+    storage = ByzerStorage("crash", "db", "chunks", base_dir=str(base))
+    assert storage.engine.integrity_check()["chunks"] == {"rows": n, "vector": n}
+    conn = _sqlite().connect(str(storage.path))  # the FTS index is contentless: compare its rowids
+    rids = {r[0] for r in conn.execute('SELECT "$rid" FROM "chunks$rows"')}
+    fts = [r[0] for r in conn.execute('SELECT rowid FROM "chunks$fts"')]
+    ids = [r[0] for r in conn.execute('SELECT _id FROM "chunks$rows"')]
+    conn.close()
+    assert len(fts) == n and set(fts) == rids
+    assert sorted(ids) == sorted(f"c{i}" for i in range(n))  # whole batches, in order
+    assert len(storage.query_builder().set_search_query("retrieval", "content").set_limit(2 * N).execute()) == n
+    assert len(storage.query_builder().set_vector_query(VECS[0].tolist(), "vector").set_limit(2 * N).execute()) == n
+    last = storage.query_builder().set_vector_query(VECS[n - 1].tolist(), "vector").set_limit(1).execute()
+    assert last[0]["_id"] == f"c{n - 1}" and last[0]["content"] == f"chunk {n - 1} vector retrieval"
+    assert storage.query_builder().set_search_query(str(n - 1), "content").execute()[0]["_id"] == f"c{n - 1}"
+    if n < N:  # the killed batch left nothing behind
+        assert not storage.query_builder().set_search_query(str(n), "content").execute()
+        assert storage.query_builder().set_vector_query(VECS[n].tolist(), "vector").set_limit(1) \
+            .execute()[0]["_id"] != f"c{n}"
+    storage.close()
+
+
+@pytest.mark.parametrize(("statement", "after"), [
+    (ROWS, None),       # rows of the batch inserted; no FTS entries or vectors yet
+    (FTS, BATCH // 2),  # half the batch's FTS entries inserted
+    (FTS, None),        # rows and FTS entries inserted; no vectors
+    (VEC, None),        # everything inserted: the process dies just before COMMIT
+], ids=["after-rows", "mid-fts", "after-fts", "before-commit"])
+def test_kill_inside_a_batch_then_resume(tmp_path, statement, after):
+    assert killed(ingest(tmp_path, statement, nth=3, after=after))  # dies inside the 3rd batch
+    assert_consistent(tmp_path, 2 * BATCH)
+
+    again = ingest(tmp_path)  # the same job, re-run: upserts by _id
+    assert again.returncode == 0 and again.stdout.strip() == "done", again.stderr
+    assert_consistent(tmp_path, N)
+
+
+def test_kill_while_resuming_over_committed_rows(tmp_path):
+    """The resumed ingest replaces rows that exist: killed after it removed their FTS entries and
+    vectors, the old ones are still there."""
+    assert killed(ingest(tmp_path, ROWS, nth=4))
+    assert_consistent(tmp_path, 3 * BATCH)
+    assert killed(ingest(tmp_path, DEL_VEC, nth=2))  # 2nd batch: its FTS entries and vectors deleted
+    assert_consistent(tmp_path, 3 * BATCH)
+    assert killed(ingest(tmp_path, DEL_FTS, nth=3, after=10))  # 3rd batch: 10 of its FTS entries deleted
+    assert_consistent(tmp_path, 3 * BATCH)
+
+    again = ingest(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert_consistent(tmp_path, N)
