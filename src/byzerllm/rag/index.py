@@ -3,9 +3,10 @@
 ``DocumentIndex`` keeps three tables in the built-in store (``ByzerStorage``): ``<name>_chunks``
 (text, BM25 full-text field, vector, citation), ``<name>_files`` (one row per indexed file with
 its SHA-256 and chunk count) and ``<name>_index`` (the embedding deployment and vector size it was
-built with). A build embeds only files whose content changed, and records a file only after its
-chunks are written, so an interrupted build leaves every recorded file complete and the next build
-redoes the rest. Retrieval is ``vector`` (k-NN), ``fulltext`` (BM25, Chinese segmented) or
+built with). A build embeds only files whose content changed. A file's record loses its SHA-256
+before the first of its chunks is written and gets it back after the last, so an interrupted
+build leaves every file with a SHA-256 complete, and the next build redoes (or, if the file is
+gone, removes) the rest. Retrieval is ``vector`` (k-NN), ``fulltext`` (BM25, Chinese segmented) or
 ``hybrid`` (both, fused by a convex combination of normalised scores by default), optionally
 reranked by a rerank deployment.
 """
@@ -248,6 +249,9 @@ class DocumentIndex:
             self._check_dim(len(embedded[0][0]), record=True)
         stale = {r["_id"] for r in self.chunks.query_builder().and_filter().add_condition("source", source)
                  .build().set_fields(["_id"]).set_limit(1_000_000).execute()}
+        # marked as being written (no SHA-256): if this stops half-way, the next build redoes the
+        # file, or removes its chunks if the file is gone, whatever its previous record said
+        self.files.engine.upsert(self.files.table, [{"_id": source, "sha256": "", "chunks": 0}])
         for batch, vectors in zip(batches, embedded, strict=True):
             rows = [{"_id": f"{source}#{i}", "source": source, "page": chunks[i].section.page or 0,
                      "heading": chunks[i].section.heading, "content": contents[i], "text": chunks[i].text,
