@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -28,6 +29,24 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHOWN = re.compile(r"^(?P<indent>\s*)print\((?P<expr>.*)\)\s+#\s*(?P<value>.+?)\s*$")
+
+
+def checked(code: str) -> str:
+    """``code`` with each one-line ``print(x)  # <Python literal>`` also asserting that x equals it,
+    so the outputs the docs promise are checked, not only printed."""
+    lines = []
+    for line in code.splitlines():
+        m = SHOWN.match(line)
+        try:
+            value = ast.literal_eval(m["value"]) if m else None
+            ast.parse(m["expr"]) if m else None
+        except (ValueError, SyntaxError):
+            m = None
+        if m:
+            line = f"{m['indent']}_shown = {m['expr']}; print(_shown); assert _shown == {value!r}, _shown"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def test_readme_quickstart_is_exactly_two_commands():
@@ -67,7 +86,7 @@ def test_python_examples(ray_cluster, undeploys_leftovers, doc, tmp_path):
     if not code:
         pytest.skip("no python example")
     script = tmp_path / "example.py"
-    script.write_text("\n".join(code))
+    script.write_text(checked("\n".join(code)))
     run([sys.executable, str(script)])
 
 
