@@ -4,15 +4,17 @@ Data: text chunks of ~60 words cut from real text on this machine (docstrings an
 Python standard library, /usr/lib/python3.11, plus 20% Chinese chunks from the Byzer-LLM documents
 in /work/shared/seeds when present, so jieba segmentation is part of the ingest cost), and
 synthetic 384-dim unit vectors: 1,000 topic centres plus isotropic noise (cos to its centre ~0.6).
-Queries: 200 per method; a vector query is a stored chunk's vector plus noise, a text query is 3
-words of that chunk, a hybrid query is both.
+Queries: 200 per method. A vector query is held out: a fresh vector drawn like the data (the topic
+of a random stored chunk, new noise) and never inserted, so the index has not seen it. A text
+query is 3 words of that chunk; a hybrid query is both, run with each fusion (``rrf``, the
+default, and ``convex``).
 
 Reference, side by side: numpy brute force over the same float32 vectors (exact cosine top-10);
-recall@10 of the engine's vector results against it, and of its hybrid results against RRF over
-numpy's exact vector ranking and the engine's BM25 ranking (the same fusion, exact inputs).
-The engine runs twice: with its in-memory k-NN (the default: exact below 50k rows, IVF above) and
-on sqlite-vec's exact vec0 scan alone (30 queries).
-Target (issue 7): hybrid p50 <= 10 ms at 100k chunks.
+recall@10 of the engine's vector results against it (target >= 0.95, ``recall_at_10_met``), and
+of its hybrid results against the same fusion over numpy's exact vector ranking and the engine's
+BM25 ranking (exact inputs). The engine runs twice: with its in-memory k-NN (the default: exact
+below 50k rows, IVF above) and on sqlite-vec's exact vec0 scan alone (30 queries, RRF hybrid).
+Target (issue 7): hybrid p50 <= 10 ms at 100k chunks, with either fusion.
 
     .venv/bin/python bench/storage.py [--sizes 10000 100000] [--queries 200]
 """
@@ -30,10 +32,15 @@ import numpy as np
 from _common import print_table, write_result
 
 from byzerllm.apps.byzer_storage import ByzerStorage, DataType, FieldOption, vector_index
-from byzerllm.apps.byzer_storage.fusion import rrf
+from byzerllm.apps.byzer_storage.fusion import convex, rrf
 from byzerllm.apps.byzer_storage.sqlite_engine import FTS_BUDGET, SqliteEngine
 
 DIM = 384
+TOPICS = 1000
+NOISE = 1.3  # per-dimension noise around a topic centre (unit normal): cos to the centre ~0.6
+RECALL_TARGET = 0.95
+FUSIONS = ("rrf", "convex")
+HYBRIDS = tuple(f"hybrid_{f}" for f in FUSIONS)
 WORDS_PER_CHUNK = 60
 BATCH = 1000
 SEEDS = Path("/work/shared/seeds")
@@ -66,9 +73,9 @@ def make_chunks(n: int, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def make_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
-    centres = rng.standard_normal((1000, DIM)).astype(np.float32)
-    x = centres[rng.integers(0, 1000, n)] + 1.3 * rng.standard_normal((n, DIM)).astype(np.float32)
+def draw_vectors(centres: np.ndarray, topics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One unit vector per entry of ``topics``: its topic centre plus isotropic noise, normalised."""
+    x = centres[topics] + NOISE * rng.standard_normal((len(topics), DIM)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -97,7 +104,10 @@ def timed(fn, name: str | None = None) -> tuple[float, object]:
 
 def run_size(n: int, n_queries: int, base: Path) -> dict:
     rng = np.random.default_rng(n)
-    chunks, vecs = make_chunks(n, rng), make_vectors(n, rng)
+    chunks = make_chunks(n, rng)
+    centres = rng.standard_normal((TOPICS, DIM)).astype(np.float32)
+    topics = rng.integers(0, TOPICS, n)
+    vecs = draw_vectors(centres, topics, rng)
     storage = ByzerStorage("bench", f"chunks_{n}", "chunks", base_dir=str(base))
     storage.drop()
     (storage.schema_builder().add_field("_id", DataType.STRING).add_field("file", DataType.STRING)
@@ -112,46 +122,52 @@ def run_size(n: int, n_queries: int, base: Path) -> dict:
     ingest_s = time.perf_counter() - start
 
     picks = rng.integers(0, n, n_queries)
-    qvecs = vecs[picks] + 0.05 * rng.standard_normal((n_queries, DIM)).astype(np.float32)
-    qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
+    qvecs = draw_vectors(centres, topics[picks], rng)  # held out: never written to the store
     qtexts = []
     for p in picks:
         toks = re.findall(r"\w+", storage.tokenize(chunks[p]))
         qtexts.append(" ".join(rng.choice(toks, size=min(3, len(toks)), replace=False)))
 
-    def q(vec=None, text=None, limit=10):
-        qb = storage.query_builder().set_limit(limit)
+    def q(vec=None, text=None, limit=10, fusion="rrf", scores=False):
+        qb = storage.query_builder().set_limit(limit).set_fusion(fusion)
         if vec is not None:
             qb.set_vector_query(vec, fields=["vector"])
         if text is not None:
             qb.set_search_query(text, fields=["content"])
-        return [r["_id"] for r in qb.execute()]
+        return [(r["_id"], r["_score"]) if scores else r["_id"] for r in qb.execute()]
 
     q(qvecs[0])  # builds the in-memory vectors once (timed separately)
     warm_s, _ = timed(lambda: (storage.engine._vcache.clear(), q(qvecs[0])))
     result = {"chunks": n, "ingest_chunks_per_s": n / ingest_s, "ingest_s": ingest_s, "cache_build_s": warm_s}
-    lat: dict[str, list[float]] = {"vector": [], "fulltext": [], "hybrid": [], "numpy_exact": []}
+    lat: dict[str, list[float]] = {name: [] for name in ("vector", "fulltext", *HYBRIDS, "numpy_exact")}
     CPU.clear()
-    rec_vec, rec_hyb = [], []
+    rec: dict[str, list[float]] = {name: [] for name in ("vector", *HYBRIDS)}
     for i in range(n_queries):
         t, got_v = timed(lambda i=i: q(qvecs[i]), "vector")
         lat["vector"].append(t)
         t, _ = timed(lambda i=i: q(text=qtexts[i]), "fulltext")
         lat["fulltext"].append(t)
-        t, got_h = timed(lambda i=i: q(qvecs[i], qtexts[i]), "hybrid")
-        lat["hybrid"].append(t)
+        got_h = {}
+        for fusion in FUSIONS[:: 1 if i % 2 else -1]:  # alternate which fusion runs first
+            t, got_h[fusion] = timed(lambda i=i, f=fusion: q(qvecs[i], qtexts[i], fusion=f), f"hybrid_{fusion}")
+            lat[f"hybrid_{fusion}"].append(t)
         with vector_index.one_blas_thread():  # as the engine does (see one_blas_thread)
             t, exact = timed(lambda i=i: top_k(vecs @ qvecs[i], 50), "numpy_exact")
         lat["numpy_exact"].append(t)
         exact_ids = [str(j) for j in exact]
-        rec_vec.append(len(set(got_v) & set(exact_ids[:10])) / 10)
-        bm25 = q(text=qtexts[i], limit=50)
-        ref = [k for k, _ in rrf([exact_ids, bm25])[:10]]
-        rec_hyb.append(len(set(got_h) & set(ref)) / max(1, len(ref)))
+        rec["vector"].append(len(set(got_v) & set(exact_ids[:10])) / 10)
+        # the same fusions over numpy's exact top-50 and the engine's BM25 top-50 (its candidates)
+        bm25 = q(text=qtexts[i], limit=50, scores=True)
+        exact_scored = list(zip(exact_ids, (vecs[exact] @ qvecs[i]).tolist(), strict=True))
+        refs = {"rrf": rrf([exact_ids, [k for k, _ in bm25]]), "convex": convex([exact_scored, bm25])}
+        for fusion in FUSIONS:
+            ref = [k for k, _ in refs[fusion][:10]]
+            rec[f"hybrid_{fusion}"].append(len(set(got_h[fusion]) & set(ref)) / max(1, len(ref)))
     for name, xs in lat.items():
         result[name] = {"p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99), "cpu_p50_ms": pct(CPU.pop(name), 50)}
-    result["recall_at_10_vector"] = float(np.mean(rec_vec))
-    result["recall_at_10_hybrid"] = float(np.mean(rec_hyb))
+    for name, xs in rec.items():
+        result[f"recall_at_10_{name}"] = float(np.mean(xs))
+    result["recall_at_10_met"] = result["recall_at_10_vector"] >= RECALL_TARGET
 
     # the same queries on sqlite-vec's own scan (no in-memory copy)
     storage.engine.close()
@@ -179,15 +195,18 @@ def main() -> None:
             results.append(run_size(n, args.queries, Path(tmp)))
     rows = []
     for r in results:
-        for name in ("vector", "fulltext", "hybrid", "numpy_exact", "vec0_vector", "vec0_hybrid"):
+        for name in ("vector", "fulltext", *HYBRIDS, "numpy_exact", "vec0_vector", "vec0_hybrid"):
             rows.append([r["chunks"], name, r[name]["p50_ms"], r[name]["p99_ms"], r[name].get("cpu_p50_ms", "-")])
     print_table("Query latency (ms)", ["chunks", "method", "p50", "p99", "CPU p50"], rows)
-    print_table("Ingest and recall@10 vs numpy", ["chunks", "chunks/s", "cache build s", "recall vector",
-                                                  "recall hybrid", "file MB"],
+    print_table("Ingest and recall@10 vs numpy (held-out queries)",
+                ["chunks", "chunks/s", "cache build s", "recall vector", "met", "recall rrf", "recall convex",
+                 "file MB"],
                 [[r["chunks"], r["ingest_chunks_per_s"], r["cache_build_s"], r["recall_at_10_vector"],
-                  r["recall_at_10_hybrid"], r["db_file_mb"]] for r in results])
-    target = next((r["hybrid"]["p50_ms"] for r in results if r["chunks"] == 100_000), None)
-    target_cpu = next((r["hybrid"]["cpu_p50_ms"] for r in results if r["chunks"] == 100_000), None)
+                  r["recall_at_10_met"], r["recall_at_10_hybrid_rrf"], r["recall_at_10_hybrid_convex"],
+                  r["db_file_mb"]] for r in results])
+    at_100k = next((r for r in results if r["chunks"] == 100_000), None)
+    measured = None if at_100k is None else {h: at_100k[h]["p50_ms"] for h in HYBRIDS}
+    cpu = None if at_100k is None else {h: at_100k[h]["cpu_p50_ms"] for h in HYBRIDS}
     path = write_result("storage", {
         "dim": DIM, "queries": args.queries, "batch": BATCH,
         # the machine is shared: a load average above its 2 cores inflates every latency
@@ -195,8 +214,10 @@ def main() -> None:
         "vector_index": {"ivf_min_rows": vector_index.IVF_MIN_ROWS, "lists_per_sqrt_n": vector_index.NLIST_PER_SQRT_N,
                          "probe_fraction": vector_index.PROBE_FRACTION},
         "fts_budget_postings": FTS_BUDGET,
-        "target": {"hybrid_p50_ms_at_100k": 10.0, "measured": target, "cpu_p50_ms": target_cpu,
-                   "met": None if target is None else target <= 10.0},
+        # met only when every fusion's hybrid p50 is within the target
+        "target": {"hybrid_p50_ms_at_100k": 10.0, "measured": measured, "cpu_p50_ms": cpu,
+                   "met": None if measured is None else all(v <= 10.0 for v in measured.values()),
+                   "recall_at_10_vector": RECALL_TARGET},
         "results": results,
     })
     print(f"wrote {path}")

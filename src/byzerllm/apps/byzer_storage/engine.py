@@ -31,6 +31,8 @@ SCALAR_KINDS: dict[str, tuple[type, ...]] = {
 KINDS = (*SCALAR_KINDS, "vector", "json")
 METRICS = ("cosine", "l2")
 FILTER_OPS = ("=", "!=", "<", "<=", ">", ">=", "in")
+#: How a hybrid search fuses its two rankings (see ``fusion.py``); the first is the default.
+FUSIONS = ("rrf", "convex")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -42,6 +44,15 @@ def check_name(kind: str, name: str) -> str:
             f"{kind} name {name!r} is invalid: use letters, digits and '_', not starting with a digit",
             param=kind,
         )
+    return name
+
+
+def check_fusion(name: str) -> str:
+    """Return ``name`` when it is one of ``FUSIONS``; raise ``StorageError`` (``param="fusion"``)
+    listing the accepted values otherwise."""
+    if not isinstance(name, str) or name not in FUSIONS:
+        raise StorageError(f"field 'fusion': unknown fusion {name!r}; accepted: {', '.join(FUSIONS)}",
+                           param="fusion", accepted=list(FUSIONS))
     return name
 
 
@@ -142,11 +153,13 @@ class Filter:
 @dataclass
 class SearchRequest:
     """One query. With ``vector`` (and ``vector_field``) a k-NN search, with ``keyword`` a BM25
-    search over ``search_fields`` (all analyzed fields when empty), with both a hybrid search fused by
-    reciprocal rank fusion; with neither, the rows matching ``filter`` in ``sorts`` order.
+    search over ``search_fields`` (all analyzed fields when empty), with both a hybrid search whose
+    two rankings are fused by ``fusion``; with neither, the rows matching ``filter`` in ``sorts`` order.
 
-    ``candidates`` is how many results each method contributes to the fusion (default
-    ``max(4 * limit, 50)``); ``rrf_k`` is the RRF constant (60, Cormack et al. 2009).
+    ``fusion`` is ``"rrf"`` (default: reciprocal rank fusion, ranks only, as Byzer-Retrieval) or
+    ``"convex"`` (the equal-weight sum of each method's min-max normalised scores, Bruch et al.
+    2023); see ``fusion.py``. ``candidates`` is how many results each method contributes to the
+    fusion (default ``max(4 * limit, 50)``); ``rrf_k`` is the RRF constant (60, Cormack et al. 2009).
     ``fields`` limits the returned fields (default: every non-vector field).
     """
 
@@ -160,6 +173,7 @@ class SearchRequest:
     fields: list[str] = field(default_factory=list)
     candidates: int | None = None
     rrf_k: int = 60
+    fusion: str = "rrf"
 
     @property
     def n_candidates(self) -> int:
@@ -211,7 +225,8 @@ class StorageEngine(ABC):
     @abstractmethod
     def search(self, table: str, request: SearchRequest) -> list[dict[str, Any]]:
         """Rows as dicts with a ``_score`` (higher is better: cosine similarity or ``-L2 distance``
-        for vectors, ``-bm25`` for full text, the RRF sum for hybrid, absent for filter-only)."""
+        for vectors, ``-bm25`` for full text, for hybrid the RRF sum or the convex sum in [0, 2],
+        absent for filter-only). Raises ``StorageError`` naming ``fusion`` for an unknown fusion."""
 
     @abstractmethod
     def checkpoint(self) -> None:

@@ -24,7 +24,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .engine import Condition, FieldSpec, Filter, SearchRequest, StorageEngine, TableSchema, check_name
+from .engine import (
+    Condition,
+    FieldSpec,
+    Filter,
+    SearchRequest,
+    StorageEngine,
+    TableSchema,
+    check_fusion,
+    check_name,
+)
 from .errors import StorageError
 from .text import segment
 
@@ -214,10 +223,11 @@ class OrBuilder(FilterBuilder):
 
 
 class QueryBuilder:
-    """A query: ``set_vector_query`` (k-NN), ``set_search_query`` (BM25), both (hybrid, RRF with
-    k = 60), or neither (filter + sort). ``execute()`` returns up to ``limit`` (default 10) rows as
-    dicts with a ``_score`` (higher is better); with ``sort`` the selected rows are then ordered by
-    the sort keys. Vector fields are returned only when named in ``set_fields``."""
+    """A query: ``set_vector_query`` (k-NN), ``set_search_query`` (BM25), both (hybrid: fused by
+    RRF with k = 60, or by ``set_fusion("convex")``), or neither (filter + sort). ``execute()``
+    returns up to ``limit`` (default 10) rows as dicts with a ``_score`` (higher is better); with
+    ``sort`` the selected rows are then ordered by the sort keys. Vector fields are returned only
+    when named in ``set_fields``."""
 
     def __init__(self, storage: ByzerStorage) -> None:
         self.storage = storage
@@ -231,6 +241,7 @@ class QueryBuilder:
         self.sorts: list[tuple[str, str]] = []
         self.candidates: int | None = None
         self.rrf_k = 60
+        self.fusion = "rrf"
 
     @staticmethod
     def _names(fields: list[str] | str) -> list[str]:
@@ -276,12 +287,21 @@ class QueryBuilder:
         self.candidates = n
         return self
 
+    def set_fusion(self, name: str) -> QueryBuilder:
+        """How a hybrid query fuses its k-NN and BM25 rankings: ``"rrf"`` (the default: reciprocal
+        rank fusion, ``_score = sum 1 / (60 + rank)``, ranks only) or ``"convex"`` (each method's
+        scores min-max normalised to [0, 1] over its candidates and added, ``_score`` in [0, 2];
+        Bruch et al. 2023). Ignored by a query that is not hybrid. Raises ``StorageError``
+        (``param="fusion"``) for another name."""
+        self.fusion = check_fusion(name)
+        return self
+
     def request(self) -> SearchRequest:
         has_vector = self.vector is not None and len(self.vector) > 0
         return SearchRequest(vector=self.vector if has_vector else None, vector_field=self.vector_field,
                              keyword=self.keyword, search_fields=self.search_fields, filter=self.filters,
                              sorts=self.sorts, limit=self.limit, fields=self.fields, candidates=self.candidates,
-                             rrf_k=self.rrf_k)
+                             rrf_k=self.rrf_k, fusion=self.fusion)
 
     def execute(self) -> list[dict[str, Any]]:
         return self.storage.engine.search(self.storage.table, self.request())

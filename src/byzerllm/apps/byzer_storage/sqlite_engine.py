@@ -36,10 +36,11 @@ from .engine import (
     SearchRequest,
     StorageEngine,
     TableSchema,
+    check_fusion,
     check_name,
 )
 from .errors import StorageError, StorageIntegrityError, TableNotFoundError, VectorDimensionError
-from .fusion import rrf
+from .fusion import convex, rrf
 from .vector_index import IVF_MIN_ROWS, VectorIndex
 
 RID = '"$rid"'
@@ -380,6 +381,7 @@ class SqliteEngine(StorageEngine):
     def _search(self, table: str, schema: TableSchema, req: SearchRequest) -> list[dict[str, Any]]:
         if not isinstance(req.limit, int) or isinstance(req.limit, bool) or req.limit < 0:
             raise StorageError(f"limit must be an integer >= 0, got {req.limit!r}", param="limit")
+        check_fusion(req.fusion)
         where, params = _where(schema, req.filter)
         sorts = _sorts(schema, req.sorts)
         out_fields = _out_fields(schema, req.fields)
@@ -403,6 +405,8 @@ class SqliteEngine(StorageEngine):
             ranked = [self._bm25(table, schema, req, n, where, params)]
         if len(ranked) == 1:
             top = ranked[0][: req.limit]
+        elif req.fusion == "convex":  # both lists score higher-is-better: similarity or -distance, -bm25
+            top = convex(ranked)[: req.limit]
         else:
             top = rrf([[rid for rid, _ in r] for r in ranked], k=req.rrf_k)[: req.limit]
         rows = self._fetch(table, schema, [rid for rid, _ in top], [s for _, s in top], out_fields)
