@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..apps.byzer_storage.engine import FUSIONS
 from ..apps.byzer_storage.simple_api import ByzerStorage, DataType, FieldOption
 from ..errors import InvalidRequestError
 from .chunking import chunk_sections
 from .loaders import iter_documents, load
 
 MODES = ("hybrid", "vector", "fulltext")
-FUSIONS = ("convex", "rrf")
 ANSWER_PROMPT = """Answer the question using only the numbered sources below. Cite the sources you use as [1], [2].
 If the sources do not contain the answer, say so.
 
@@ -266,13 +266,14 @@ class DocumentIndex:
                candidates: int = 50, fusion: str = "convex") -> list[Hit]:
         """The ``top_k`` chunks for ``query`` by ``mode`` (``hybrid`` | ``vector`` | ``fulltext``).
 
-        ``hybrid`` takes the best ``candidates`` of each method and fuses them: ``fusion="convex"``
-        (default) adds the two min-max normalised scores with equal weights (a convex combination,
-        which Bruch et al. 2023, "An Analysis of Fusion Functions for Hybrid Retrieval", found
-        better than RRF); ``fusion="rrf"`` uses the store's reciprocal rank fusion. On this
-        project's evaluation sets convex fusion was at least as good as either method alone and RRF
-        was not (bench/rag_recall.py). With ``rerank_model`` the best ``candidates`` are rescored by
-        that deployment and the ``top_k`` best kept. Raises ``InvalidRequestError`` for an unknown
+        ``hybrid`` takes the best ``candidates`` of each method and fuses them in the store
+        (``QueryBuilder.set_fusion``): ``fusion="convex"`` (default) adds the two min-max
+        normalised scores with equal weights (a convex combination, which Bruch et al. 2023, "An
+        Analysis of Fusion Functions for Hybrid Retrieval", found better than RRF);
+        ``fusion="rrf"`` uses reciprocal rank fusion. On this project's evaluation sets convex
+        fusion was at least as good as either method alone and RRF was not (bench/rag_recall.py).
+        With ``rerank_model`` the best ``candidates`` are rescored by that deployment and the
+        ``top_k`` best kept. Raises ``InvalidRequestError`` for an unknown
         mode or fusion, or an empty query."""
         if mode not in MODES:
             raise InvalidRequestError(f"mode {mode!r} is unknown; accepted: {', '.join(MODES)}", param="mode")
@@ -282,24 +283,17 @@ class DocumentIndex:
             raise InvalidRequestError("query must be a non-empty string", param="query")
         if not self.exists():
             raise self._missing()
-        limit = candidates if rerank_model or (mode == "hybrid" and fusion == "convex") else top_k
         vector = self.llm.emb_query(query, model=self.emb_model)[0].output if mode != "fulltext" else None
         if vector is not None:
             self._check_dim(len(vector))
-
-        def run(with_vector: bool, with_text: bool) -> list[Hit]:
-            q = self.chunks.query_builder().set_limit(limit)
-            if with_vector:
-                q.set_vector_query(vector, fields=["vector"])
-            if with_text:
-                q.set_search_query(query, fields=["content"])
-            return [Hit(r["text"], r["source"], r["page"] or None, r["heading"], float(r["_score"]), r["_id"])
-                    for r in q.execute()]
-
-        if mode == "hybrid" and fusion == "convex":
-            hits = _convex_fusion(run(True, False), run(False, True))[:limit]
-        else:
-            hits = run(mode != "fulltext", mode != "vector")
+        q = self.chunks.query_builder().set_limit(candidates if rerank_model else top_k) \
+            .set_candidates(candidates).set_fusion(fusion)
+        if mode != "fulltext":
+            q.set_vector_query(vector, fields=["vector"])
+        if mode != "vector":
+            q.set_search_query(query, fields=["content"])
+        hits = [Hit(r["text"], r["source"], r["page"] or None, r["heading"], float(r["_score"]), r["_id"])
+                for r in q.execute()]
         if rerank_model and hits:
             [ranked] = self.llm.emb_rerank(rerank_model, sentence_pairs=[[query, h.text] for h in hits])
             score = {text: s for (_, text), s in ranked.output}
@@ -333,20 +327,3 @@ def cited_numbers(text: str, n: int) -> list[int]:
     """The distinct source numbers ``[n]`` cited in ``text`` (1..n), ascending."""
     return sorted({int(m) for m in re.findall(r"\[(\d+)\]", text) if 1 <= int(m) <= n})
 
-
-def _convex_fusion(*rankings: list[Hit]) -> list[Hit]:
-    """Hits of several rankings by the sum of their min-max normalised scores, best first (a hit
-    missing from a ranking gets 0 there); equal weights."""
-    total: dict[str, float] = {}
-    first: dict[str, Hit] = {}
-    for hits in rankings:
-        if not hits:
-            continue
-        low, high = min(h.score for h in hits), max(h.score for h in hits)
-        for h in hits:
-            first.setdefault(h.id, h)
-            total[h.id] = total.get(h.id, 0.0) + ((h.score - low) / (high - low) if high > low else 1.0)
-    fused = sorted(first.values(), key=lambda h: -total[h.id])
-    for h in fused:
-        h.score = total[h.id]
-    return fused
