@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 
 
 def write_bert_gguf(folder: str | Path, out: str | Path, pooling: str | None) -> Path:
     """Write ``folder`` (a BERT sentence-transformers model: ``config.json``, ``vocab.txt``,
     ``model.safetensors``) to the GGUF file ``out`` declaring ``pooling`` (``mean``, ``cls``,
-    ``last``, ``none``; ``None`` writes no pooling key). Needs the ``gguf`` and ``safetensors``
+    ``last``, ``none``, ``rank``; ``None`` writes no pooling key). Needs the ``gguf`` and ``safetensors``
     packages."""
     import gguf
     import numpy as np

@@ -273,7 +273,7 @@ def test_chat_deployments_report_no_pooling(backend):
 @pytest.fixture(scope="module")
 def minilm_ggufs(tmp_path_factory):
     """The built-in all-MiniLM-L6-v2 written as BERT GGUFs: one declaring mean pooling (as its
-    sentence-transformers config says), one declaring cls, one declaring nothing."""
+    sentence-transformers config says), one declaring cls, one rank (as a reranker's), one nothing."""
     pytest.importorskip("gguf")
     from byzerllm.backends.models import resolve_model_path
 
@@ -282,7 +282,7 @@ def minilm_ggufs(tmp_path_factory):
     folder = resolve_model_path("builtin:all-minilm-l6-v2")
     out = tmp_path_factory.mktemp("gguf")
     return {p: str(write_bert_gguf(folder, out / f"minilm-{p}.gguf", None if p == "unset" else p))
-            for p in ("mean", "cls", "unset")}
+            for p in ("mean", "cls", "rank", "unset")}
 
 
 def test_auto_pooling_follows_the_pooling_the_gguf_declares(minilm_ggufs):
@@ -314,31 +314,7 @@ def test_declared_mean_pooling_matches_sentence_transformers(minilm_ggufs):
         assert _cos(o, r) > 0.9999
 
 
-def test_auto_refuses_a_gguf_that_declares_rank_pooling(tmp_path):
-    gguf = pytest.importorskip("gguf")
-    path = tmp_path / "reranker.gguf"
-    writer = gguf.GGUFWriter(str(path), "bert")
-    writer.add_pooling_type(gguf.PoolingType.RANK)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
+def test_auto_refuses_a_gguf_that_declares_rank_pooling(minilm_ggufs):
     with pytest.raises(InvalidRequestError, match="declares rank pooling") as info:
-        create_backend("llama_cpp", str(path), {"embedding": True})
+        create_backend("llama_cpp", minilm_ggufs["rank"], {"embedding": True, "max_model_len": 512})
     assert info.value.param == "pooling"
-
-
-def test_gguf_metadata_is_read_from_the_header(tmp_path):
-    from byzerllm.backends.gguf_metadata import read_gguf_metadata
-    from byzerllm.backends.models import resolve_model_path
-
-    path = resolve_model_path("builtin:smollm2")
-    md = read_gguf_metadata(path, ["general.architecture", "llama.context_length", "llama.pooling_type",
-                                   "tokenizer.ggml.tokens"])
-    assert md == {"general.architecture": "llama", "llama.context_length": 8192}
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 8 + b"\x05" + b"\x00" * 7 + b"\x10")
-    with pytest.raises(ValueError, match="cut short"):
-        read_gguf_metadata(str(bad), ["x"])
-    bad.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not a GGUF file"):
-        read_gguf_metadata(str(bad), ["x"])

@@ -17,7 +17,6 @@ from typing import Any
 from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never
-from .gguf_metadata import read_gguf_metadata
 from .models import resolve_model_path
 
 # Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
@@ -53,12 +52,14 @@ def _pooling_for(path: str, choice: str) -> str:
     declared rank pooling."""
     if choice != "auto":
         return choice
-    try:
-        arch = read_gguf_metadata(path, ["general.architecture"]).get("general.architecture")
-        declared = read_gguf_metadata(path, [f"{arch}.pooling_type"]).get(f"{arch}.pooling_type") if arch else None
-    except (OSError, ValueError) as exc:
+    import llama_cpp
+
+    try:  # llama.cpp reads the GGUF header; vocab_only skips the weights (~0.2 s for SmolLM2)
+        metadata = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False).metadata
+    except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
         raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
-    name = POOLING_NAMES.get(declared) if isinstance(declared, int) else None
+    declared = metadata.get(f"{metadata.get('general.architecture')}.pooling_type")
+    name = POOLING_NAMES.get(int(declared)) if declared is not None and str(declared).isdigit() else None
     if name == "rank":
         raise InvalidRequestError(
             f"{path} declares rank pooling: it is a reranker (a classification head), not an embedding "
