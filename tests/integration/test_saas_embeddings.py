@@ -40,7 +40,7 @@ def llama_server(model: str, alias: str, log: Path) -> Iterator[str]:
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         # /docs answers without the key once the model is loaded (the app loads it before serving)
-        wait_http(f"http://127.0.0.1:{port}/docs", proc, lambda: log.read_text()[-3000:])
+        wait_http(f"http://127.0.0.1:{port}/docs", proc, lambda: log.read_text()[-3000:], seconds=180)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()

@@ -247,6 +247,10 @@ def test_cls_pooling_gives_a_different_vector_than_mean():
     m, c, lt = (b.embed(TEXTS[:1])[0][0] for b in (mean, cls, last))
     assert len(c) == len(m) == 576 and abs(_cos(c, c) - 1) < 1e-3
     assert _cos(m, c) < 0.99 and _cos(c, lt) < 0.99
+    # a causal model's first token sees nothing after it: cls is for BERT-style models, last is not
+    same_start = ["the cat sat on the mat", "the stock market fell sharply"]
+    (c1, c2), (l1, l2) = (b.embed(same_start)[0] for b in (cls, last))
+    assert _cos(c1, c2) > 0.999 and _cos(l1, l2) < 0.99
     for b in (mean, cls, last):
         b.close()
 

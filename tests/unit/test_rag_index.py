@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import byzerllm
-from byzerllm.errors import InvalidRequestError
+from byzerllm.errors import InvalidRequestError, ModelNotFoundError
 from byzerllm.rag import DocumentIndex
 
 from .test_embedding_backends import tiny_cross_encoder
@@ -44,7 +44,7 @@ def test_the_index_remembers_its_embedding_model(llm, docs, tmp_path):
     assert missing.value.param == "name"
 
     stats = index.build(str(docs))
-    assert stats.indexed == 2 and index.recorded["emb_model"] == "u_emb" and index.recorded["dim"] == 384
+    assert stats.indexed == 2 and index.recorded["emb_model"] == "u_emb" and index.dim == 384
 
     again = DocumentIndex("kb", base_dir=store, llm=llm)  # no emb_model: the recorded one
     assert again.emb_model == "u_emb" and again.search("palette colours", top_k=1)[0].source == "guide.md"
@@ -116,3 +116,25 @@ def test_rerank_orders_the_candidates_by_the_rerankers_scores(llm, docs, tmp_pat
     [expected] = llm.emb_rerank("u_rerank", sentence_pairs=[[query, h.text] for h in plain])
     assert [h.text for h in reranked] == [text for (_, text), _ in expected.output]
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+
+
+def test_another_folder_or_a_missing_deployment_is_refused_and_nothing_is_lost(llm, docs, tmp_path):
+    store = str(tmp_path / "store")
+    typo = DocumentIndex("kb", emb_model="u_emb_typo", base_dir=store, llm=llm)
+    with pytest.raises(ModelNotFoundError):
+        typo.build(str(docs))
+    assert typo.recorded == {}  # the name that does not exist was not recorded
+
+    index = DocumentIndex("kb", emb_model="u_emb", base_dir=store, llm=llm)
+    assert index.build(str(docs)).indexed == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(InvalidRequestError, match="was built from .*docs, not .*other") as moved:
+        index.build(str(other))  # an empty folder would otherwise remove every file
+    assert moved.value.param == "source_dir" and index.chunks.count() == 3
+
+    index.info.drop()  # as an index built before the embedding deployment was recorded
+    with pytest.raises(InvalidRequestError, match="records no embedding deployment") as old:
+        DocumentIndex("kb", base_dir=store, llm=llm)
+    assert old.value.param == "emb_model"
+    assert DocumentIndex("kb", emb_model="u_emb", base_dir=store, llm=llm).build(str(docs)).unchanged == 2

@@ -379,6 +379,8 @@ def _embedding_vectors(body: Any, n: int, provider: str, model: str) -> tuple[li
         raise bad(f"{len(data)} embeddings for {n} inputs")
     if all(isinstance(d.get("index"), int) for d in data):
         data = sorted(data, key=lambda d: d["index"])
+        if [d["index"] for d in data] != list(range(n)):
+            raise bad(f"indexes {[d['index'] for d in data]} are not 0..{n - 1}")
     vectors = []
     for i, item in enumerate(data):
         vector = item.get("embedding")

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..apps.byzer_storage.engine import FUSIONS
 from ..apps.byzer_storage.simple_api import ByzerStorage, DataType, FieldOption
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ModelNotFoundError
 from .chunking import chunk_sections
 from .loaders import iter_documents, load
 
@@ -109,6 +109,10 @@ class DocumentIndex:
         self.info = ByzerStorage(None, "rag", f"{name}_index", base_dir=base_dir)
         self.recorded = self._recorded()
         built_with = self.recorded.get("emb_model")
+        if emb_model is None and not built_with and self.exists():
+            raise InvalidRequestError(
+                f"index {name!r} records no embedding deployment (an earlier version built it); pass the "
+                "emb_model it was built with", param="emb_model")
         if emb_model is None:
             emb_model = built_with or "emb"
         elif built_with and emb_model != built_with:
@@ -129,7 +133,7 @@ class DocumentIndex:
         self.parallel = parallel
 
     def _recorded(self) -> dict[str, Any]:
-        """What the index's first build recorded (``emb_model``, ``dim``); empty before it."""
+        """What the index's first build recorded (``emb_model``, ``source_dir``); empty before it."""
         if not self.info.table_exists():
             return {}
         rows = self.info.query_builder().set_limit(1).execute()
@@ -139,7 +143,24 @@ class DocumentIndex:
         """Whether a build has created this index."""
         return self.chunks.table_exists()
 
-    def _create(self) -> None:
+    @property
+    def dim(self) -> int | None:
+        """The size of the index's vectors (fixed by the first one stored; None before)."""
+        if not self.exists():
+            return None
+        return next(f.dim for f in self.chunks.engine.get_schema(self.chunks.table).fields if f.name == "vector")
+
+    def _create(self, source_dir: Path) -> None:
+        """Create the tables at the first build; refuse a folder other than the recorded one (a
+        build removes the files its folder lacks)."""
+        folder = str(source_dir.resolve())
+        built_from = self.recorded.get("source_dir")
+        if built_from and built_from != folder:
+            raise InvalidRequestError(
+                f"index {self.name!r} was built from {built_from}, not {folder}: a build removes the files "
+                "its folder lacks; build another index (another name), or drop this one first",
+                param="source_dir",
+            )
         if not self.chunks.table_exists():
             self.chunks.schema_builder().add_field("_id", DataType.STRING) \
                 .add_field("source", DataType.STRING) \
@@ -153,22 +174,26 @@ class DocumentIndex:
                 .add_field("sha256", DataType.STRING).add_field("chunks", DataType.LONG).execute()
         if not self.info.table_exists():
             self.info.schema_builder().add_field("_id", DataType.STRING) \
-                .add_field("emb_model", DataType.STRING).add_field("dim", DataType.LONG).execute()
+                .add_field("emb_model", DataType.STRING).add_field("source_dir", DataType.STRING).execute()
+        self._folder = folder
 
-    def _check_dim(self, dim: int, record: bool = False) -> None:
-        """Refuse vectors of another size than the index holds; ``record`` the size at the first
-        build."""
-        recorded = self.recorded.get("dim")
-        if recorded and recorded != dim:
+    def _record(self) -> None:
+        """Record the embedding deployment and folder once a file has been embedded with them (a
+        deployment name that does not exist is never recorded)."""
+        if not self.recorded:
+            self.recorded = {"_id": "index", "emb_model": self.emb_model, "source_dir": self._folder}
+            self.info.engine.upsert(self.info.table, [self.recorded])
+
+    def _check_dim(self, dim: int) -> None:
+        """Refuse vectors of another size than the index holds."""
+        held = self.dim
+        if held and held != dim:
             raise InvalidRequestError(
                 f"embedding deployment {self.emb_model!r} returns {dim}-dimensional vectors but index "
-                f"{self.name!r} holds {recorded}-dimensional ones: it now serves another model; "
+                f"{self.name!r} holds {held}-dimensional ones: it now serves another model; "
                 "deploy the index's model under that name again, or build another index",
                 param="emb_model",
             )
-        if record and not recorded:
-            self.recorded = {"_id": "index", "emb_model": self.emb_model, "dim": dim}
-            self.info.engine.upsert(self.info.table, [self.recorded])
 
     def _missing(self) -> InvalidRequestError:
         names = sorted(t.removesuffix("_chunks") for t in self.chunks.engine.list_tables() if t.endswith("_chunks"))
@@ -179,7 +204,7 @@ class DocumentIndex:
         )
 
     def drop(self) -> None:
-        """Remove the index: its chunks, file records and recorded embedding model."""
+        """Remove the index: its chunks, file records and what its first build recorded."""
         for store in (self.chunks, self.files, self.info):
             if store.table_exists():
                 store.drop()
@@ -199,19 +224,26 @@ class DocumentIndex:
         files gone from the folder removed. ``progress(file, done, total)`` is called per file.
         A file that cannot be read or embedded is reported in ``BuildStats.errors`` (its previous
         chunks, if any, stay) and the build goes on. Raises ``InvalidRequestError`` with
-        ``param="emb_model"`` when the deployment's vectors differ in size from the index's, and
-        ``param="source_dir"`` when the folder does not exist."""
+        ``param="emb_model"`` when the deployment's vectors differ in size from the index's,
+        ``param="source_dir"`` when the folder does not exist or is not the one the index was built
+        from, and ``ModelNotFoundError`` when the embedding deployment does not exist."""
         root = Path(source_dir)
         paths = list(iter_documents(root))
-        self._create()
+        self._create(root)
         known = self._known_files()
         stats = BuildStats(files=len(paths))
         seen = set()
         for done, path in enumerate(paths, 1):
             source = path.relative_to(root).as_posix()
             seen.add(source)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if known.get(source) == digest:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as exc:  # unreadable now, or gone since the listing: its chunks stay
+                stats.errors.append(f"{source}: {exc}")
+                digest = None
+            if digest is None:
+                pass
+            elif known.get(source) == digest:
                 stats.unchanged += 1
             else:
                 try:
@@ -221,7 +253,8 @@ class DocumentIndex:
                     stats.chunks += n
                     stats.indexed += 1
                 except Exception as exc:  # one bad file must not stop the build
-                    if getattr(exc, "param", None) == "emb_model":  # but every file would fail like this
+                    # but a missing or mismatched embedding deployment would fail every file alike
+                    if isinstance(exc, ModelNotFoundError) or getattr(exc, "param", None) == "emb_model":
                         raise
                     stats.errors.append(f"{source}: {exc}")
             if progress:
@@ -246,7 +279,8 @@ class DocumentIndex:
             embedded = list(pool.map(
                 lambda b: [r.output for r in self.llm.emb(self.emb_model, [contents[i] for i in b])], batches))
         if embedded:
-            self._check_dim(len(embedded[0][0]), record=True)
+            self._check_dim(len(embedded[0][0]))
+            self._record()
         stale = {r["_id"] for r in self.chunks.query_builder().and_filter().add_condition("source", source)
                  .build().set_fields(["_id"]).set_limit(1_000_000).execute()}
         # marked as being written (no SHA-256): if this stops half-way, the next build redoes the
@@ -273,8 +307,10 @@ class DocumentIndex:
         ``fusion="rrf"`` uses reciprocal rank fusion. On this project's evaluation sets convex
         fusion was at least as good as either method alone and RRF was not (bench/rag_recall.py).
         With ``rerank_model`` the best ``candidates`` are rescored by that deployment and the
-        ``top_k`` best kept. Raises ``InvalidRequestError`` for an unknown
-        mode or fusion, or an empty query."""
+        ``top_k`` best kept. Raises ``InvalidRequestError``: ``param="mode"`` / ``"fusion"`` /
+        ``"query"`` for an unknown mode or fusion or an empty query, ``param="name"`` when the
+        index was never built, ``param="emb_model"`` when the embedding deployment's vectors are
+        not the size the index holds."""
         if mode not in MODES:
             raise InvalidRequestError(f"mode {mode!r} is unknown; accepted: {', '.join(MODES)}", param="mode")
         if fusion not in FUSIONS:
@@ -286,7 +322,7 @@ class DocumentIndex:
         vector = self.llm.emb_query(query, model=self.emb_model)[0].output if mode != "fulltext" else None
         if vector is not None:
             self._check_dim(len(vector))
-        q = self.chunks.query_builder().set_limit(candidates if rerank_model else top_k) \
+        q = self.chunks.query_builder().set_limit(max(candidates, top_k) if rerank_model else top_k) \
             .set_candidates(candidates).set_fusion(fusion)
         if mode != "fulltext":
             q.set_vector_query(vector, fields=["vector"])
