@@ -29,3 +29,10 @@ def test_help_lists_the_documented_flags():
         "--infer_params",
     ):
         assert flag in result.output
+
+
+def test_rag_query_on_a_store_never_built_is_named_and_creates_nothing(tmp_path):
+    missing = tmp_path / "no_store"
+    result = CliRunner().invoke(cli, ["rag", "query", "--query", "q", "--model", "m", "--base_dir", str(missing)])
+    assert result.exit_code != 0 and "no document index in" in result.output + (result.stderr or "")
+    assert not missing.exists()

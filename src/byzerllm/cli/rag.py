@@ -17,9 +17,15 @@ def rag() -> None:
     """Index a folder of documents and ask questions about it."""
 
 
-def _index(name: str, emb_model: str, base_dir: str | None, ray_address: str):
+def _index(name: str, emb_model: str, base_dir: str | None, ray_address: str, must_exist: bool = False):
+    from ..apps.byzer_storage.simple_api import database_path
+    from ..errors import InvalidRequestError
     from ..rag.index import DocumentIndex
 
+    if must_exist and not (path := database_path(None, "rag", base_dir)).exists():
+        # a mistyped --base_dir must not leave a new empty store behind
+        raise InvalidRequestError(f"no document index in {path.parent.parent} (none was built there; "
+                                  "build one with `byzerllm rag build`)", param="base_dir")
     _connect(ray_address)
     return DocumentIndex(name, emb_model=emb_model, base_dir=base_dir)
 
@@ -68,7 +74,7 @@ def query(query, model, emb_model, name, base_dir, top_k, mode, rerank_model, ma
     """Answer QUERY from the index, citing file and page or heading."""
     from ..rag.index import Answer, cited_numbers
 
-    index = _index(name, emb_model, base_dir, ray_address)
+    index = _index(name, emb_model, base_dir, ray_address, must_exist=True)
     config = {"max_length": max_length}
     if no_stream:
         answer = index.ask(query, model, top_k, mode, rerank_model, config)
