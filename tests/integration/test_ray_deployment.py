@@ -163,6 +163,10 @@ def test_stat_counts_equal_requests_and_two_workers_share_load(llm):
         assert all(x.endswith("s") and float(x[:-1]) >= 0 for x in s["workers_last_work_time"])
         cli = run_cli("stat", "--model", name, "--interval", "0.1", "--count", "2", check=True)
         assert cli.stdout.count('"total_workers": 2') == 2
+        for _ in range(5):  # refused by the worker, which still served (and counts) the request
+            with pytest.raises(InvalidRequestError, match="deployed for chat"):
+                llm.emb(name, "a chat deployment has no embeddings")
+        assert sum(llm.stat(name)["total_requests"]) == 15
     finally:
         llm.undeploy(name)
 

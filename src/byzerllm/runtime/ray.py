@@ -415,6 +415,17 @@ class _Route:
                 self._last_work[idx] = time.monotonic()
             return idx
 
+    def direct_slot(self, via_pool: bool) -> _Slot | None:
+        """A slot on a worker picked here, unless ``via_pool`` or ``take`` says to ask the pool."""
+        idx = None if via_pool else self.take()
+        return None if idx is None else _Slot(self, idx, self.lease_id(), True)
+
+    def leased_slot(self, lease: int, idx: int) -> _Slot:
+        """The slot the pool leased, counted as this client's request on that worker."""
+        with self._lock:
+            self._in_flight[idx] += 1
+        return _Slot(self, idx, lease, False)
+
     @contextmanager
     def waiting(self) -> Iterator[None]:
         """Count a request of this client as waiting in the pool's queue."""
@@ -426,10 +437,6 @@ class _Route:
             with self._lock:
                 self.queued -= 1
 
-    def count(self, idx: int) -> None:
-        with self._lock:
-            self._in_flight[idx] += 1
-
     def done(self, idx: int) -> None:
         with self._lock:
             self._in_flight[idx] -= 1
@@ -440,6 +447,7 @@ class _Route:
         self._via_pool_until = time.monotonic() + VIA_POOL_AFTER_BUSY
 
     def lease_id(self) -> str:
+        """A slot id unique across clients, for a direct request."""
         return f"{self._prefix}-{next(self._ids)}"
 
 
@@ -456,9 +464,16 @@ class _Slot:
     def worker(self) -> Any:
         return self.route.workers[self.idx]
 
-    def release(self) -> None:
-        """Give the slot back from the caller's side (idempotent; the worker does it too)."""
-        self.route.pool.release.remote(self.lease)
+    def end(self, ok: bool, error: BaseException | None = None) -> None:
+        """The attempt is over (``ok``: it ended normally). The worker returns the slot to the pool
+        itself; the caller returns it too (returning is idempotent) when the worker died
+        (``RayActorError``), and for a pool lease whenever the attempt did not end normally (the
+        worker may never have started it). A direct slot is not returned by the caller otherwise:
+        the pool hears of it from the worker's batched messages, and a return that overtook the
+        worker's claim would drop the request from the counts."""
+        if isinstance(error, RayActorError) or (not ok and not self.direct):
+            self.route.pool.release.remote(self.lease)
+        self.route.done(self.idx)
 
 
 class RayRuntime:
@@ -611,15 +626,13 @@ class RayRuntime:
         """A slot for one attempt: a worker picked here (direct) unless ``via_pool`` or this client
         filled every worker, else a lease from the pool (waits in its queue)."""
         route = self._lookup(name)
-        idx = None if via_pool else route.take()
-        if idx is not None:
-            return _Slot(route, idx, route.lease_id(), True)
+        if slot := route.direct_slot(via_pool):
+            return slot
         for attempt in (0, 1):
             try:
                 with route.waiting():
                     lease, idx = ray.get(route.pool.acquire.remote())
-                route.count(idx)
-                return _Slot(route, idx, lease, False)
+                return route.leased_slot(lease, idx)
             except RayActorError:
                 if attempt == 1:
                     raise self._failure(name, DeploymentUndeployedError(f"deployment {name!r} is gone")) from None
@@ -631,9 +644,8 @@ class RayRuntime:
     async def _atake(self, name: str, via_pool: bool) -> _Slot:
         """``_take`` for asyncio code."""
         route = self._lookup(name)
-        idx = None if via_pool else route.take()
-        if idx is not None:
-            return _Slot(route, idx, route.lease_id(), True)
+        if slot := route.direct_slot(via_pool):
+            return slot
         try:
             with route.waiting():
                 lease, idx = await route.pool.acquire.remote()
@@ -643,8 +655,7 @@ class RayRuntime:
                 lease, idx = await route.pool.acquire.remote()
         except RayTaskError as exc:
             raise _unwrap(exc) from None
-        route.count(idx)
-        return _Slot(route, idx, lease, False)
+        return route.leased_slot(lease, idx)
 
     def _call(self, name: str, method: str, *args: Any) -> Any:
         """A unary worker call (``chat_leased``, ``embed_leased``, ``rerank_leased``) in a slot, sent
@@ -652,21 +663,21 @@ class RayRuntime:
         attempt, via_pool = 0, False
         while True:
             slot = self._take(name, via_pool)
+            failure, ok = None, False
             try:
                 out = ray.get(getattr(slot.worker, method).remote(*args, slot.lease, slot.direct))
+                ok = True
             except (RayTaskError, RayActorError) as exc:
-                slot.release()  # its worker may have died holding it
-                error = self._failure(name, exc)
+                failure = exc
+            finally:
+                slot.end(ok, failure)
+            if failure is not None:
+                error = self._failure(name, failure)
                 if _give_up(error, attempt):
                     raise error from None
                 attempt += 1
                 time.sleep(RETRY_PAUSES[attempt - 1])
                 continue
-            except BaseException:
-                slot.release()
-                raise
-            finally:
-                slot.route.done(slot.idx)
             if out is not None:
                 return out  # the worker returned the slot
             slot.route.busy()
@@ -686,6 +697,7 @@ class RayRuntime:
         while True:
             slot = self._take(name, via_pool)
             finished = started = busy = False
+            failure = None
             try:
                 for ref in slot.worker.stream_leased.options(num_returns="streaming").remote(
                     request, slot.lease, slot.direct
@@ -700,7 +712,7 @@ class RayRuntime:
                 if not busy:
                     return
             except (RayTaskError, RayActorError) as exc:
-                finished = False  # the slot is given back below
+                finished, failure = False, exc
                 error = self._failure(name, exc)
                 if _give_up(error, attempt, started):
                     raise error from None
@@ -710,8 +722,7 @@ class RayRuntime:
             finally:
                 if not finished:  # failed, or the caller stopped reading: stop the generation too
                     slot.worker.cancel.remote(request.request_id)
-                    slot.release()
-                slot.route.done(slot.idx)
+                slot.end(finished, failure)
             slot.route.busy()
             via_pool = True
 
@@ -720,21 +731,21 @@ class RayRuntime:
         attempt, via_pool = 0, False
         while True:
             slot = await self._atake(name, via_pool)
+            failure, ok = None, False
             try:
                 out = await getattr(slot.worker, method).remote(*args, slot.lease, slot.direct)
+                ok = True
             except (RayTaskError, RayActorError) as exc:
-                slot.release()
-                error = await asyncio.to_thread(self._failure, name, exc)
+                failure = exc
+            finally:
+                slot.end(ok, failure)
+            if failure is not None:
+                error = await asyncio.to_thread(self._failure, name, failure)
                 if _give_up(error, attempt):
                     raise error from None
                 attempt += 1
                 await asyncio.sleep(RETRY_PAUSES[attempt - 1])
                 continue
-            except BaseException:
-                slot.release()
-                raise
-            finally:
-                slot.route.done(slot.idx)
             if out is not None:
                 return out
             slot.route.busy()
@@ -754,6 +765,7 @@ class RayRuntime:
         while True:
             slot = await self._atake(name, via_pool)
             finished = started = busy = False
+            failure = None
             try:
                 async for ref in slot.worker.stream_leased.options(num_returns="streaming").remote(
                     request, slot.lease, slot.direct
@@ -768,7 +780,7 @@ class RayRuntime:
                 if not busy:
                     return
             except (RayTaskError, RayActorError) as exc:
-                finished = False
+                finished, failure = False, exc
                 error = await asyncio.to_thread(self._failure, name, exc)
                 if _give_up(error, attempt, started):
                     raise error from None
@@ -778,7 +790,6 @@ class RayRuntime:
             finally:
                 if not finished:
                     slot.worker.cancel.remote(request.request_id)
-                    slot.release()
-                slot.route.done(slot.idx)
+                slot.end(finished, failure)
             slot.route.busy()
             via_pool = True
