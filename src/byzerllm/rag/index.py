@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..apps.byzer_storage.engine import FUSIONS
+from ..apps.byzer_storage.engine import check_fusion
 from ..apps.byzer_storage.simple_api import ByzerStorage, DataType, FieldOption
 from ..errors import InvalidRequestError, ModelNotFoundError
 from .chunking import chunk_sections
@@ -108,6 +108,7 @@ class DocumentIndex:
         self.files = ByzerStorage(None, "rag", f"{name}_files", base_dir=base_dir)
         self.info = ByzerStorage(None, "rag", f"{name}_index", base_dir=base_dir)
         self.recorded = self._recorded()
+        self._dim: int | None = None
         built_with = self.recorded.get("emb_model")
         if emb_model is None and not built_with and self.exists():
             raise InvalidRequestError(
@@ -146,9 +147,10 @@ class DocumentIndex:
     @property
     def dim(self) -> int | None:
         """The size of the index's vectors (fixed by the first one stored; None before)."""
-        if not self.exists():
-            return None
-        return next(f.dim for f in self.chunks.engine.get_schema(self.chunks.table).fields if f.name == "vector")
+        if self._dim is None and self.exists():  # read once it is set: it never changes
+            self._dim = next(f.dim for f in self.chunks.engine.get_schema(self.chunks.table).fields
+                             if f.name == "vector")
+        return self._dim
 
     def _create(self, source_dir: Path) -> None:
         """Create the tables at the first build; refuse a folder other than the recorded one (a
@@ -208,7 +210,7 @@ class DocumentIndex:
         for store in (self.chunks, self.files, self.info):
             if store.table_exists():
                 store.drop()
-        self.recorded = {}
+        self.recorded, self._dim = {}, None
 
     def _known_files(self) -> dict[str, str]:
         rows = self.files.query_builder().set_limit(1_000_000).execute()
@@ -236,27 +238,21 @@ class DocumentIndex:
         for done, path in enumerate(paths, 1):
             source = path.relative_to(root).as_posix()
             seen.add(source)
-            try:
+            try:  # one bad file must not stop the build; its previous chunks, if any, stay
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError as exc:  # unreadable now, or gone since the listing: its chunks stay
-                stats.errors.append(f"{source}: {exc}")
-                digest = None
-            if digest is None:
-                pass
-            elif known.get(source) == digest:
-                stats.unchanged += 1
-            else:
-                try:
+                if known.get(source) == digest:
+                    stats.unchanged += 1
+                else:
                     n = self._index_file(path, source, batch_size)
                     # recorded last: a file is skipped next time only once all its chunks are stored
                     self.files.engine.upsert(self.files.table, [{"_id": source, "sha256": digest, "chunks": n}])
                     stats.chunks += n
                     stats.indexed += 1
-                except Exception as exc:  # one bad file must not stop the build
-                    # but a missing or mismatched embedding deployment would fail every file alike
-                    if isinstance(exc, ModelNotFoundError) or getattr(exc, "param", None) == "emb_model":
-                        raise
-                    stats.errors.append(f"{source}: {exc}")
+            except Exception as exc:
+                # but a missing or mismatched embedding deployment would fail every file alike
+                if isinstance(exc, ModelNotFoundError) or getattr(exc, "param", None) == "emb_model":
+                    raise
+                stats.errors.append(f"{source}: {exc}")
             if progress:
                 progress(source, done, len(paths))
         for source in set(known) - seen:
@@ -313,8 +309,7 @@ class DocumentIndex:
         not the size the index holds."""
         if mode not in MODES:
             raise InvalidRequestError(f"mode {mode!r} is unknown; accepted: {', '.join(MODES)}", param="mode")
-        if fusion not in FUSIONS:
-            raise InvalidRequestError(f"fusion {fusion!r} is unknown; accepted: {', '.join(FUSIONS)}", param="fusion")
+        check_fusion(fusion)  # before the query is embedded
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequestError("query must be a non-empty string", param="query")
         if not self.exists():
