@@ -5,8 +5,9 @@ from .backends.models import DEFAULT_CHAT_MODEL
 from .client import ByzerLLM, SimpleByzerLLM, Template, Templates
 from .multimodal import Audio, Image
 from .prompt import prompt
+from .prompt.template import render_string as format_str_jinja2
 from .runtime.cluster import connect_cluster
-from .types import InferBackend, LLMRequest, LLMResponse, SingleOutputMeta
+from .types import InferBackend, LLMRequest, LLMResponse, MetaHolder, SingleOutputMeta
 
 __version__ = "0.1.0"
 
@@ -18,11 +19,13 @@ __all__ = [
     "InferBackend",
     "LLMRequest",
     "LLMResponse",
+    "MetaHolder",
     "SimpleByzerLLM",
     "SingleOutputMeta",
     "Template",
     "Templates",
     "connect_cluster",
     "errors",
+    "format_str_jinja2",
     "prompt",
 ]

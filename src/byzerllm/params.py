@@ -7,10 +7,12 @@ nothing deeper sees them.
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 from typing import Any
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, UnsupportedParameterError
 from .multimodal import legacy_parts
 from .types import ChatRequest
 
@@ -27,9 +29,38 @@ _FIELD_ALIASES = {
     "stop_words": "stop",
     "seed": "seed",
 }
-# keys that only steer the client (they select streaming style); accepted and dropped
-_CLIENT_ONLY = {"incremental_output", "request_id", "stream"}
+# keys that only steer the client (streaming style) or that real callers pass for their own event
+# callbacks (auto-coder's ``human_as_model``): the real package ignores them, so do we
+IGNORED_KEYS = frozenset({"incremental_output", "stream", "human_as_model"})
+# generation keys the real package's engines read (its vLLM, transformers and SaaS backends): a
+# backend of ours applies those it has (``Backend.request_options``) and ignores the rest, as the
+# real engines ignore the keys they do not read
+ENGINE_KEYS = frozenset({
+    "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "stop_token_ids", "n",
+    "best_of", "length_penalty", "early_stopping", "skip_special_tokens", "spaces_between_special_tokens",
+    "include_stop_str_in_output", "prompt_logprobs", "logits_processors", "ignore_eos", "lora_name",
+    "lora_int_id", "adapter_name_or_path",
+})
+# the typed keys of ``build_chat_request`` (prefixes stripped)
+TYPED_KEYS = frozenset({*_FIELD_ALIASES, "response_format", "tools", "tool_choice", "continue_final_message",
+                        "response_prefix", "request_id"})
 _PREFIXES = ("gen.", "generation.")
+_TRUE = (True, "true", "True", "1", 1)
+log = logging.getLogger("byzerllm.params")
+
+
+def closest(key: str, known: Any) -> str | None:
+    """The known name ``key`` is most likely a typo of (difflib ratio >= 0.75), or None."""
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
+def unknown_key_error(message: str, key: str, known: Any) -> UnsupportedParameterError:
+    """The error for an unknown ``key`` (``message`` names it): the closest accepted name, then all."""
+    near = closest(key, known)
+    hint = f"; did you mean {near!r}?" if near else ""
+    return UnsupportedParameterError(f"{message}{hint}; accepted: {', '.join(sorted(known))}", param=key,
+                                     accepted=sorted(known))
 
 
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
@@ -91,9 +122,12 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
     """Build a ``ChatRequest`` from messages and legacy configs, later configs winning.
 
     Known keys (with or without ``gen.`` / ``generation.``): max_length / max_tokens,
-    temperature (0-2), top_p (0-1), stop (str or list), seed. Other keys go to
-    ``ChatRequest.extra`` for the backend to accept or reject by name. ``response_format`` (OpenAI's
-    shape) and ``continue_final_message`` (prefill the last assistant message) are typed too.
+    temperature (0-2), top_p (0-1), stop (str or list), seed, ``response_format`` (OpenAI's
+    shape), ``continue_final_message`` and its Byzer-LLM name ``response_prefix`` (the last
+    message is an assistant message the model continues), ``request_id`` (the id ``abort`` takes).
+    ``IGNORED_KEYS`` are dropped (debug log). Other keys go to ``ChatRequest.extra``, where the
+    backend applies the ones it has, ignores the real engines' other keys (``ENGINE_KEYS``) and
+    refuses the rest by name (see docs/client.md, "Parameter policy").
     """
     request = ChatRequest(messages=validate_messages(conversations))
     for config in configs:
@@ -103,7 +137,8 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
             raise InvalidRequestError(f"llm_config must be a dict, got {type(config).__name__}", param="llm_config")
         for raw_key, value in config.items():
             key = _strip(raw_key, _PREFIXES)
-            if key in _CLIENT_ONLY:
+            if key in IGNORED_KEYS:
+                log.debug("llm_config key %r is ignored", raw_key)
                 continue
             target = _FIELD_ALIASES.get(key)
             if target == "max_tokens":
@@ -124,8 +159,12 @@ def build_chat_request(conversations: Any, *configs: dict[str, Any] | None) -> C
                 if key == "tools" and (not isinstance(value, list) or not all(isinstance(t, dict) for t in value)):
                     raise InvalidRequestError("tools must be a list of OpenAI tool schemas", param="tools")
                 setattr(request, key, value)
-            elif key == "continue_final_message":
-                request.continue_final_message = bool(value)
+            elif key in ("continue_final_message", "response_prefix"):
+                request.continue_final_message = value in _TRUE
+            elif key == "request_id":
+                if not isinstance(value, str) or not value:
+                    raise InvalidRequestError(f"{raw_key} must be a non-empty string", param=raw_key)
+                request.request_id = value
             elif target == "stop":
                 stops = [value] if isinstance(value, str) else value
                 if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):

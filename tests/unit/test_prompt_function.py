@@ -10,6 +10,7 @@ import pytest
 
 import byzerllm
 from byzerllm.errors import InvalidRequestError, OutputParseError
+from byzerllm.multimodal import legacy_parts
 from byzerllm.types import ImagePath, LLMResponse, SingleOutputMeta
 
 
@@ -108,11 +109,16 @@ def test_body_dict_adds_variables_and_other_returns_are_refused():
         bad.prompt()
 
 
-def test_unknown_template_variable_and_missing_llm_are_named():
+def test_unknown_template_variable_renders_empty_unless_strict_and_missing_llm_is_named():
     @byzerllm.prompt()
+    def lenient(a) -> str:
+        """{{ a }} {{ b }}."""
+
+    @byzerllm.prompt(strict=True)
     def f(a) -> str:
         """{{ a }} {{ b }}"""
 
+    assert lenient.prompt(1) == "1 ."
     with pytest.raises(InvalidRequestError, match="template variable.*b.*neither arguments nor keys"):
         f.prompt(1)
     with pytest.raises(InvalidRequestError, match=r"has no llm: pass @byzerllm.prompt\(llm=\.\.\.\)"):
@@ -177,7 +183,7 @@ def test_options_stop_suffix_conversation_and_meta():
     assert call["model"] == "m2" and call["llm_config"] == {"max_length": 5, "stop": ["END"]}
     assert call["messages"][:2] == history and call["messages"][2]["content"] == "go"
     assert holder == {"input_tokens_count": 10, "generated_tokens_count": 1, "time_cost": 0.5,
-                      "first_token_time": 0.1, "turns": 1, "finish_reason": "stop"}
+                      "first_token_time": 0.1, "turns": 1, "finish_reason": "stop", "reasoning_content": ""}
     with pytest.raises(InvalidRequestError, match="accepted: llm_config, model"):
         f.options({"temperature": 1})
 
@@ -342,8 +348,13 @@ def test_images_render_as_content_parts(tmp_path):
     assert loaded.prompt(str(img)) == "<image> what?"
     with pytest.raises(InvalidRequestError, match="file does not exist"):
         loaded.prompt(str(tmp_path / "missing.png"))
+    # Byzer-LLM's load_image_from_path returns the tagged form (utils/nontext.py, Image.load_image_from_path);
+    # the JSON message form still becomes an image_url part with the bare data: URL
     payload = json.dumps([{"image": byzerllm.Image.load_image_from_path(str(img)), "text": "x"}])
-    assert json.loads(payload)[0]["image"].startswith("data:image/png")
+    assert json.loads(payload)[0]["image"].startswith("<_image_>data:image/png")
+    parts = legacy_parts(payload)
+    assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parts[1] == {"type": "text", "text": "x"}
 
 
 def test_extract_code():

@@ -8,15 +8,18 @@ non-streaming calls share one code path.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from ..errors import InvalidRequestError, UnsupportedParameterError
+from ..params import ENGINE_KEYS, TYPED_KEYS, closest, unknown_key_error
 from ..types import ChatChunk, ChatRequest, ChatResponse
 
 Cancelled = Callable[[], bool]
+log = logging.getLogger("byzerllm.backends")
 
 
 def _never() -> bool:
@@ -46,12 +49,7 @@ class Backend(ABC):
         unknown key and listing the accepted ones."""
         for key in options:
             if key not in cls.options:
-                raise UnsupportedParameterError(
-                    f"infer_param {key!r} is not known to the {cls.name} backend; "
-                    f"accepted: {', '.join(sorted(cls.options))}",
-                    param=key,
-                    accepted=sorted(cls.options),
-                )
+                raise unknown_key_error(f"infer_param {key!r} is not known to the {cls.name} backend", key, cls.options)
         return {**cls.options, **options}
 
     def check_request(self, request: ChatRequest) -> None:
@@ -61,15 +59,22 @@ class Backend(ABC):
             raise UnsupportedParameterError(
                 f"the {self.name} backend has no native tool calling; use chat_oai(tools=...), which works "
                 "on any backend", param="tools")
-        for key in request.extra:
-            if key not in self.request_options:
-                raise UnsupportedParameterError(
-                    f"generation parameter {key!r} is not supported by the {self.name} backend; "
-                    f"accepted: max_length, temperature, top_p, stop, seed"
-                    + (", " + ", ".join(sorted(self.request_options)) if self.request_options else ""),
-                    param=key,
-                    accepted=sorted(self.request_options),
-                )
+        for key in list(request.extra):
+            if key in self.request_options:
+                continue
+            if key in ENGINE_KEYS:  # a real engine's key this backend has no use for: ignored, as there
+                log.debug("generation parameter %r is ignored by the %s backend", key, self.name)
+                del request.extra[key]
+                continue
+            near = closest(key, {*self.request_options, *TYPED_KEYS, *ENGINE_KEYS})
+            raise UnsupportedParameterError(
+                f"generation parameter {key!r} is not supported by the {self.name} backend"
+                + (f"; did you mean {near!r}?" if near else "")
+                + "; accepted: max_length, temperature, top_p, stop, seed"
+                + (", " + ", ".join(sorted(self.request_options)) if self.request_options else ""),
+                param=key,
+                accepted=sorted(self.request_options),
+            )
 
     @abstractmethod
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
@@ -136,3 +141,24 @@ class Backend(ABC):
 def _unit(vector: list[float]) -> list[float]:
     norm = sum(x * x for x in vector) ** 0.5 or 1.0
     return [x / norm for x in vector]
+
+
+def check_input_length(request: ChatRequest, tokens: int, estimated: bool = False) -> None:
+    """Raise ``InvalidRequestError`` (``param="messages"``) when a prompt of ``tokens`` tokens is over
+    the request's ``max_input_tokens`` (the client's ``setup_max_input_length``)."""
+    limit = request.max_input_tokens
+    if limit is not None and tokens > limit:
+        how = "about " if estimated else ""
+        raise InvalidRequestError(f"the input is {how}{tokens} tokens, over the max input length {limit} "
+                                  "(setup_max_input_length)", param="messages")
+
+
+def estimated_tokens(request: ChatRequest) -> int:
+    """An estimate of a request's prompt tokens for backends that cannot tokenize (SaaS): one token
+    per 4 UTF-8 bytes of its text, OpenAI's rule of thumb for English ("a token is about 4
+    characters"); other scripts have fewer bytes per token, so the estimate errs low and an input
+    is refused only when it is clearly too long."""
+    text = request.prompt if request.prompt is not None else "".join(
+        c if isinstance(c, str) else "".join(p.get("text", "") for p in c if isinstance(p, dict))
+        for c in (m.get("content") or "" for m in request.messages))
+    return len(text.encode("utf-8")) // 4

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
-from .base import Backend, Cancelled, _never
+from .base import Backend, Cancelled, _never, check_input_length
 from .models import resolve_model_path
 
 # Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
@@ -318,6 +318,7 @@ class LlamaCppBackend(Backend):
         tokens = self._prompt_tokens(request)
         grammar = self._grammar(request.response_format)
         n_ctx = self.n_ctx
+        check_input_length(request, len(tokens))
         room = n_ctx - len(tokens)
         if room <= 0:
             raise InvalidRequestError(f"the prompt is {len(tokens)} tokens; max_model_len is {n_ctx}", param="messages")

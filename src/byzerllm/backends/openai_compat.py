@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import InvalidRequestError, UpstreamError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from . import saas_retry
-from .base import Backend, Cancelled, _never
+from .base import Backend, Cancelled, _never, check_input_length, estimated_tokens
 from .saas_presets import preset_options
 from .saas_retry import RETRYABLE_STATUS, Attempts, Failure, RetryPolicy, Target
 
@@ -56,6 +56,18 @@ def httpx_errors(name: str) -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors)
+
+
+# where OpenAI-compatible servers put a reasoning model's thinking, in the order they are read
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+JSON_SCHEMA_MODES = ("json_schema", "json_object", "none")
+PREFIX_MODES = ("auto", "deepseek", "siliconflow", "vllm")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
 
 
 class SaaSBackend(Backend):
@@ -112,6 +124,7 @@ class SaaSBackend(Backend):
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         """``_open`` under the retry policy: retried (or passed to a fallback) only until the first
         text or reasoning arrives; the last chunk's details carry the number of attempts."""
+        check_input_length(request, estimated_tokens(request), estimated=True)
         attempts = self.attempts()
         for chunk, _ in saas_retry.stream(attempts, lambda t, timeout: self._open(request, t, timeout, cancelled),
                                           started=lambda c: bool(c.delta or c.reasoning)):
@@ -160,11 +173,20 @@ class OpenAICompatBackend(SaaSBackend):
     - ``https_verify`` (false disables TLS verification), ``proxies`` (a proxy URL),
       ``local_address`` (the local IP to connect from), ``max_output_tokens`` (a cap on max_tokens);
     - ``json_schema_mode`` (``json_schema``, OpenAI's shape; ``json_object`` sends
-      ``{"type": "json_object", "schema": ...}`` as llama-cpp-python's server expects),
-      ``native_tools`` (false for servers without tool calling);
-    - translation: ``reasoning_fields`` (delta/message fields holding a reasoning model's thinking,
-      e.g. DeepSeek's ``reasoning_content``), ``stream_options`` (ask for usage in streams),
-      ``usage_in_choice`` (Moonshot puts a stream's usage in its last choice);
+      ``{"type": "json_object", "schema": ...}`` as llama-cpp-python's server expects; ``none``: the
+      provider takes no schema, typed outputs are asked for in the prompt), ``native_tools`` (false
+      for servers without tool calling);
+    - reasoning models: ``is_reasoning`` (as in Byzer-LLM: temperature, top_p and max_tokens are not
+      sent, since reasoning models such as o1 and DeepSeek-R1 refuse or ignore them);
+      ``reasoning_fields`` (delta/message fields holding the thinking; default: the first of
+      ``reasoning_content`` (DeepSeek, vLLM, SiliconFlow) and ``reasoning`` (Ollama) that is set);
+    - ``prefix_mode``: how a request whose last message is an assistant message to continue
+      (``llm_config`` ``response_prefix`` / ``continue_final_message``) is sent: ``deepseek``
+      (``"prefix": true`` on that message), ``siliconflow`` (``extra_body.prefix``), ``vllm``
+      (``continue_final_message`` and ``add_generation_prompt: false`` in the body, which vLLM and
+      ``byzerllm serve`` read), ``auto`` (the default: by the base URL, as Byzer-LLM does);
+    - translation: ``stream_options`` (ask for usage in streams), ``usage_in_choice`` (Moonshot
+      puts a stream's usage in its last choice);
     - Azure: ``api_type`` ``azure``, ``api_version``, ``deployment`` (alias ``deployment_id``);
       ``base_url`` is the resource endpoint.
 
@@ -173,8 +195,8 @@ class OpenAICompatBackend(SaaSBackend):
     """
 
     name = "openai"
-    options = {**COMMON_OPTIONS, "json_schema_mode": "json_schema", "native_tools": True,
-               "reasoning_fields": None, "stream_options": True, "usage_in_choice": False,
+    options = {**COMMON_OPTIONS, "json_schema_mode": "json_schema", "native_tools": True, "is_reasoning": False,
+               "reasoning_fields": None, "prefix_mode": "auto", "stream_options": True, "usage_in_choice": False,
                "api_type": None, "api_version": None, "deployment": None, "deployment_id": None}
     request_options = frozenset({"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty",
                                  "ignore_eos"})
@@ -193,8 +215,17 @@ class OpenAICompatBackend(SaaSBackend):
         self.model = cfg["model"] or cfg["deployment"] or model_path
         if not self.model:
             raise InvalidRequestError("saas.model is required (the provider's model id)", param="saas.model")
-        fields = cfg["reasoning_fields"] or []
+        fields = cfg["reasoning_fields"] or list(REASONING_FIELDS)
         self.reasoning_fields = fields.split(",") if isinstance(fields, str) else list(fields)
+        for key, accepted in (("json_schema_mode", JSON_SCHEMA_MODES), ("prefix_mode", PREFIX_MODES)):
+            if cfg[key] not in accepted:
+                raise InvalidRequestError(f"saas.{key} is {cfg[key]!r}; accepted: {', '.join(accepted)}",
+                                          param=f"saas.{key}")
+        self.prefix_mode = cfg["prefix_mode"]
+        if self.prefix_mode == "auto":
+            base = str(cfg["base_url"] or "")
+            self.prefix_mode = next((m for m in ("deepseek", "siliconflow") if m in base), "vllm")
+        self.is_reasoning = cfg["is_reasoning"] in (True, "true", "True", 1, "1")
         self.client = self.make_client(cfg)
         self._targets = self.targets()
 
@@ -211,9 +242,12 @@ class OpenAICompatBackend(SaaSBackend):
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         cap = self.config["max_output_tokens"]
         max_tokens = min(x for x in (request.max_tokens, cap) if x) if (request.max_tokens or cap) else None
+        temperature, top_p = request.temperature, request.top_p
+        if self.is_reasoning:
+            max_tokens = temperature = top_p = None
         params: dict[str, Any] = {"model": model}
-        for key, value in (("max_tokens", max_tokens), ("temperature", request.temperature),
-                           ("top_p", request.top_p), ("stop", request.stop or None), ("seed", request.seed),
+        for key, value in (("max_tokens", max_tokens), ("temperature", temperature),
+                           ("top_p", top_p), ("stop", request.stop or None), ("seed", request.seed),
                            ("response_format", request.response_format), ("tools", request.tools),
                            ("tool_choice", request.tool_choice)):
             if value is not None:
@@ -221,16 +255,39 @@ class OpenAICompatBackend(SaaSBackend):
         rf = params.get("response_format")
         if rf and rf.get("type") == "json_schema" and self.config["json_schema_mode"] == "json_object":
             params["response_format"] = {"type": "json_object", "schema": rf["json_schema"]["schema"]}
+        elif rf and rf.get("type") == "json_schema" and self.config["json_schema_mode"] == "none":
+            params["response_format"] = {"type": "json_object"}
         standard = {k: v for k, v in request.extra.items() if k in ("presence_penalty", "frequency_penalty")}
         extension = {k: v for k, v in request.extra.items() if k not in standard}
         params.update(standard)
+        if request.continue_final_message and request.prompt is None and self.prefix_mode == "vllm":
+            extension.update(continue_final_message=True, add_generation_prompt=False)
+        if request.continue_final_message and request.prompt is None and self.prefix_mode == "siliconflow":
+            extension["prefix"] = _text(request.messages[-1].get("content"))
         if extension:  # llama.cpp and vLLM servers read these from the body
             params["extra_body"] = extension
         return params
 
+    def _messages(self, request: ChatRequest) -> list[dict[str, Any]]:
+        """The messages as the provider takes a response prefix (see ``prefix_mode``)."""
+        messages = request.messages
+        if not request.continue_final_message or self.prefix_mode == "vllm":
+            return messages
+        if messages[-1].get("role") != "assistant":
+            raise InvalidRequestError("response_prefix needs the last message to be an assistant message",
+                                      param="messages")
+        if self.prefix_mode == "siliconflow":
+            return messages[:-1]
+        return [*messages[:-1], {**messages[-1], "prefix": True}]
+
     def _reasoning(self, obj: Any) -> str:
+        """The first reasoning field that is set (some servers send the same text under two names)."""
         extra = getattr(obj, "model_extra", None) or {}
-        return "".join(str(extra.get(f) or getattr(obj, f, None) or "") for f in self.reasoning_fields)
+        for name in self.reasoning_fields:
+            value = extra.get(name) or getattr(obj, name, None)
+            if value:
+                return str(value)
+        return ""
 
     def _open(self, request: ChatRequest, target: Target, timeout: float,
               cancelled: Cancelled) -> Iterator[ChatChunk]:
@@ -242,7 +299,7 @@ class OpenAICompatBackend(SaaSBackend):
         finish = None
         generated = 0
         completions = target.client.completions if request.prompt is not None else target.client.chat.completions
-        body = {"prompt": request.prompt} if request.prompt is not None else {"messages": request.messages}
+        body = {"prompt": request.prompt} if request.prompt is not None else {"messages": self._messages(request)}
         stream = completions.create(stream=True, timeout=timeout, **body, **params)
         request_id = getattr(stream, "response", None) and stream.response.headers.get("x-request-id")
         with stream:
@@ -271,6 +328,7 @@ class OpenAICompatBackend(SaaSBackend):
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         """A non-streamed call, so the provider's usage (token counts) comes back even from servers
         that do not report usage in streams."""
+        check_input_length(request, estimated_tokens(request), estimated=True)
         start = time.perf_counter()
         attempts = self.attempts()
 
@@ -279,7 +337,7 @@ class OpenAICompatBackend(SaaSBackend):
             if request.prompt is not None:
                 return target.client.completions.with_raw_response.create(prompt=request.prompt, timeout=timeout,
                                                                           **params)
-            return target.client.chat.completions.with_raw_response.create(messages=request.messages,
+            return target.client.chat.completions.with_raw_response.create(messages=self._messages(request),
                                                                            timeout=timeout, **params)
 
         raw, target = saas_retry.call(attempts, lambda t, timeout: _parsed(once(t, timeout)))
@@ -342,11 +400,13 @@ class OpenAICompatBackend(SaaSBackend):
         return vectors, tokens
 
     def meta(self) -> dict[str, Any]:
+        schema = self.config["json_schema_mode"] != "none"
         return {"backend": self.name, "provider": self.provider, "model_name": self.model,
                 "base_url": self.config["base_url"], "fallback_models": [t.label for t in self._targets[1:]],
                 "max_model_len": None, "support_stream": True, "support_chat_template": True,
-                "support_response_format": ["json_object", "json_schema"], "architectures": [],
-                "support_tool_calls": bool(self.config["native_tools"]), "model_type": "chat"}
+                "support_response_format": ["json_object"] + (["json_schema"] if schema else []),
+                "architectures": [], "support_tool_calls": bool(self.config["native_tools"]), "model_type": "chat",
+                "is_reasoning": self.is_reasoning}
 
     def close(self) -> None:
         for target in self._targets:

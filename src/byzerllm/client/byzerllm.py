@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import fields, replace
 from typing import Any
 
@@ -16,7 +17,10 @@ from ..runtime.cluster import connect_cluster, is_connected
 from ..types import (
     ChatChunk,
     ChatRequest,
+    EventCallback,
+    EventName,
     InferBackend,
+    LLMClassResponse,
     LLMRequest,
     LLMResponse,
     SingleOutputMeta,
@@ -27,6 +31,9 @@ from .templates import Template
 
 # texts per embedding call: bounds one call's time on a worker and its message size
 EMB_BATCH_SIZE = 64
+log = logging.getLogger("byzerllm.client")
+
+
 def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
     if pretrained_model_type.startswith("saas/"):
         from ..backends.saas_presets import resolve
@@ -43,8 +50,19 @@ class ByzerLLM(StructuredMixin):
     (address="auto")``); call ``byzerllm.connect_cluster(address)`` first for another one.
     """
 
-    def __init__(self, verbose: bool = False, default_model: str | None = None) -> None:
+    # Byzer-LLM's SimpleByzerLLM embeds with the default chat model when no embedding model is set
+    _emb_falls_back_to_default_model = False
+
+    def __init__(self, url: str | None = None, *, verbose: bool = False, default_model: str | None = None,
+                 force_skip_context_length_check: bool = False, default_max_output_length: int | None = None,
+                 byzer_engine_url: str | None = None) -> None:
+        """``url`` and ``byzer_engine_url`` (a Byzer-SQL engine, for Byzer-LLM's SQL mode) are kept
+        for compatibility and not used; ``default_max_output_length`` caps every request's
+        max_length (tokens) unless ``setup_max_output_length`` sets one for the model."""
+        self.url = url or byzer_engine_url
         self.verbose = verbose
+        self.force_skip_context_length_check = force_skip_context_length_check
+        self.default_max_output_length = default_max_output_length
         self.default_model_name = default_model
         self.num_workers = 1
         self.cpus_per_worker = 0.001
@@ -56,6 +74,10 @@ class ByzerLLM(StructuredMixin):
         self.templates: dict[str, Template | str] = {}
         self.extra_generation_params: dict[str, dict[str, Any]] = {}
         self.max_model_lengths: dict[str, int] = {}
+        self.max_output_lengths: dict[str, int] = {}
+        self.max_input_lengths: dict[str, int] = {}
+        self.sub_clients: dict[str, Any] = {}
+        self.event_callbacks: dict[EventName, list[EventCallback]] = {}
         self._meta_cache: dict[str, dict[str, Any]] = {}
         self._runtime = None
         self._init_structured()
@@ -121,8 +143,88 @@ class ByzerLLM(StructuredMixin):
         return self
 
     def setup_max_model_length(self, model: str, length: int) -> ByzerLLM:
-        self.max_model_lengths[model] = length
+        """The context length (tokens) ``get_max_model_length`` reports for ``model``, over the
+        deployment's own ``max_model_len``."""
+        self.max_model_lengths[model] = _positive("max_model_length", length)
         return self
+
+    def setup_max_output_length(self, model: str, length: int) -> ByzerLLM:
+        """Cap the tokens generated per request to ``model``: a request's max_length is lowered to
+        ``length`` (and set to it when the request gives none)."""
+        self.max_output_lengths[model] = _positive("max_output_length", length)
+        return self
+
+    def setup_max_input_length(self, model: str, length: int) -> ByzerLLM:
+        """Refuse requests to ``model`` whose prompt is over ``length`` tokens, before generation, with
+        ``InvalidRequestError`` (``param="messages"``). Counted by the model's tokenizer where the
+        backend has one (llama.cpp); estimated (4 bytes a token) for SaaS providers."""
+        self.max_input_lengths[model] = _positive("max_input_length", length)
+        return self
+
+    def get_max_model_length(self, model: str) -> int | None:
+        """``setup_max_model_length``'s value, else the deployment's ``max_model_len`` (None if unknown)."""
+        if model in self.max_model_lengths:
+            return self.max_model_lengths[model]
+        return self.get_meta(model=model).get("max_model_len")
+
+    def get_max_output_length(self, model: str) -> int | None:
+        return self.max_output_lengths.get(model, self.default_max_output_length)
+
+    def get_max_input_length(self, model: str) -> int | None:
+        return self.max_input_lengths.get(model)
+
+    # --- sub clients and events (Byzer-LLM's) --------------------------------------------
+    def setup_sub_client(self, client_name: str, client: Any = None) -> ByzerLLM:
+        """Keep another client (or a list of clients) under ``client_name``, e.g. auto-coder's
+        ``code_model``; ``get_sub_client`` returns it."""
+        self.sub_clients[client_name] = client
+        return self
+
+    def get_sub_client(self, client_name: str) -> Any:
+        """The client kept under ``client_name``, or None."""
+        return self.sub_clients.get(client_name)
+
+    def remove_sub_client(self, client_name: str) -> ByzerLLM:
+        self.sub_clients.pop(client_name, None)
+        return self
+
+    def add_event_callback(self, event_name: EventName, callback: EventCallback) -> None:
+        """Call ``callback`` around every model call, as Byzer-LLM does.
+
+        ``BEFORE_CALL_MODEL``: ``callback(llm, model, input_value)`` with ``input_value`` a list of
+        one dict per request: ``{"instruction": the last message's content, "history": the messages
+        before it, **llm_config}`` (``{"instruction": text, "embedding": True}`` per text for
+        ``emb``). ``AFTER_CALL_MODEL``: ``callback(llm, model, result)`` with ``result`` a list of
+        ``{"predict": output, "metadata": {...}, "input": instruction}``. A callback returns
+        ``(continue, value)``: ``(True, None)`` goes on; ``(False, value)`` answers instead of the
+        model (BEFORE) or replaces the result (AFTER) with ``value``, a list of ``{"predict",
+        "metadata", "input"}`` dicts. For streams the AFTER callbacks see the whole text once it
+        ended; what they return cannot change what was streamed.
+        """
+        if not isinstance(event_name, EventName):
+            raise InvalidRequestError(f"event_name must be an EventName; accepted: "
+                                      f"{', '.join(e.name for e in EventName)}", param="event_name")
+        self.event_callbacks.setdefault(event_name, []).append(callback)
+
+    def _trigger_event(self, event_name: EventName, *args: Any) -> Any:
+        for callback in self.event_callbacks.get(event_name, ()):
+            go_on, value = callback(*args)
+            if not go_on:
+                return value
+        return None
+
+    def _before_call(self, name: str, request: ChatRequest, llm_config: dict | None) -> list[LLMResponse] | None:
+        if not self.event_callbacks.get(EventName.BEFORE_CALL_MODEL):
+            return None
+        answer = self._trigger_event(EventName.BEFORE_CALL_MODEL, self, name, [_event_input(request, llm_config)])
+        return None if answer is None else _event_responses(answer)
+
+    def _after_call(self, name: str, responses: list[LLMResponse]) -> list[LLMResponse]:
+        if not self.event_callbacks.get(EventName.AFTER_CALL_MODEL):
+            return responses
+        items = [{"predict": r.output, "metadata": r.metadata, "input": r.input} for r in responses]
+        answer = self._trigger_event(EventName.AFTER_CALL_MODEL, self, name, items)
+        return responses if answer is None else _event_responses(answer)
 
     # --- deployments -----------------------------------------------------------------
     @property
@@ -176,10 +278,43 @@ class ByzerLLM(StructuredMixin):
         get_backend_class(backend).check_options(spec.options)  # fail before touching the cluster
         return self.runtime.deploy(spec, timeout=timeout, on_progress=on_progress)
 
-    def undeploy(self, udf_name: str) -> None:
-        """Remove deployment ``udf_name``; raises ``ModelNotFoundError`` when it is not there."""
-        self.runtime.undeploy(udf_name)
+    def undeploy(self, udf_name: str, force: bool = False) -> None:
+        """Remove deployment ``udf_name``; raises ``ModelNotFoundError`` when it is not there, unless
+        ``force`` (then a missing deployment is no error, as in Byzer-LLM, which ignores it)."""
+        from ..errors import ModelNotFoundError
+
         self._meta_cache.pop(udf_name, None)
+        try:
+            self.runtime.undeploy(udf_name)
+        except ModelNotFoundError:
+            if not force:
+                raise
+
+    def abort(self, request_id: str, model: str | None = None) -> None:
+        """Stop the running request whose ``llm_config`` gave ``request_id`` (``gen.request_id``) on
+        deployment ``model`` (the default model when None), at its next token. Its ``chat_oai``
+        returns the text so far with finish_reason ``cancelled``; its stream ends with
+        ``RequestCancelledError``. A request that already ended, or that no worker has started, is
+        not affected. Byzer-LLM aborts on vLLM only; here it works on every backend."""
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidRequestError("request_id must be a non-empty string", param="request_id")
+        self.runtime.abort(self._model(model), request_id)
+
+    def forget_response_format(self, model: str, kind: str) -> None:
+        """Stop asking deployment ``model`` for ``response_format`` type ``kind`` from this client
+        (its provider refused it); typed outputs are then asked for in the prompt."""
+        meta = self.get_meta(model=model)
+        meta["support_response_format"] = [k for k in meta.get("support_response_format", ()) if k != kind]
+        self._meta_cache[model] = meta
+
+    def prompt(self, model: str | None = None, render: str = "jinja2", check_result: bool = False,
+               options: dict[str, Any] | None = None) -> Callable[[Callable], Any]:
+        """``@llm.prompt()``: ``@byzerllm.prompt`` bound to this client (and to ``model``, else the
+        default model)."""
+        from ..prompt import prompt
+
+        opts = {**(options or {}), **({"model": model} if model else {})}
+        return prompt(llm=self, options=opts or None, render=render, check_result=check_result)
 
     def is_model_exist(self, udf_name: str) -> bool:
         return self.runtime.exists(udf_name)
@@ -234,7 +369,14 @@ class ByzerLLM(StructuredMixin):
         request = build_chat_request(conversations, *configs, llm_config, extra_request_params)
         if isinstance(template, Template):
             request.prompt = template.with_roles(role_mapping).render(request.messages)
+        self._limits(name, request)
         return name, request
+
+    def _limits(self, name: str, request: ChatRequest) -> None:
+        cap = self.get_max_output_length(name)
+        if cap:
+            request.max_tokens = min(request.max_tokens or cap, cap)
+        request.max_input_tokens = self.get_max_input_length(name)
 
     def chat_oai(self, conversations: list[dict[str, Any]], tools: list[Any] | None = None, tool_choice: Any = None,
                  execute_tool: bool = False, impl_func: Any = None, execute_impl_func: bool = False,
@@ -242,7 +384,7 @@ class ByzerLLM(StructuredMixin):
                  response_class: Any = None, response_after_chat: bool = False, model: str | None = None,
                  llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
                  extra_request_params: dict[str, Any] | None = None, impl_instruction: str | None = None,
-                 enable_default_sys_message: bool = True) -> list[Any]:
+                 enable_default_sys_message: bool = True, only_return_prompt: bool = False) -> list[Any]:
         """One chat completion, or a structured call on top of chat.
 
         ``conversations``: OpenAI messages. ``llm_config``: max_length, temperature, top_p,
@@ -259,9 +401,23 @@ class ByzerLLM(StructuredMixin):
         ``execute_impl_func=True``, it runs in the sandbox on ``impl_func_params``. A structured
         call that fails says why in ``metadata["reason"]`` rather than raising.
 
+        ``only_return_prompt=True`` calls no model: it returns ``[LLMResponse("", instruction,
+        request)]`` where ``instruction`` is the last message's content (or the prompt a client
+        template rendered) and ``request`` the dict Byzer-LLM would send (``instruction``,
+        ``history``, ``extra_request_params`` and the llm_config keys); with ``response_class``,
+        ``[LLMClassResponse(that response, that response, {"reason": "Only return prompt"})]``.
+        Event callbacks (``add_event_callback``) run around the model call.
+
         Raises ``InvalidRequestError`` (naming the field), ``ModelNotFoundError`` (listing the
         deployed names), ``WorkerDiedError``, ``DeploymentUndeployedError``.
         """
+        if only_return_prompt:
+            name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+            item = {**_event_input(request, llm_config), "extra_request_params": dict(extra_request_params or {})}
+            resp = LLMResponse("", item["instruction"], item)
+            if response_class is not None or response_after_chat:
+                return [LLMClassResponse(resp, resp, {"reason": "Only return prompt"})]
+            return [resp]
         if tools is not None or response_class is not None or impl_func is not None:
             name = self._model(model)  # the layer's own requests validate the messages
             config = {**(llm_config or {}), **(extra_request_params or {})}
@@ -269,16 +425,25 @@ class ByzerLLM(StructuredMixin):
                                           func_params, response_class, response_after_chat, impl_func,
                                           execute_impl_func, impl_func_params, impl_instruction)]
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        answered = self._before_call(name, request, llm_config)
+        if answered is not None:
+            return answered
         start = time.perf_counter()
         resp = self.runtime.chat(name, request)
-        return [_llm_response(name, request, resp, time.perf_counter() - start)]
+        return self._after_call(name, [_llm_response(name, request, resp, time.perf_counter() - start)])
 
-    def _emb_inputs(self, model: str | None, request: Any) -> tuple[str, list[str]]:
+    def _emb_model(self, model: str | None) -> str:
         name = model or self.default_emb_model_name
+        if not name and self._emb_falls_back_to_default_model:
+            name = self.default_model_name
         if not name:
             raise InvalidRequestError(
                 "no embedding model given: pass model=... or call setup_default_emb_model_name(...)", param="model"
             )
+        return name
+
+    def _emb_inputs(self, model: str | None, request: Any) -> tuple[str, list[str]]:
+        name = self._emb_model(model)
         texts = request.instruction if isinstance(request, LLMRequest) else request
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -286,16 +451,24 @@ class ByzerLLM(StructuredMixin):
                                       param="instruction")
         return name, texts
 
-    def emb(self, model: str | None, request: LLMRequest | str | list[str], query: bool = False) -> list[LLMResponse]:
+    def emb(self, model: str | None, request: LLMRequest | str | list[str],
+            extract_params: dict[str, Any] | None = None, query: bool = False) -> list[LLMResponse]:
         """Embed ``request.instruction`` (a string or a list of strings) with deployment ``model``
         (the default embedding model when None): one ``LLMResponse`` per input whose ``output`` is
         the vector (floats; the dimension is ``get_meta()["embedding_dim"]``). ``query=True`` embeds
         search queries (E5 models' ``query:`` prefix; the same as passages for other models).
 
         Long lists are sent in batches of ``EMB_BATCH_SIZE`` texts, so one call never holds a worker
-        for long. Raises ``InvalidRequestError`` for an empty input or a deployment that does not
-        serve embeddings."""
+        for long. ``extract_params`` (Byzer-LLM's per-request engine options) has no meaning for the
+        embedding backends here and is ignored. Event callbacks see ``{"instruction": text,
+        "embedding": True}`` per text. Raises ``InvalidRequestError`` for an empty input or a
+        deployment that does not serve embeddings."""
         name, texts = self._emb_inputs(model, request)
+        if self.event_callbacks.get(EventName.BEFORE_CALL_MODEL):
+            answer = self._trigger_event(EventName.BEFORE_CALL_MODEL, self, name,
+                                         [{"instruction": t, "embedding": True} for t in texts])
+            if answer is not None:
+                return _event_responses(answer)
         start = time.perf_counter()
         vectors: list[list[float]] = []
         tokens = 0
@@ -303,7 +476,7 @@ class ByzerLLM(StructuredMixin):
             part, n = self.runtime.embed(name, texts[i : i + EMB_BATCH_SIZE], query)
             vectors.extend(part)
             tokens += n
-        return _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start)
+        return self._after_call(name, _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start))
 
     async def async_emb(self, model: str | None, request: LLMRequest | str | list[str],
                         query: bool = False) -> list[LLMResponse]:
@@ -343,10 +516,7 @@ class ByzerLLM(StructuredMixin):
         return [_rerank_response(name, pairs, scores, single, tokens, time.perf_counter() - start)]
 
     def _rerank_inputs(self, model: str | None, sentence_pairs: Any) -> tuple[str, list[tuple[str, str]], bool]:
-        name = model or self.default_emb_model_name
-        if not name:
-            raise InvalidRequestError(
-                "no rerank model given: pass model=... or call setup_default_emb_model_name(...)", param="model")
+        name = self._emb_model(model)
 
         def is_pair(x: Any) -> bool:
             return isinstance(x, list | tuple) and len(x) == 2 and all(isinstance(t, str) for t in x)
@@ -389,9 +559,9 @@ class ByzerLLM(StructuredMixin):
         async for item in _atuples(runtime.astream(name, request), delta_mode=True):
             yield item
 
-    def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
+    def emb_query(self, v: str, model: str | None = None) -> list[LLMResponse]:
         """Embed one search query (``emb(..., query=True)``) with the default embedding model."""
-        return self.emb(model, LLMRequest(instruction=text), query=True)
+        return self.emb(model, LLMRequest(instruction=v), query=True)
 
     def stream_chat_oai(
         self,
@@ -418,7 +588,23 @@ class ByzerLLM(StructuredMixin):
             config = {**(llm_config or {}), **(extra_request_params or {})}
             return self._stream_tool_calls(self._model(model), conversations, config, tools, tool_choice)
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
-        return _tuples(self.runtime.stream(name, request), delta_mode)
+        answered = self._before_call(name, request, llm_config)
+        if answered is not None:
+            return iter(_answered_tuples(answered, delta_mode))
+        return self._observed(name, request, _tuples(self.runtime.stream(name, request), delta_mode), delta_mode)
+
+    def _observed(self, name: str, request: ChatRequest, items: Iterator[tuple[str, SingleOutputMeta]],
+                  delta_mode: bool) -> Iterator[tuple[str, SingleOutputMeta]]:
+        """``items``, then the AFTER_CALL_MODEL callbacks on the whole text."""
+        if not self.event_callbacks.get(EventName.AFTER_CALL_MODEL):
+            yield from items
+            return
+        text, meta = "", None
+        for piece, meta in items:
+            text = text + piece if delta_mode else piece
+            yield piece, meta
+        if meta is not None:
+            self._after_call(name, [LLMResponse(text, _event_input(request, None)["instruction"], meta.to_dict())])
 
     async def async_chat_oai(
         self,
@@ -437,10 +623,13 @@ class ByzerLLM(StructuredMixin):
                                   role_mapping=role_mapping, extra_request_params=extra_request_params, **structured)
             )
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        answered = self._before_call(name, request, llm_config)
+        if answered is not None:
+            return answered
         runtime = await self._aruntime(name)
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
-        return [_llm_response(name, request, resp, time.perf_counter() - start)]
+        return self._after_call(name, [_llm_response(name, request, resp, time.perf_counter() - start)])
 
     async def async_stream_chat_oai(
         self,
@@ -453,9 +642,50 @@ class ByzerLLM(StructuredMixin):
     ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
+        answered = self._before_call(name, request, llm_config)
+        if answered is not None:
+            for item in _answered_tuples(answered, delta_mode):
+                yield item
+            return
         runtime = await self._aruntime(name)
-        async for item in _atuples(runtime.astream(name, request), delta_mode):
-            yield item
+        text, meta = "", None
+        async for piece, meta in _atuples(runtime.astream(name, request), delta_mode):
+            text = text + piece if delta_mode else piece
+            yield piece, meta
+        if meta is not None and self.event_callbacks.get(EventName.AFTER_CALL_MODEL):
+            self._after_call(name, [LLMResponse(text, _event_input(request, None)["instruction"], meta.to_dict())])
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError(f"{name} must be an integer >= 1, got {value!r}", param=name)
+    return value
+
+
+def _event_input(request: ChatRequest, llm_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The request as Byzer-LLM hands it to event callbacks: the last message's content as
+    ``instruction`` (the rendered prompt when a client template made one), the others as
+    ``history``, and the llm_config keys."""
+    instruction = request.prompt if request.prompt is not None else request.messages[-1].get("content")
+    history = [] if request.prompt is not None else [dict(m) for m in request.messages[:-1]]
+    return {"instruction": instruction, "history": history, **(llm_config or {})}
+
+
+def _event_responses(items: Any) -> list[LLMResponse]:
+    """A callback's answer (``[{"predict", "metadata", "input"}]``) as ``LLMResponse``s."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "predict" in i for i in items):
+        raise InvalidRequestError("an event callback that answers returns (False, [{'predict': ..., 'metadata': "
+                                  "{...}, 'input': ...}])", param="callback")
+    return [LLMResponse(i["predict"], i.get("input", ""), dict(i.get("metadata") or {})) for i in items]
+
+
+def _answered_tuples(responses: list[LLMResponse], delta_mode: bool) -> list[tuple[str, SingleOutputMeta]]:
+    """A callback's answer as a stream: its text, then the end (empty in delta mode)."""
+    text = responses[0].output if responses else ""
+    meta = responses[0].metadata if responses else {}
+    end = SingleOutputMeta(input_tokens_count=meta.get("input_tokens_count", 0),
+                           generated_tokens_count=meta.get("generated_tokens_count", 0), finish_reason="stop")
+    return [(text, replace(end, finish_reason=None)), ("" if delta_mode else text, end)]
 
 
 def _deploy_options(pretrained_model_type: str, infer_params: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,10 +15,18 @@ class SimpleByzerLLM(ByzerLLM):
     backends built in this process: SaaS deployments (``pretrained_model_type="saas/..."``) and
     local ones (llama.cpp). Deployments belong to this client object and end with it (or with
     ``undeploy``); ``num_workers`` and ``worker_concurrency`` bound the requests in flight as on Ray.
+
+    ``default_model_name`` is the deployment calls go to when they name none (Byzer-LLM's
+    constructor and default); ``emb`` / ``emb_query`` fall back to it when no embedding model is
+    set, as Byzer-LLM's ``SimpleByzerLLM`` does.
     """
 
-    def __init__(self, verbose: bool = False, default_model: str | None = None) -> None:
-        super().__init__(verbose=verbose, default_model=default_model)
+    _emb_falls_back_to_default_model = True
+
+    def __init__(self, default_model_name: str | None = "deepseek_chat", *, verbose: bool = False,
+                 default_max_output_length: int | None = None) -> None:
+        super().__init__(verbose=verbose, default_model=default_model_name,
+                         default_max_output_length=default_max_output_length)
         from ..runtime.inprocess import InProcessRuntime
 
         self._runtime = InProcessRuntime()
@@ -26,7 +34,7 @@ class SimpleByzerLLM(ByzerLLM):
     @classmethod
     def from_default_model(cls, model: str, auto_connect_cluster: bool = False) -> SimpleByzerLLM:
         """A client whose calls go to deployment ``model`` (deploy it on this client first)."""
-        return cls(default_model=model)
+        return cls(default_model_name=model)
 
     @property
     def runtime(self):

@@ -28,7 +28,7 @@ from ..structured.output import extract_json
 from ..structured.plan import Call as _Call
 from ..structured.plan import arun_plan, run_plan
 from ..types import LLMResponse
-from .template import PromptTemplate, printable, to_content
+from .template import PromptTemplate, printable, render_string, to_content
 
 _STREAM_ORIGINS = {collections.abc.Generator, collections.abc.Iterator, collections.abc.Iterable}
 _ASTREAM_ORIGINS = {collections.abc.AsyncGenerator, collections.abc.AsyncIterator, collections.abc.AsyncIterable}
@@ -59,7 +59,8 @@ def _has_json(text: str) -> bool:
 class PromptFunction:
     """The callable that ``@byzerllm.prompt`` returns. Chain methods return a modified copy."""
 
-    def __init__(self, fn: Callable, llm: Any = None, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, fn: Callable, llm: Any = None, options: dict[str, Any] | None = None,
+                 strict: bool = False) -> None:
         self._binding = None
         if isinstance(fn, (staticmethod, classmethod)):
             self._binding = "class" if isinstance(fn, classmethod) else "static"
@@ -72,17 +73,18 @@ class PromptFunction:
             hints = dict(getattr(fn, "__annotations__", {}))
         self._return_type = hints.get("return", str)
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
-        self._template = PromptTemplate(fn.__doc__, fn.__qualname__)
+        self._template = PromptTemplate(fn.__doc__, fn.__qualname__, strict)
         self._llm = llm
         self._options: dict[str, Any] = {}
         self._instance: Any = None
         self._bound = False
         self._extractor: Callable[[str], Any] | None = None
         self._markers: tuple[str, str] | None = None
+        self._markers_template: str | None = None
         self._max_turns = DEFAULT_MAX_TURNS
         self._return_prefix: str | None = None
         self._stop_suffix_list: list[str] = []
-        self._meta_holder: dict[str, Any] | None = None
+        self._meta_holder: Any = None
         self._conversation: list[dict[str, Any]] = []
         if options:
             self._options = self._checked_options(options)
@@ -134,12 +136,17 @@ class PromptFunction:
         """Post-process the model's text; for a typed result it runs before parsing."""
         return self._with(_extractor=extractor)
 
-    def with_response_markers(self, markers: tuple[str, str] | list[str] | None = None) -> PromptFunction:
+    def with_response_markers(self, response_markers: tuple[str, str] | list[str] | None = None,
+                              response_markers_template: str | None = None) -> PromptFunction:
         """Long output: ask for the answer between two markers and keep asking the model to continue
         (assistant prefill) until the end marker, an end of turn, or ``with_max_turns`` turns.
-        The markers are removed from the result."""
-        start, end = tuple(markers or DEFAULT_MARKERS)
-        return self._with(_markers=(start, end))
+        The markers are removed from the result. ``response_markers_template`` replaces the
+        instruction added to the prompt: Jinja2 text over ``RESPONSE_START`` and ``RESPONSE_END``.
+        Raises ``InvalidRequestError`` unless ``response_markers`` is None or two strings."""
+        markers = response_markers or DEFAULT_MARKERS
+        if len(markers) != 2 or not all(isinstance(m, str) and m for m in markers):
+            raise InvalidRequestError("response_markers must be two non-empty strings", param="response_markers")
+        return self._with(_markers=tuple(markers), _markers_template=response_markers_template)
 
     def with_max_turns(self, n: int) -> PromptFunction:
         if not isinstance(n, int) or n < 1:
@@ -157,9 +164,11 @@ class PromptFunction:
     def with_stop_suffix_list(self, stops: list[str]) -> PromptFunction:
         return self._with(_stop_suffix_list=list(stops))
 
-    def with_meta(self, holder: dict[str, Any]) -> PromptFunction:
-        """Fill ``holder`` after the call: input_tokens_count, generated_tokens_count (summed over
-        turns), time_cost (s), first_token_time (s), turns, finish_reason."""
+    def with_meta(self, holder: Any) -> PromptFunction:
+        """Fill ``holder`` after the call with input_tokens_count, generated_tokens_count (summed over
+        turns), time_cost (s), first_token_time (s), turns, finish_reason, reasoning_content:
+        a ``byzerllm.MetaHolder`` gets them as its ``meta`` (read with ``get_meta()``), a dict is
+        updated with them."""
         return self._with(_meta_holder=holder)
 
     def with_conversation(self, history: list[dict[str, Any]]) -> PromptFunction:
@@ -267,8 +276,11 @@ class PromptFunction:
             resp = yield self._call(messages, **extra)
             return prefix + resp.output
         start, end = self._markers
-        messages = [*messages[:-1], _append_text(messages[-1], f"\n\nWrite your whole answer between {start} and "
-                                                               f"{end}, and end it with {end}.")]
+        if self._markers_template:
+            instruction = "\n\n" + render_string(self._markers_template, RESPONSE_START=start, RESPONSE_END=end)
+        else:
+            instruction = f"\n\nWrite your whole answer between {start} and {end}, and end it with {end}."
+        messages = [*messages[:-1], _append_text(messages[-1], instruction)]
         text = prefix
         for _ in range(self._max_turns):
             turn = [*messages, {"role": "assistant", "content": start + text}]
@@ -306,14 +318,19 @@ class PromptFunction:
         if self._meta_holder is None or not responses:
             return
         ms = [r.metadata for r in responses]
-        self._meta_holder.update({
+        meta = {
             "input_tokens_count": sum(m.get("input_tokens_count", 0) for m in ms),
             "generated_tokens_count": sum(m.get("generated_tokens_count", 0) for m in ms),
             "time_cost": sum(m.get("time_cost", 0.0) for m in ms),
             "first_token_time": ms[0].get("first_token_time"),
             "turns": len(ms),
             "finish_reason": ms[-1].get("finish_reason"),
-        })
+            "reasoning_content": "".join(m.get("reasoning_content") or "" for m in ms),
+        }
+        if isinstance(self._meta_holder, dict):
+            self._meta_holder.update(meta)
+        else:  # a MetaHolder, or any object with a ``meta`` attribute as Byzer-LLM's
+            self._meta_holder.meta = meta
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Call the model; ``f.run(...)`` and ``f(...)`` are the same."""
@@ -414,12 +431,16 @@ def _append_text(message: dict[str, Any], text: str) -> dict[str, Any]:
     return {**message, "content": content + text}
 
 
-def prompt(llm: Any = None, options: dict[str, Any] | None = None, render: str = "jinja2") -> Any:
+def prompt(llm: Any = None, render: str = "jinja2", check_result: bool = False,
+           options: dict[str, Any] | None = None, strict: bool = False) -> Any:
     """Decorate a function whose docstring is a Jinja2 template over its arguments.
 
     ``llm``: a client (``ByzerLLM``), a deployed model's name, or a callable returning one (for
     methods: ``lambda self: self.llm``); it can also be given per call with ``.with_llm``.
-    ``options``: as ``.options(...)``. ``render``: only ``"jinja2"`` (the Byzer-LLM default).
+    ``render``: only ``"jinja2"`` (the Byzer-LLM default). ``check_result``: accepted for
+    Byzer-LLM's code; a typed result that cannot be parsed raises ``OutputParseError`` here rather
+    than being None. ``options``: as ``.options(...)``. A template variable with no value renders
+    empty, as in Byzer-LLM; ``strict=True`` makes it an ``InvalidRequestError`` naming it.
     ``@byzerllm.prompt`` without parentheses works too. See ``PromptFunction`` for the chain
     methods.
     """
@@ -429,6 +450,6 @@ def prompt(llm: Any = None, options: dict[str, Any] | None = None, render: str =
         return PromptFunction(llm)  # used bare: @byzerllm.prompt
 
     def decorate(fn: Callable) -> PromptFunction:
-        return PromptFunction(fn, llm=llm, options=options)
+        return PromptFunction(fn, llm=llm, options=options, strict=strict)
 
     return decorate

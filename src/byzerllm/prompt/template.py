@@ -16,30 +16,48 @@ import jinja2.meta
 from ..errors import InvalidRequestError
 from ..multimodal import ATTACHMENT_TYPES, attachment_part
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# Byzer-LLM renders with jinja2's defaults, where a variable not given renders empty; strict mode
+# makes it an error instead
+_ENV = jinja2.Environment(keep_trailing_newline=False, autoescape=False)
+_STRICT_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 _PLACEHOLDER = "\x00attachment:{}\x00"
 _SPLIT = re.compile("\x00attachment:(\\d+)\x00")
 
 
-class PromptTemplate:
-    """A function's docstring as a Jinja2 template; ``variables`` are the names it uses."""
+def render_string(source: str, **values: Any) -> str:
+    """Render Jinja2 text ``source`` with ``values``; a variable not given renders empty (the
+    real package's ``format_str_jinja2``)."""
+    return _ENV.from_string(source).render(values)
 
-    def __init__(self, doc: str | None, owner: str) -> None:
+
+def render_docstring(func: Any, **values: Any) -> str:
+    """Render ``func``'s docstring (indentation removed) as a Jinja2 template with ``values``, as
+    ``render_string`` does (the real package's ``format_prompt_jinja2``)."""
+    return render_string(inspect.cleandoc(func.__doc__ or ""), **values)
+
+
+class PromptTemplate:
+    """A function's docstring as a Jinja2 template; ``variables`` are the names it uses. With
+    ``strict``, rendering without a value for one of them is an error; else it renders empty."""
+
+    def __init__(self, doc: str | None, owner: str, strict: bool = False) -> None:
         self.owner = owner
+        self.strict = strict
         self.source = inspect.cleandoc(doc or "")
+        env = _STRICT_ENV if strict else _ENV
         try:
-            self.template = _ENV.from_string(self.source)
+            self.template = env.from_string(self.source)
         except jinja2.TemplateSyntaxError as exc:
             raise InvalidRequestError(f"the docstring of prompt function {owner!r} is not a valid template: {exc}",
                                       param="docstring") from None
-        self.variables = frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(self.source)))
+        self.variables = frozenset(jinja2.meta.find_undeclared_variables(env.parse(self.source)))
 
     def render(self, values: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         """The text with attachment placeholders, and the attachments' content parts.
 
-        Raises ``InvalidRequestError`` naming a template variable that has no value.
+        Raises ``InvalidRequestError`` naming a template variable that has no value (strict only).
         """
-        missing = sorted(self.variables - values.keys())
+        missing = sorted(self.variables - values.keys()) if self.strict else []
         if missing:
             raise InvalidRequestError(
                 f"template variable(s) {', '.join(missing)} of prompt function {self.owner!r} are neither "

@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from ..errors import ClusterNotFoundError
+from ..errors import ClusterNotFoundError, InvalidRequestError
 
 NAMESPACE = "byzerllm"
 
@@ -60,13 +61,19 @@ def stop_local_cluster() -> None:
     subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True)
 
 
-def connect_cluster(address: str = "auto", start_local: bool = False) -> bool:
+def connect_cluster(address: str = "auto", java_home: str | None = None, code_search_path: list[str] | None = None,
+                    init_options: dict[str, Any] | None = None, start_local: bool = False) -> bool:
     """Connect this process to a Ray cluster (idempotent).
 
-    ``address`` is ``"auto"`` (the cluster of this machine) or ``host:port``. With
-    ``start_local=True`` a local head is started when none is running. Returns True when a new
-    head was started. Raises ``ClusterNotFoundError`` when no cluster can be reached.
+    ``address`` is ``"auto"`` (the cluster of this machine) or ``host:port``. ``init_options`` are
+    passed to ``ray.init`` (e.g. ``{"runtime_env": ...}``) over ours. ``java_home`` and
+    ``code_search_path`` set up Ray's Java workers in Byzer-LLM; nothing here runs Java, so they
+    are accepted and not used. With ``start_local=True`` a local head is started when none is
+    running. Returns True when a new head was started. Raises ``ClusterNotFoundError`` when no
+    cluster can be reached, ``InvalidRequestError`` when ``init_options`` is not a dict.
     """
+    if init_options is not None and not isinstance(init_options, dict):
+        raise InvalidRequestError("init_options must be a dict of ray.init arguments", param="init_options")
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -78,6 +85,7 @@ def connect_cluster(address: str = "auto", start_local: bool = False) -> bool:
         ignore_reinit_error=True,
         configure_logging=True,
     )
+    kwargs.update({k: v for k, v in (init_options or {}).items() if k != "address"})
     started = False
     try:
         ray.init(address=address, **kwargs)

@@ -159,6 +159,11 @@ class InProcessRuntime:
         meta["backend"] = "inprocess/" + dep.spec.backend
         return meta
 
+    def abort(self, name: str, request_id: str) -> None:
+        """Cancel request ``request_id`` on whichever worker of ``name`` runs it."""
+        for worker in self._lookup(name).workers:
+            worker.cancel(request_id)
+
     # --- requests --------------------------------------------------------------------
     def _unary(self, name: str, call: Callable[[Worker], Any], usage: Callable[[Any], tuple[int, int]]) -> Any:
         dep = self._lookup(name)

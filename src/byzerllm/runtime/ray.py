@@ -604,6 +604,16 @@ class RayRuntime:
         return meta
 
     # --- requests --------------------------------------------------------------------
+    def abort(self, name: str, request_id: str) -> None:
+        """Cancel request ``request_id`` on whichever worker of ``name`` runs it (a dead worker has
+        nothing to cancel)."""
+        refs = [w.cancel.remote(request_id) for w in self._lookup(name, refresh=True).workers]
+        for ref in refs:
+            try:
+                ray.get(ref)
+            except RayActorError:
+                pass  # the worker died: its requests already ended
+
     def _failure(self, name: str, exc: BaseException) -> BaseException:
         """Map a Ray error during a request to the error the user should see."""
         exc = _unwrap(exc)

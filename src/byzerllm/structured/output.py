@@ -64,8 +64,13 @@ def response_format_for(tp: Any) -> dict[str, Any]:
 
 def format_instruction(tp: Any) -> str:
     """The prompt text that asks a model without constrained decoding for JSON of type ``tp``."""
-    return ("\n\nAnswer with only a JSON value, no other text, that matches this JSON schema:\n"
-            f"{_schema_json(tp)}")
+    return schema_instruction(_schema_json(tp))
+
+
+def schema_instruction(schema: dict[str, Any] | str) -> str:
+    """The prompt text asking for JSON of a JSON schema (a dict or its JSON text)."""
+    text = schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
+    return f"\n\nAnswer with only a JSON value, no other text, that matches this JSON schema:\n{text}"
 
 
 def extract_json(text: str) -> str:

@@ -1,7 +1,23 @@
-"""``from byzerllm.utils.client import ByzerLLM, LLMRequest, InferBackend, Templates`` as in the
-Byzer-LLM README; these are re-exports of the package's public types."""
+"""``byzerllm.utils.client``: the import path of the Byzer-LLM documents and of its users' code
+(``from byzerllm.utils.client import ByzerLLM, EventName, ...``); re-exports of the one client."""
 
-from ...client import ByzerLLM, Template, Templates
-from ...types import InferBackend, LLMRequest, LLMResponse, SingleOutputMeta
+from ...client import ByzerLLM, SimpleByzerLLM, Template, Templates
+from . import code_utils, types
+from .types import (
+    EventCallback,
+    EventCallbackResult,
+    EventName,
+    ExecuteCodeResponse,
+    InferBackend,
+    LLMClassResponse,
+    LLMFunctionCallResponse,
+    LLMHistoryItem,
+    LLMRequest,
+    LLMResponse,
+    Role,
+    SingleOutputMeta,
+)
 
-__all__ = ["ByzerLLM", "InferBackend", "LLMRequest", "LLMResponse", "SingleOutputMeta", "Template", "Templates"]
+__all__ = ["ByzerLLM", "EventCallback", "EventCallbackResult", "EventName", "ExecuteCodeResponse", "InferBackend",
+           "LLMClassResponse", "LLMFunctionCallResponse", "LLMHistoryItem", "LLMRequest", "LLMResponse", "Role",
+           "SimpleByzerLLM", "SingleOutputMeta", "Template", "Templates", "code_utils", "types"]
