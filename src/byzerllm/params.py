@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from .errors import InvalidRequestError, UnsupportedParameterError
-from .multimodal import legacy_parts
+from .multimodal import legacy_parts, tagged_parts
 from .types import ChatRequest
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -108,6 +108,12 @@ def validate_messages(conversations: Any) -> list[dict[str, Any]]:
             raise InvalidRequestError(f"conversations[{i}].content is missing", param=f"conversations[{i}].content")
         if isinstance(content, str):
             parts = legacy_parts(content)
+            if parts is None and role == "user" and ("<_image_>" in content or "<_audio_>" in content):
+                try:  # Byzer-LLM's tagged attachments (``Image.load_image_from_path``) become parts
+                    parts = tagged_parts(content)
+                except ValueError as exc:
+                    raise InvalidRequestError(f"conversations[{i}].content: {exc}",
+                                              param=f"conversations[{i}].content") from None
             if parts is not None:
                 msg = {**msg, "content": parts}
         elif content is not None and not isinstance(content, list):

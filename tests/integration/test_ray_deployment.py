@@ -193,6 +193,15 @@ def test_busy_slots_show_while_a_request_runs_and_early_exit_frees_them(llm):
         llm.undeploy(name)
 
 
+def test_abort_stops_a_running_request_on_ray(llm, smollm2_chat):
+    from ..compat.test_abort import run_and_abort
+
+    resp, took = run_and_abort(llm, smollm2_chat, "abort-ray-1")
+    assert resp.metadata["finish_reason"] == "cancelled"
+    assert 0 < resp.metadata["generated_tokens_count"] < 400 and took < 5
+    assert llm.stat(smollm2_chat)["busy_workers"] == 0
+
+
 def test_a_killed_worker_is_replaced_and_the_next_request_succeeds(llm):
     name = "kill_chat"
     llm.deploy(model_path="builtin:smollm2", udf_name=name)

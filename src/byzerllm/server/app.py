@@ -110,6 +110,22 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def _continues(body: ChatCompletionRequest, messages: list[dict[str, Any]]) -> bool:
+    """Whether the last message is an assistant message to continue: vLLM's
+    ``continue_final_message`` (with ``add_generation_prompt: false``) or DeepSeek's
+    ``"prefix": true`` on it. Raises ``InvalidRequestError`` when that message is not an assistant's."""
+    prefix = messages[-1].pop("prefix", False)
+    for m in messages[:-1]:
+        m.pop("prefix", None)
+    if not (body.continue_final_message or prefix):
+        return False
+    if messages[-1]["role"] != "assistant":
+        param = "continue_final_message" if body.continue_final_message else f"messages.{len(messages) - 1}.prefix"
+        raise InvalidRequestError("continuing a message needs the last message to be an assistant message",
+                                  param=param)
+    return True
+
+
 def _response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
     rf = body.response_format
     if rf is None or rf.type == "text":
@@ -220,6 +236,8 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
         if rf is not None:
             extra["response_format"] = rf
         messages = _messages(body.messages)
+        if _continues(body, messages):
+            config["continue_final_message"] = True
         use_tools = bool(body.tools) and body.tool_choice != "none"
         tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
         choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice

@@ -34,6 +34,8 @@ class Message(_Strict):
     name: str | None = None
     tool_calls: list[ToolCallItem] | None = None
     tool_call_id: str | None = None
+    # DeepSeek's chat prefix completion: the last (assistant) message is continued
+    prefix: bool | None = None
 
 
 class FunctionDef(_Strict):
@@ -97,6 +99,9 @@ class _Sampling(_Strict):
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    # vLLM's extensions for continuing the last assistant message (response prefix)
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | None = None
     parallel_tool_calls: bool | None = None
