@@ -8,8 +8,7 @@ from .prompt import prompt
 from .prompt.template import render_string as format_str_jinja2
 from .runtime.cluster import connect_cluster
 from .types import InferBackend, LLMRequest, LLMResponse, MetaHolder, SingleOutputMeta
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "DEFAULT_CHAT_MODEL",
@@ -24,6 +23,7 @@ __all__ = [
     "SingleOutputMeta",
     "Template",
     "Templates",
+    "__version__",
     "connect_cluster",
     "errors",
     "format_str_jinja2",

@@ -31,6 +31,17 @@ PATHS = [
     ("byzerllm.types", ["Bool", "Int", "Float", "ImagePath", "AudioPath"]),
     ("byzerllm.apps.byzer_storage.env", ["get_latest_byzer_retrieval_lib"]),
     ("byzerllm.apps.byzer_storage.simple_api", ["ByzerStorage", "DataType", "FieldOption", "SortOption"]),
+    ("byzerllm.apps.byzer_storage.local_simple_api", ["LocalByzerStorage", "DataType", "FieldOption", "SortOption"]),
+    ("byzerllm.apps.utils", ["TagExtractor"]),
+    ("byzerllm.version", ["__version__"]),
+    ("byzerllm.log", ["init_logger"]),
+    ("byzerllm.utils.client.entrypoints.openai.serving_chat", ["OpenAIServingChat"]),
+    ("byzerllm.utils.client.entrypoints.openai.serving_completion", ["OpenAIServingCompletion"]),
+    ("byzerllm.utils.client.entrypoints.openai.protocol", ["ModelList", "ModelCard", "ModelPermission",
+                                                            "ChatCompletionRequest", "ErrorResponse",
+                                                            "CompletionRequest", "EmbeddingCompletionRequest",
+                                                            "EmbeddingResponse", "EmbeddingResponseData",
+                                                            "UsageInfo"]),
 ]
 
 
@@ -96,3 +107,23 @@ def test_helpers_of_byzerllm_utils():
     assert format_prompt_jinja2(doc, name="x") == "Hello x\n  indented"
     assert len(random_uuid()) == 32 and random_uuid() != random_uuid()
     assert generate_str_md5("abc") == "900150983cd24fb0d6963f7d28e17f72"
+
+
+def test_local_byzer_storage_is_the_embedded_store_with_a_client_for_embeddings(tmp_path, monkeypatch):
+    # apps/byzer_storage/local_simple_api.py:582 LocalByzerStorage(cluster_name, database, table, host,
+    # port, emb_llm); auto-coder's rag/cache/local_byzer_storage_cache.py:89 builds it so
+    from byzerllm.apps.byzer_storage import local_simple_api
+
+    monkeypatch.setenv("BYZERLLM_STORAGE_DIR", str(tmp_path))
+    emb = object()
+    store = local_simple_api.LocalByzerStorage("byzerai_store", "rag_test", "docs", host="127.0.0.1", port=1,
+                                               emb_llm=emb)
+    assert store.llm is emb and (store.host, store.port) == ("127.0.0.1", 1)
+    assert isinstance(store, byzerllm.apps.byzer_storage.ByzerStorage)
+
+
+def test_init_logger_gives_a_byzerllm_logger():
+    from byzerllm.log import init_logger
+
+    assert init_logger("autocoder.rag.api_server").name == "byzerllm.autocoder.rag.api_server"
+    assert init_logger("byzerllm.x").name == "byzerllm.x"

@@ -153,13 +153,15 @@ def test_hybrid_recall_is_at_least_each_single_method(corpus_indexes, corpus):
 @pytest.mark.parametrize("corpus", list(CORPORA))
 def test_answer_cites_the_chunk_that_answers(corpus_indexes, smollm2_chat, corpus):
     index, items = corpus_indexes[corpus]
-    item = items[0]
-    answer = index.ask(item["question"], model=smollm2_chat, top_k=5, llm_config={"max_length": 48})
-    assert answer.text and len(answer.sources) == 5
+    # three sources keep the Chinese prompt inside the model's 4096 tokens; the question is the first
+    # one retrieval answers in its top three (recall itself is tested above)
+    item = next(i for i in items if recall_at_k(index, [i], k=3)["recall"] == 1)
+    answer = index.ask(item["question"], model=smollm2_chat, top_k=3, llm_config={"max_length": 48})
+    assert answer.text and len(answer.sources) == 3
     correct = [i for i, hit in enumerate(answer.sources, 1) if answers(hit, item)]
     assert correct, [h.citation() for h in answer.sources]
     where = f"p.{item['page']}" if item.get("page") else item["heading"]
     listed = answer.format().split("Sources:\n")[1].splitlines()
-    assert len(listed) == 5
+    assert len(listed) == 3
     for i in correct:  # the answer's source list cites the answering file and page or heading
         assert f"[{i}] {item['source']}" in listed[i - 1] and where in listed[i - 1]

@@ -402,3 +402,16 @@ class ByzerStorage:
 
     def close(self) -> None:
         self.engine.close()
+
+
+class LocalByzerStorage(ByzerStorage):
+    """Byzer-LLM's client of a retrieval server on ``host:port`` that embeds with the client object
+    ``emb_llm`` (e.g. ``SimpleByzerLLM(default_model_name="emb")``). The store here is embedded
+    (SQLite in ``database_path(cluster_name, database)``), so there is no server to reach: ``host``
+    and ``port`` are kept and not used. Methods and errors as ``ByzerStorage``."""
+
+    def __init__(self, cluster_name: str | None, database: str, table: str, host: str = "localhost",
+                 port: int = 33333, emb_llm: Any = None) -> None:
+        super().__init__(cluster_name, database, table)
+        self.host, self.port = host, port
+        self._llm = emb_llm

@@ -1,0 +1,1 @@
+"""Byzer-LLM's ``byzerllm.utils.client.entrypoints`` path (see ``byzerllm.server.openai_serving``)."""
