@@ -47,8 +47,12 @@ def write_result(name: str, payload: dict) -> Path:
     payload = {
         "benchmark": name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
-                    "llama_cpp_python": llama_cpp.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "llama_cpp_python": llama_cpp.__version__,
+        },
         **payload,
     }
     path = RESULTS / f"{name}.json"

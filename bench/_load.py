@@ -22,8 +22,10 @@ async def run(url: str, body: dict, headers: dict, concurrency: int, seconds: fl
     done = errors = 0
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as http:
+    async with aiohttp.ClientSession(
+        connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=60)
+    ) as http:
+
         async def one() -> bool:
             start = time.perf_counter()
             try:

@@ -25,20 +25,36 @@ async def chat(request: Request):
     body = await request.json()
     model = body.get("model", "fixed")
     if body.get("stream"):
+
         async def events():
             base = {"id": "chatcmpl-fixed", "object": "chat.completion.chunk", "created": 0, "model": model}
             for word in ANSWER.split(" "):
-                yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": word + " "},
-                                                                  "finish_reason": None}]}) + "\n\n"
-            yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) \
+                yield (
+                    "data: "
+                    + json.dumps(
+                        {**base, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+                    )
+                    + "\n\n"
+                )
+            yield (
+                "data: "
+                + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                 + "\n\n"
+            )
             yield "data: " + json.dumps({**base, "choices": [], "usage": USAGE}) + "\n\n"
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
-    return JSONResponse({"id": "chatcmpl-fixed", "object": "chat.completion", "created": 0, "model": model,
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
-                                      "finish_reason": "stop"}], "usage": USAGE})
+    return JSONResponse(
+        {
+            "id": "chatcmpl-fixed",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "usage": USAGE,
+        }
+    )
 
 
 async def models(request: Request):

@@ -31,8 +31,9 @@ PROMPTS = [
 def run_ours(llm, name, messages, max_tokens):
     stamps = []
     start = time.perf_counter()
-    for delta, meta in llm.stream_chat_oai(messages, model=name, delta_mode=True,
-                                           llm_config={"max_length": max_tokens, "ignore_eos": True}):
+    for delta, meta in llm.stream_chat_oai(
+        messages, model=name, delta_mode=True, llm_config={"max_length": max_tokens, "ignore_eos": True}
+    ):
         if delta:
             stamps.append(time.perf_counter() - start)
     n = meta.generated_tokens_count
@@ -70,8 +71,9 @@ def main() -> None:
         if llm.is_model_exist(name):
             llm.undeploy(name)
         llm.setup_num_workers(1).deploy(model_path="builtin:smollm2", udf_name=name, infer_params={"n_threads": 1})
-        direct = llama_cpp.Llama(resolve_model_path("builtin:smollm2"), n_ctx=4096, n_threads=1,
-                                 n_threads_batch=1, verbose=False)
+        direct = llama_cpp.Llama(
+            resolve_model_path("builtin:smollm2"), n_ctx=4096, n_threads=1, n_threads_batch=1, verbose=False
+        )
         bias = {t: -1e9 for t in range(direct.n_vocab()) if llama_cpp.llama_vocab_is_eog(direct._model.vocab, t)}
         ours, ref = [], []
         try:
@@ -95,24 +97,35 @@ def main() -> None:
     result = {
         "runs": args.runs,
         "max_tokens": args.max_tokens,
-        "ours": {"ttft_ms": ttft_o, "decode_tokens_per_s": dec_o, "e2e_tokens_per_s": e2e_o,
-                 "tokens": [r[3] for r in ours]},
-        "llama_cpp_in_process": {"ttft_ms": ttft_d, "decode_tokens_per_s": dec_d, "e2e_tokens_per_s": e2e_d,
-                                 "tokens": [r[3] for r in ref]},
+        "ours": {
+            "ttft_ms": ttft_o,
+            "decode_tokens_per_s": dec_o,
+            "e2e_tokens_per_s": e2e_o,
+            "tokens": [r[3] for r in ours],
+        },
+        "llama_cpp_in_process": {
+            "ttft_ms": ttft_d,
+            "decode_tokens_per_s": dec_d,
+            "e2e_tokens_per_s": e2e_d,
+            "tokens": [r[3] for r in ref],
+        },
         "decode_tokens_per_s_ratio": dec_o / dec_d,
         "e2e_tokens_per_s_ratio": e2e_o / e2e_d,
         "ttft_difference_ms": ttft_o - ttft_d,
         "targets": {"tokens_per_s_ratio": ">= 0.95", "ttft_difference_ms": "<= 15"},
     }
-    result["met"] = {"tokens_per_s_ratio": min(result["decode_tokens_per_s_ratio"],
-                                               result["e2e_tokens_per_s_ratio"]) >= 0.95,
-                     "ttft_difference_ms": result["ttft_difference_ms"] <= 15}
+    result["met"] = {
+        "tokens_per_s_ratio": min(result["decode_tokens_per_s_ratio"], result["e2e_tokens_per_s_ratio"]) >= 0.95,
+        "ttft_difference_ms": result["ttft_difference_ms"] <= 15,
+    }
     print_table(
         f"Ray deployment vs llama-cpp-python in-process (median of {args.runs}, {args.max_tokens} tokens)",
         ["metric", "byzerllm on Ray", "llama.cpp in-process", "ours / ref or diff", "target"],
-        [["TTFT (ms)", ttft_o, ttft_d, f"{ttft_o - ttft_d:+.1f} ms", "<= +15 ms"],
-         ["decode tokens/s (stream)", dec_o, dec_d, f"{dec_o / dec_d:.3f}", ">= 0.95"],
-         ["end-to-end tokens/s (chat_oai)", e2e_o, e2e_d, f"{e2e_o / e2e_d:.3f}", ">= 0.95"]],
+        [
+            ["TTFT (ms)", ttft_o, ttft_d, f"{ttft_o - ttft_d:+.1f} ms", "<= +15 ms"],
+            ["decode tokens/s (stream)", dec_o, dec_d, f"{dec_o / dec_d:.3f}", ">= 0.95"],
+            ["end-to-end tokens/s (chat_oai)", e2e_o, e2e_d, f"{e2e_o / e2e_d:.3f}", ">= 0.95"],
+        ],
     )
     print("wrote", write_result("local_overhead", result))
 

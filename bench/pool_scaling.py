@@ -30,7 +30,9 @@ def measure(llm, name: str, requests: int, max_tokens: int) -> dict:
             try:
                 for _, meta in llm.stream_chat_oai(
                     [{"role": "user", "content": f"Client {c} asks question {r}: describe a city."}],
-                    model=name, delta_mode=True, llm_config={"max_length": max_tokens, "ignore_eos": True},
+                    model=name,
+                    delta_mode=True,
+                    llm_config={"max_length": max_tokens, "ignore_eos": True},
                 ):
                     pass
                 tokens[c] += meta.generated_tokens_count
@@ -45,8 +47,13 @@ def measure(llm, name: str, requests: int, max_tokens: int) -> dict:
         t.join()
     wall = time.perf_counter() - start
     stat = llm.stat(name)
-    return {"tokens": sum(tokens), "seconds": wall, "tokens_per_s": sum(tokens) / wall, "errors": errors,
-            "requests_per_worker": stat["total_requests"]}
+    return {
+        "tokens": sum(tokens),
+        "seconds": wall,
+        "tokens_per_s": sum(tokens) / wall,
+        "errors": errors,
+        "requests_per_worker": stat["total_requests"],
+    }
 
 
 def main() -> None:
@@ -61,8 +68,9 @@ def main() -> None:
             name = f"bench_pool_{workers}"
             if llm.is_model_exist(name):
                 llm.undeploy(name)
-            llm.setup_num_workers(workers).deploy(model_path="builtin:smollm2", udf_name=name,
-                                                  infer_params={"n_threads": 1})
+            llm.setup_num_workers(workers).deploy(
+                model_path="builtin:smollm2", udf_name=name, infer_params={"n_threads": 1}
+            )
             try:
                 measure(llm, name, 1, 8)  # warm-up
                 results[workers] = measure(llm, name, args.requests, args.max_tokens)
@@ -72,15 +80,25 @@ def main() -> None:
     print_table(
         f"Aggregate tokens/s, {CLIENTS} concurrent clients x {args.requests} requests x {args.max_tokens} tokens",
         ["workers", "tokens", "seconds", "tokens/s", "requests per worker", "errors"],
-        [[w, r["tokens"], r["seconds"], r["tokens_per_s"], r["requests_per_worker"], len(r["errors"])]
-         for w, r in results.items()],
+        [
+            [w, r["tokens"], r["seconds"], r["tokens_per_s"], r["requests_per_worker"], len(r["errors"])]
+            for w, r in results.items()
+        ],
     )
     print(f"2 workers / 1 worker = {ratio:.3f} (target >= 1.15)")
-    path = write_result("pool_scaling", {
-        "clients": CLIENTS, "requests_per_client": args.requests, "max_tokens": args.max_tokens,
-        "one_worker": results[1], "two_workers": results[2], "ratio": ratio,
-        "target": ">= 1.15", "met": ratio >= 1.15,
-    })
+    path = write_result(
+        "pool_scaling",
+        {
+            "clients": CLIENTS,
+            "requests_per_client": args.requests,
+            "max_tokens": args.max_tokens,
+            "one_worker": results[1],
+            "two_workers": results[2],
+            "ratio": ratio,
+            "target": ">= 1.15",
+            "met": ratio >= 1.15,
+        },
+    )
     print("wrote", path)
 
 

@@ -38,8 +38,17 @@ class InstantLLM:
     default_model_name = "instant"
 
     def __init__(self, text: str):
-        self.response = LLMResponse(text, {}, {"input_tokens_count": 1, "generated_tokens_count": 1,
-                                               "time_cost": 0.0, "first_token_time": 0.0, "finish_reason": "stop"})
+        self.response = LLMResponse(
+            text,
+            {},
+            {
+                "input_tokens_count": 1,
+                "generated_tokens_count": 1,
+                "time_cost": 0.0,
+                "first_token_time": 0.0,
+                "finish_reason": "stop",
+            },
+        )
 
     def chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None):
         return [self.response]
@@ -80,8 +89,10 @@ def main() -> None:
         Tell a 100-word story about {{ topic }}.
         """
 
-    tpl_text = jinja2.Template("Hello {{ name }}, you have {{ tasks | length }} tasks:\n{% for task in tasks %}\n"
-                               "- Task: {{ task.name }} | Due: {{ task.due_date }}\n{% endfor %}")
+    tpl_text = jinja2.Template(
+        "Hello {{ name }}, you have {{ tasks | length }} tasks:\n{% for task in tasks %}\n"
+        "- Task: {{ task.name }} | Due: {{ task.due_date }}\n{% endfor %}"
+    )
     tpl_story = jinja2.Template("Tell a 100-word story about {{ topic }}.")
 
     def by_hand_text():
@@ -100,11 +111,12 @@ def main() -> None:
         om, rm = statistics.median(o) * 1e3, statistics.median(r) * 1e3
         op99 = sorted(o)[int(len(o) * 0.99) - 1] * 1e3
         rows.append([label, om, op99, rm, om - rm, "<= 1 ms"])
-        result[label] = {"ours_median_ms": om, "ours_p99_ms": op99, "by_hand_median_ms": rm,
-                         "met": om <= 1.0}
-    print_table(f"Prompt layer time per call, model excluded ({args.calls} calls)",
-                ["case", "prompt function median (ms)", "p99 (ms)", "by hand median (ms)", "added (ms)", "target"],
-                rows)
+        result[label] = {"ours_median_ms": om, "ours_p99_ms": op99, "by_hand_median_ms": rm, "met": om <= 1.0}
+    print_table(
+        f"Prompt layer time per call, model excluded ({args.calls} calls)",
+        ["case", "prompt function median (ms)", "p99 (ms)", "by hand median (ms)", "added (ms)", "target"],
+        rows,
+    )
     result["target"] = "median <= 1 ms"
     print("wrote", write_result("prompt_overhead", result))
 

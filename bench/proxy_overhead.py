@@ -34,8 +34,7 @@ import byzerllm
 HERE = Path(__file__).resolve().parent
 LITELLM = HERE / ".venvs" / "litellm"
 ROUNDS = 4
-BODY = {"model": "fixed", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-        "max_tokens": 16}
+BODY = {"model": "fixed", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16}
 
 
 def free_port() -> int:
@@ -78,8 +77,17 @@ def sequential(url: str, headers: dict, n: int) -> list[float]:
 
 def load(url: str, headers: dict, concurrency: int, seconds: float) -> tuple[int, int, float]:
     """``(requests done, errors, seconds)`` at ``concurrency`` from a separate load process."""
-    cmd = [sys.executable, str(HERE / "_load.py"), url, "--body", json.dumps(BODY), "--concurrency", str(concurrency),
-           "--seconds", str(seconds)] + [arg for k, v in headers.items() for arg in ("--header", f"{k}: {v}")]
+    cmd = [
+        sys.executable,
+        str(HERE / "_load.py"),
+        url,
+        "--body",
+        json.dumps(BODY),
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(seconds),
+    ] + [arg for k, v in headers.items() for arg in ("--header", f"{k}: {v}")]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     return out["done"], out["errors"], out["seconds"]
 
@@ -99,25 +107,52 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}/v1"
         wait_ready(upstream + "/models")
         config = Path(tempfile.mkdtemp()) / "litellm.yaml"
-        config.write_text(f"model_list:\n  - model_name: fixed\n    litellm_params:\n      model: openai/fixed\n"
-                          f"      api_base: {upstream}\n      api_key: sk-upstream\n")
+        config.write_text(
+            f"model_list:\n  - model_name: fixed\n    litellm_params:\n      model: openai/fixed\n"
+            f"      api_base: {upstream}\n      api_key: sk-upstream\n"
+        )
         env = {**os.environ, "LITELLM_MASTER_KEY": "sk-bench", "LITELLM_LOG": "ERROR"}
-        procs.append(subprocess.Popen([str(litellm), "--config", str(config), "--port", str(lite_port),
-                                       "--host", "127.0.0.1", "--num_workers", "1"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(litellm),
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(lite_port),
+                    "--host",
+                    "127.0.0.1",
+                    "--num_workers",
+                    "1",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         with ray_cluster():
             llm = byzerllm.ByzerLLM().setup_num_workers(2).setup_worker_concurrency(32)
             if llm.is_model_exist("fixed"):
                 llm.undeploy("fixed")
-            llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="fixed",
-                       infer_params={"saas.base_url": upstream, "saas.model": "fixed", "saas.api_key": "sk-upstream",
-                                     "saas.max_retries": 0})
+            llm.deploy(
+                model_path="",
+                pretrained_model_type="saas/openai",
+                udf_name="fixed",
+                infer_params={
+                    "saas.base_url": upstream,
+                    "saas.model": "fixed",
+                    "saas.api_key": "sk-upstream",
+                    "saas.max_retries": 0,
+                },
+            )
             try:
                 procs.append(subprocess.Popen([str(BIN / "byzerllm"), "serve", "--port", str(our_port)]))
                 headers = {"Authorization": "Bearer sk-bench"}
-                targets = {"upstream (direct)": (upstream + "/chat/completions", {}),
-                           "byzerllm serve": (f"http://127.0.0.1:{our_port}/v1/chat/completions", {}),
-                           "LiteLLM proxy": (f"http://127.0.0.1:{lite_port}/v1/chat/completions", headers)}
+                targets = {
+                    "upstream (direct)": (upstream + "/chat/completions", {}),
+                    "byzerllm serve": (f"http://127.0.0.1:{our_port}/v1/chat/completions", {}),
+                    "LiteLLM proxy": (f"http://127.0.0.1:{lite_port}/v1/chat/completions", headers),
+                }
                 wait_ready(f"http://127.0.0.1:{our_port}/health")
                 wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", seconds=180)
                 # sequential latency in interleaved rounds, so that machine noise hits every target alike
@@ -128,9 +163,12 @@ def main() -> None:
                 for label, (url, hdrs) in targets.items():
                     done, errors, wall = load(url, hdrs, args.concurrency, args.seconds)
                     xs = sorted(lat[label])
-                    results[label] = {"median_latency_ms": statistics.median(xs) * 1e3,
-                                      "p99_latency_ms": xs[int(len(xs) * 0.99) - 1] * 1e3,
-                                      "requests_per_s": done / wall, "errors": errors}
+                    results[label] = {
+                        "median_latency_ms": statistics.median(xs) * 1e3,
+                        "p99_latency_ms": xs[int(len(xs) * 0.99) - 1] * 1e3,
+                        "requests_per_s": done / wall,
+                        "errors": errors,
+                    }
             finally:
                 llm.undeploy("fixed")
     finally:
@@ -147,19 +185,36 @@ def main() -> None:
     ours, lite = results["byzerllm serve"], results["LiteLLM proxy"]
     ratio_latency = ours["added_latency_ms"] / lite["added_latency_ms"]
     ratio_rps = ours["requests_per_s"] / lite["requests_per_s"]
-    print_table(f"Proxy overhead in front of a fixed-answer upstream ({args.requests} sequential requests in "
-                f"{ROUNDS} interleaved rounds; "
-                f"concurrency {args.concurrency} for {args.seconds:g}s)",
-                ["target", "median latency (ms)", "added (ms)", "p99 (ms)", "requests/s", "errors"],
-                [[k, r["median_latency_ms"], r["added_latency_ms"], r["p99_latency_ms"], r["requests_per_s"],
-                  r["errors"]] for k, r in results.items()])
-    print(f"added latency ours/LiteLLM = {ratio_latency:.2f} (target <= 0.5); "
-          f"requests/s ours/LiteLLM = {ratio_rps:.2f} (target >= 2)")
-    print("wrote", write_result("proxy_overhead", {
-        "requests": args.requests, "seconds": args.seconds, "concurrency": args.concurrency, "results": results,
-        "added_latency_ratio": ratio_latency, "requests_per_s_ratio": ratio_rps,
-        "targets": {"added_latency_ratio": "<= 0.5", "requests_per_s_ratio": ">= 2"},
-        "met": {"added_latency_ratio": ratio_latency <= 0.5, "requests_per_s_ratio": ratio_rps >= 2}}))
+    print_table(
+        f"Proxy overhead in front of a fixed-answer upstream ({args.requests} sequential requests in "
+        f"{ROUNDS} interleaved rounds; "
+        f"concurrency {args.concurrency} for {args.seconds:g}s)",
+        ["target", "median latency (ms)", "added (ms)", "p99 (ms)", "requests/s", "errors"],
+        [
+            [k, r["median_latency_ms"], r["added_latency_ms"], r["p99_latency_ms"], r["requests_per_s"], r["errors"]]
+            for k, r in results.items()
+        ],
+    )
+    print(
+        f"added latency ours/LiteLLM = {ratio_latency:.2f} (target <= 0.5); "
+        f"requests/s ours/LiteLLM = {ratio_rps:.2f} (target >= 2)"
+    )
+    print(
+        "wrote",
+        write_result(
+            "proxy_overhead",
+            {
+                "requests": args.requests,
+                "seconds": args.seconds,
+                "concurrency": args.concurrency,
+                "results": results,
+                "added_latency_ratio": ratio_latency,
+                "requests_per_s_ratio": ratio_rps,
+                "targets": {"added_latency_ratio": "<= 0.5", "requests_per_s_ratio": ">= 2"},
+                "met": {"added_latency_ratio": ratio_latency <= 0.5, "requests_per_s_ratio": ratio_rps >= 2},
+            },
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ CORPORA = {  # corpus -> (evaluation set, built-in embedding model)
     "debian-reference-zh": ("debian_reference_zh.jsonl", "builtin:multilingual-e5-small"),
 }
 # (label, search mode, hybrid fusion): the default hybrid fuses by convex combination; RRF for reference
-MODES = (("vector", "vector", "convex"), ("fulltext", "fulltext", "convex"), ("hybrid", "hybrid", "convex"),
-         ("hybrid_rrf", "hybrid", "rrf"))
+MODES = (
+    ("vector", "vector", "convex"),
+    ("fulltext", "fulltext", "convex"),
+    ("hybrid", "hybrid", "convex"),
+    ("hybrid_rrf", "hybrid", "rrf"),
+)
 
 
 def main() -> None:
@@ -45,17 +49,25 @@ def main() -> None:
         for corpus, (eval_file, model) in CORPORA.items():
             name = f"bench_{corpus.replace('-', '_')}"
             llm.setup_num_workers(args.workers)
-            llm.deploy(model_path=model, pretrained_model_type="custom/emb", udf_name=name,
-                       infer_params={"n_threads": 1})
+            llm.deploy(
+                model_path=model, pretrained_model_type="custom/emb", udf_name=name, infer_params={"n_threads": 1}
+            )
             try:
-                index = DocumentIndex(corpus.replace("-", "_"), emb_model=name, base_dir=store, llm=llm,
-                                      parallel=args.workers)
+                index = DocumentIndex(
+                    corpus.replace("-", "_"), emb_model=name, base_dir=store, llm=llm, parallel=args.workers
+                )
                 start = time.perf_counter()
                 stats = index.build(str(fetch_corpus(corpus)))
                 build_s = time.perf_counter() - start
                 items = load_eval_set(ROOT / "tests" / "data" / "eval" / eval_file)
-                result = {"model": model, "chunks": stats.chunks, "files": stats.files, "build_s": round(build_s, 1),
-                          "chunks_per_s": round(stats.chunks / build_s, 1), "questions": len(items)}
+                result = {
+                    "model": model,
+                    "chunks": stats.chunks,
+                    "files": stats.files,
+                    "build_s": round(build_s, 1),
+                    "chunks_per_s": round(stats.chunks / build_s, 1),
+                    "questions": len(items),
+                }
                 for label, mode, fusion in MODES:
                     latencies, missed = [], []
                     for item in items:
@@ -68,8 +80,9 @@ def main() -> None:
                     p50 = statistics.median(latencies)
                     result[label] = {"recall_at_5": round(recall, 3), "query_p50_ms": round(p50, 1), "missed": missed}
                     rows.append([corpus, label, recall, p50, stats.chunks / build_s])
-                result["hybrid_at_least_each"] = all(result["hybrid"]["recall_at_5"] >= result[m]["recall_at_5"]
-                                                     for m in ("vector", "fulltext"))
+                result["hybrid_at_least_each"] = all(
+                    result["hybrid"]["recall_at_5"] >= result[m]["recall_at_5"] for m in ("vector", "fulltext")
+                )
                 out[corpus] = result
             finally:
                 llm.undeploy(name)

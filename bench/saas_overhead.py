@@ -94,8 +94,9 @@ def main() -> None:
                     "openai client (direct)": lambda: direct.chat.completions.create(model="fixed", messages=ASK),
                     "ByzerLLM on Ray": lambda: llm.chat_oai(ASK, model="saas_bench"),
                     "SimpleByzerLLM": lambda: simple.chat_oai(ASK, model="fixed"),
-                    "openai client (direct), stream": lambda: list(direct.chat.completions.create(
-                        model="fixed", messages=ASK, stream=True)),
+                    "openai client (direct), stream": lambda: list(
+                        direct.chat.completions.create(model="fixed", messages=ASK, stream=True)
+                    ),
                     "ByzerLLM on Ray, stream": lambda: list(llm.stream_chat_oai(ASK, model="saas_bench")),
                     "SimpleByzerLLM, stream": lambda: list(simple.stream_chat_oai(ASK, model="fixed")),
                 }
@@ -112,22 +113,43 @@ def main() -> None:
     finally:
         upstream_proc.terminate()
         upstream_proc.wait(timeout=20)
-    results = {label: {"p50_ms": pct(xs, 0.5), "p99_ms": pct(xs, 0.99), "mean_ms": statistics.fmean(xs) * 1e3,
-                       "requests": len(xs)} for label, xs in samples.items()}
+    results = {
+        label: {
+            "p50_ms": pct(xs, 0.5),
+            "p99_ms": pct(xs, 0.99),
+            "mean_ms": statistics.fmean(xs) * 1e3,
+            "requests": len(xs),
+        }
+        for label, xs in samples.items()
+    }
     for label, r in results.items():
         ref = results["openai client (direct)" + (", stream" if label.endswith("stream") else "")]
         r["added_p50_ms"] = r["p50_ms"] - ref["p50_ms"]
         r["added_p99_ms"] = r["p99_ms"] - ref["p99_ms"]
     added = results["ByzerLLM on Ray"]["added_p50_ms"]
-    print_table(f"Per-request latency in front of a fixed-answer upstream ({args.requests} sequential requests per "
-                f"path, {args.rounds} interleaved rounds)",
-                ["path", "p50 (ms)", "p99 (ms)", "added p50 (ms)", "added p99 (ms)"],
-                [[k, r["p50_ms"], r["p99_ms"], r["added_p50_ms"], r["added_p99_ms"]] for k, r in results.items()])
+    print_table(
+        f"Per-request latency in front of a fixed-answer upstream ({args.requests} sequential requests per "
+        f"path, {args.rounds} interleaved rounds)",
+        ["path", "p50 (ms)", "p99 (ms)", "added p50 (ms)", "added p99 (ms)"],
+        [[k, r["p50_ms"], r["p99_ms"], r["added_p50_ms"], r["added_p99_ms"]] for k, r in results.items()],
+    )
     print(f"saas/openai on Ray adds {added:.2f} ms at p50 (target <= 5 ms)")
-    print("wrote", write_result("saas_overhead", {
-        "requests": args.requests, "rounds": args.rounds, "results": results,
-        "ray_deployment_token_totals": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-        "target": {"ray_added_p50_ms": "<= 5"}, "met": {"ray_added_p50_ms": added <= 5}}))
+    print(
+        "wrote",
+        write_result(
+            "saas_overhead",
+            {
+                "requests": args.requests,
+                "rounds": args.rounds,
+                "results": results,
+                "ray_deployment_token_totals": {
+                    k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                },
+                "target": {"ray_added_p50_ms": "<= 5"},
+                "met": {"ray_added_p50_ms": added <= 5},
+            },
+        ),
+    )
 
 
 if __name__ == "__main__":

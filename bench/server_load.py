@@ -44,8 +44,13 @@ async def run_clients(url: str, model: str, clients: int, seconds: float, max_to
         n = 0
         while time.perf_counter() < stop:
             n += 1
-            body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
-                    "messages": [{"role": "user", "content": f"Client {c}, request {n}: describe the sea."}]}
+            body = {
+                "model": model,
+                "stream": True,
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "messages": [{"role": "user", "content": f"Client {c}, request {n}: describe the sea."}],
+            }
             start = time.perf_counter()
             first = None
             try:
@@ -78,10 +83,16 @@ async def run_clients(url: str, model: str, clients: int, seconds: float, max_to
         await asyncio.gather(*(client(http, c) for c in range(clients)))
     wall = time.perf_counter() - start
     ttfts.sort()
-    return {"requests": requests, "errors": errors, "error_samples": error_samples[:5], "seconds": wall,
-            "tokens": tokens, "tokens_per_s": tokens / wall,
-            "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-            "ttft_p99_s": ttfts[max(0, int(len(ttfts) * 0.99) - 1)] if ttfts else None}
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_samples": error_samples[:5],
+        "seconds": wall,
+        "tokens": tokens,
+        "tokens_per_s": tokens / wall,
+        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
+        "ttft_p99_s": ttfts[max(0, int(len(ttfts) * 0.99) - 1)] if ttfts else None,
+    }
 
 
 def main() -> None:
@@ -108,22 +119,39 @@ def main() -> None:
             proc = psutil.Process(server.pid)
             asyncio.run(run_clients(base + "/v1/chat/completions", name, 4, 5, 4))  # warm-up
             rss_start = proc.memory_info().rss
-            result = asyncio.run(run_clients(base + "/v1/chat/completions", name, args.clients, args.seconds,
-                                             args.max_tokens))
+            result = asyncio.run(
+                run_clients(base + "/v1/chat/completions", name, args.clients, args.seconds, args.max_tokens)
+            )
             rss_end = proc.memory_info().rss
         finally:
             server.terminate()
             server.wait(timeout=30)
             llm.undeploy(name)
     growth = (rss_end - rss_start) / rss_start
-    result.update(clients=args.clients, max_tokens=args.max_tokens, server_rss_start_mb=rss_start / 2**20,
-                  server_rss_end_mb=rss_end / 2**20, server_rss_growth=growth,
-                  targets={"errors": 0, "server_rss_growth": "<= 10%"},
-                  met={"errors": result["errors"] == 0, "server_rss_growth": abs(growth) <= 0.10})
-    print_table(f"{args.clients} streaming clients for {args.seconds:g}s against byzerllm serve (2 workers)",
-                ["requests", "errors", "TTFT p50 (s)", "TTFT p99 (s)", "tokens/s", "RSS start (MB)", "RSS end (MB)"],
-                [[result["requests"], result["errors"], result["ttft_p50_s"], result["ttft_p99_s"],
-                  result["tokens_per_s"], result["server_rss_start_mb"], result["server_rss_end_mb"]]])
+    result.update(
+        clients=args.clients,
+        max_tokens=args.max_tokens,
+        server_rss_start_mb=rss_start / 2**20,
+        server_rss_end_mb=rss_end / 2**20,
+        server_rss_growth=growth,
+        targets={"errors": 0, "server_rss_growth": "<= 10%"},
+        met={"errors": result["errors"] == 0, "server_rss_growth": abs(growth) <= 0.10},
+    )
+    print_table(
+        f"{args.clients} streaming clients for {args.seconds:g}s against byzerllm serve (2 workers)",
+        ["requests", "errors", "TTFT p50 (s)", "TTFT p99 (s)", "tokens/s", "RSS start (MB)", "RSS end (MB)"],
+        [
+            [
+                result["requests"],
+                result["errors"],
+                result["ttft_p50_s"],
+                result["ttft_p99_s"],
+                result["tokens_per_s"],
+                result["server_rss_start_mb"],
+                result["server_rss_end_mb"],
+            ]
+        ],
+    )
     print("wrote", write_result("server_load", result))
 
 

@@ -66,10 +66,10 @@ def make_chunks(n: int, rng: np.random.Generator) -> list[str]:
     for i in range(n):
         if zh and i % 5 == 4:
             start = int(rng.integers(0, max(1, len(zh) - 150)))
-            out.append(zh[start:start + 150])
+            out.append(zh[start : start + 150])
         else:
             start = int(rng.integers(0, len(words) - WORDS_PER_CHUNK))
-            out.append(" ".join(words[start:start + WORDS_PER_CHUNK]))
+            out.append(" ".join(words[start : start + WORDS_PER_CHUNK]))
     return out
 
 
@@ -110,14 +110,20 @@ def run_size(n: int, n_queries: int, base: Path) -> dict:
     vecs = draw_vectors(centres, topics, rng)
     storage = ByzerStorage("bench", f"chunks_{n}", "chunks", base_dir=str(base))
     storage.drop()
-    (storage.schema_builder().add_field("_id", DataType.STRING).add_field("file", DataType.STRING)
-     .add_field("content", DataType.STRING, [FieldOption.ANALYZE]).add_array_field("vector", DataType.FLOAT)
-     .execute())
+    (
+        storage.schema_builder()
+        .add_field("_id", DataType.STRING)
+        .add_field("file", DataType.STRING)
+        .add_field("content", DataType.STRING, [FieldOption.ANALYZE])
+        .add_array_field("vector", DataType.FLOAT)
+        .execute()
+    )
     rows = [{"_id": str(i), "file": f"f{i % 50}", "content": chunks[i], "vector": vecs[i]} for i in range(n)]
     start = time.perf_counter()
     for b in range(0, n, BATCH):
-        storage.write_builder().add_items(rows[b:b + BATCH], vector_fields=["vector"],
-                                          search_fields=["content"]).execute()
+        storage.write_builder().add_items(
+            rows[b : b + BATCH], vector_fields=["vector"], search_fields=["content"]
+        ).execute()
     storage.commit()
     ingest_s = time.perf_counter() - start
 
@@ -198,28 +204,51 @@ def main() -> None:
         for name in ("vector", "fulltext", *HYBRIDS, "numpy_exact", "vec0_vector", "vec0_hybrid"):
             rows.append([r["chunks"], name, r[name]["p50_ms"], r[name]["p99_ms"], r[name].get("cpu_p50_ms", "-")])
     print_table("Query latency (ms)", ["chunks", "method", "p50", "p99", "CPU p50"], rows)
-    print_table("Ingest and recall@10 vs numpy (held-out queries)",
-                ["chunks", "chunks/s", "cache build s", "recall vector", "met", "recall rrf", "recall convex",
-                 "file MB"],
-                [[r["chunks"], r["ingest_chunks_per_s"], r["cache_build_s"], r["recall_at_10_vector"],
-                  r["recall_at_10_met"], r["recall_at_10_hybrid_rrf"], r["recall_at_10_hybrid_convex"],
-                  r["db_file_mb"]] for r in results])
+    print_table(
+        "Ingest and recall@10 vs numpy (held-out queries)",
+        ["chunks", "chunks/s", "cache build s", "recall vector", "met", "recall rrf", "recall convex", "file MB"],
+        [
+            [
+                r["chunks"],
+                r["ingest_chunks_per_s"],
+                r["cache_build_s"],
+                r["recall_at_10_vector"],
+                r["recall_at_10_met"],
+                r["recall_at_10_hybrid_rrf"],
+                r["recall_at_10_hybrid_convex"],
+                r["db_file_mb"],
+            ]
+            for r in results
+        ],
+    )
     at_100k = next((r for r in results if r["chunks"] == 100_000), None)
     measured = None if at_100k is None else {h: at_100k[h]["p50_ms"] for h in HYBRIDS}
     cpu = None if at_100k is None else {h: at_100k[h]["cpu_p50_ms"] for h in HYBRIDS}
-    path = write_result("storage", {
-        "dim": DIM, "queries": args.queries, "batch": BATCH,
-        # the machine is shared: a load average above its 2 cores inflates every latency
-        "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
-        "vector_index": {"ivf_min_rows": vector_index.IVF_MIN_ROWS, "lists_per_sqrt_n": vector_index.NLIST_PER_SQRT_N,
-                         "probe_fraction": vector_index.PROBE_FRACTION},
-        "fts_budget_postings": FTS_BUDGET,
-        # met only when every fusion's hybrid p50 is within the target
-        "target": {"hybrid_p50_ms_at_100k": 10.0, "measured": measured, "cpu_p50_ms": cpu,
-                   "met": None if measured is None else all(v <= 10.0 for v in measured.values()),
-                   "recall_at_10_vector": RECALL_TARGET},
-        "results": results,
-    })
+    path = write_result(
+        "storage",
+        {
+            "dim": DIM,
+            "queries": args.queries,
+            "batch": BATCH,
+            # the machine is shared: a load average above its 2 cores inflates every latency
+            "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
+            "vector_index": {
+                "ivf_min_rows": vector_index.IVF_MIN_ROWS,
+                "lists_per_sqrt_n": vector_index.NLIST_PER_SQRT_N,
+                "probe_fraction": vector_index.PROBE_FRACTION,
+            },
+            "fts_budget_postings": FTS_BUDGET,
+            # met only when every fusion's hybrid p50 is within the target
+            "target": {
+                "hybrid_p50_ms_at_100k": 10.0,
+                "measured": measured,
+                "cpu_p50_ms": cpu,
+                "met": None if measured is None else all(v <= 10.0 for v in measured.values()),
+                "recall_at_10_vector": RECALL_TARGET,
+            },
+            "results": results,
+        },
+    )
     print(f"wrote {path}")
 
 

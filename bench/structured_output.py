@@ -31,14 +31,16 @@ class Passenger(pydantic.BaseModel):
     age: int
 
 
-def get_weather(city: Annotated[str, "city name"],
-                unit: Annotated[str, "temperature unit", {"enum": ["celsius", "fahrenheit"]}]) -> str:
+def get_weather(
+    city: Annotated[str, "city name"], unit: Annotated[str, "temperature unit", {"enum": ["celsius", "fahrenheit"]}]
+) -> str:
     """Get the current weather of a city."""
     return f"sunny in {city}"
 
 
-def compute_date_range(count: Annotated[int, "时间跨度"],
-                       unit: Annotated[str, "时间单位", {"enum": ["day", "week", "month", "year"]}]) -> list[str]:
+def compute_date_range(
+    count: Annotated[int, "时间跨度"], unit: Annotated[str, "时间单位", {"enum": ["day", "week", "month", "year"]}]
+) -> list[str]:
     """计算日期范围 (compute a date range ending today)"""
     return [str(count), unit]
 
@@ -48,21 +50,21 @@ def compute_now() -> str:
     return "now"
 
 
-def book_flight(origin: str, destination: str, date: Annotated[str, "yyyy-mm-dd"],
-                passengers: list[Passenger]) -> str:
+def book_flight(origin: str, destination: str, date: Annotated[str, "yyyy-mm-dd"], passengers: list[Passenger]) -> str:
     """Book a flight for a list of passengers."""
     return "booked"
 
 
-def send_email(to: list[str], subject: str, body: str,
-               priority: Literal["low", "normal", "high"] = "normal") -> str:
+def send_email(to: list[str], subject: str, body: str, priority: Literal["low", "normal", "high"] = "normal") -> str:
     """Send an email."""
     return "sent"
 
 
-def convert_currency(amount: float,
-                     from_currency: Annotated[str, "ISO code", {"enum": ["USD", "EUR", "CNY", "JPY"]}],
-                     to_currency: Annotated[str, "ISO code", {"enum": ["USD", "EUR", "CNY", "JPY"]}]) -> float:
+def convert_currency(
+    amount: float,
+    from_currency: Annotated[str, "ISO code", {"enum": ["USD", "EUR", "CNY", "JPY"]}],
+    to_currency: Annotated[str, "ISO code", {"enum": ["USD", "EUR", "CNY", "JPY"]}],
+) -> float:
     """Convert an amount of money between currencies."""
     return amount
 
@@ -148,14 +150,22 @@ class Translation(pydantic.BaseModel):
 
 
 CLASS_CASES = [
-    ("Tell a short story with a title.", Story), ("讲一个有标题的小故事。", Story),
-    ("Describe a person: name, age and email.", Person), ("介绍一个人：名字、年龄和邮箱。", Person),
-    ("Give a pancake recipe.", Recipe), ("给一个番茄炒蛋的菜谱。", Recipe),
-    ("Describe a company with its address.", Company), ("描述一家公司和它的地址。", Company),
-    ("Review the movie Inception.", MovieReview), ("评价电影《流浪地球》。", MovieReview),
-    ("Describe a birthday party event.", Event), ("描述一次生日聚会活动。", Event),
-    ("Describe a laptop for sale.", Product), ("描述一款在售的手机。", Product),
-    ("Translate 'good morning' into French.", Translation), ("把“谢谢”翻译成英文。", Translation),
+    ("Tell a short story with a title.", Story),
+    ("讲一个有标题的小故事。", Story),
+    ("Describe a person: name, age and email.", Person),
+    ("介绍一个人：名字、年龄和邮箱。", Person),
+    ("Give a pancake recipe.", Recipe),
+    ("给一个番茄炒蛋的菜谱。", Recipe),
+    ("Describe a company with its address.", Company),
+    ("描述一家公司和它的地址。", Company),
+    ("Review the movie Inception.", MovieReview),
+    ("评价电影《流浪地球》。", MovieReview),
+    ("Describe a birthday party event.", Event),
+    ("描述一次生日聚会活动。", Event),
+    ("Describe a laptop for sale.", Product),
+    ("描述一款在售的手机。", Product),
+    ("Translate 'good morning' into French.", Translation),
+    ("把“谢谢”翻译成英文。", Translation),
 ]
 
 
@@ -165,9 +175,15 @@ def run_case(llm, case, max_tokens: int) -> dict:
     try:
         return _run_case(llm, query, target, max_tokens, start)
     except Exception as exc:  # counted as a failure of the strategy, and shown
-        return {"query": query, "kind": "tool" if isinstance(target, str) else "class", "valid": False,
-                "first_valid": False, "right_tool": False, "seconds": time.perf_counter() - start,
-                "reason": f"{type(exc).__name__}: {exc}"[:200]}
+        return {
+            "query": query,
+            "kind": "tool" if isinstance(target, str) else "class",
+            "valid": False,
+            "first_valid": False,
+            "right_tool": False,
+            "seconds": time.perf_counter() - start,
+            "reason": f"{type(exc).__name__}: {exc}"[:200],
+        }
 
 
 def _run_case(llm, query, target, max_tokens: int, start: float) -> dict:
@@ -176,12 +192,19 @@ def _run_case(llm, query, target, max_tokens: int, start: float) -> dict:
         valid = not r.metadata["reason"]
         right = valid and r.metadata["selected_functions"] == [target]
     else:
-        [r] = llm.chat_oai([{"role": "user", "content": query}], response_class=target,
-                           llm_config={"max_length": max_tokens})
+        [r] = llm.chat_oai(
+            [{"role": "user", "content": query}], response_class=target, llm_config={"max_length": max_tokens}
+        )
         valid, right = r.value is not None, None
-    return {"query": query, "kind": "tool" if isinstance(target, str) else "class", "valid": valid,
-            "first_valid": valid and r.metadata["requests"] == 1, "right_tool": right,
-            "seconds": time.perf_counter() - start, "reason": r.metadata["reason"][:200]}
+    return {
+        "query": query,
+        "kind": "tool" if isinstance(target, str) else "class",
+        "valid": valid,
+        "first_valid": valid and r.metadata["requests"] == 1,
+        "right_tool": right,
+        "seconds": time.perf_counter() - start,
+        "reason": r.metadata["reason"][:200],
+    }
 
 
 def run_all(llm, cases, max_tokens: int, workers: int = 2) -> list[dict]:
@@ -207,10 +230,13 @@ def run_all(llm, cases, max_tokens: int, workers: int = 2) -> list[dict]:
 
 def summary(rows: list[dict]) -> dict:
     tools = [r for r in rows if r["kind"] == "tool"]
-    return {"cases": len(rows), "schema_valid": sum(r["valid"] for r in rows) / len(rows),
-            "schema_valid_first_answer": sum(r["first_valid"] for r in rows) / len(rows),
-            "right_tool": sum(bool(r["right_tool"]) for r in tools) / len(tools),
-            "median_latency_s": statistics.median(r["seconds"] for r in rows)}
+    return {
+        "cases": len(rows),
+        "schema_valid": sum(r["valid"] for r in rows) / len(rows),
+        "schema_valid_first_answer": sum(r["first_valid"] for r in rows) / len(rows),
+        "right_tool": sum(bool(r["right_tool"]) for r in tools) / len(tools),
+        "median_latency_s": statistics.median(r["seconds"] for r in rows),
+    }
 
 
 def main() -> None:
@@ -237,8 +263,16 @@ def main() -> None:
         f"Structured output on SmolLM2-135M ({len(cases)} cases: {len(TOOL_CASES)} tool calls, "
         f"{len(CLASS_CASES)} typed responses)",
         ["strategy", "schema-valid (first answer)", "schema-valid (after re-ask)", "right tool", "median latency (s)"],
-        [[s, f"{out[s]['schema_valid_first_answer']:.0%}", f"{out[s]['schema_valid']:.0%}",
-          f"{out[s]['right_tool']:.0%}", out[s]["median_latency_s"]] for s in ("prompt", "constrained")],
+        [
+            [
+                s,
+                f"{out[s]['schema_valid_first_answer']:.0%}",
+                f"{out[s]['schema_valid']:.0%}",
+                f"{out[s]['right_tool']:.0%}",
+                out[s]["median_latency_s"],
+            ]
+            for s in ("prompt", "constrained")
+        ],
     )
     out["target"] = "constrained schema_valid == 100%"
     out["met"] = out["constrained"]["schema_valid"] == 1.0

@@ -1,13 +1,13 @@
 """Driver for scripts/autocoder_check.sh; runs inside the auto-coder venv, never the project's .venv.
 
-  autocoder_driver.py imports MOD...   import each module in a subprocess of its own; exit 1 if any fails
-  autocoder_driver.py survey           import every autocoder.* module one by one (2 at a time) and
-                                       scan auto-coder's source for the byzerllm names it uses; print
-                                       the byzerllm names/modules that are missing, by how many
-                                       autocoder modules they stop
-  autocoder_driver.py e2e --base-url URL --api-key KEY --model DEPLOYMENT
-                                       auto-coder's own code builds a saas/openai SimpleByzerLLM on URL
-                                       and runs one of its prompt functions on it
+autocoder_driver.py imports MOD...   import each module in a subprocess of its own; exit 1 if any fails
+autocoder_driver.py survey           import every autocoder.* module one by one (2 at a time) and
+                                     scan auto-coder's source for the byzerllm names it uses; print
+                                     the byzerllm names/modules that are missing, by how many
+                                     autocoder modules they stop
+autocoder_driver.py e2e --base-url URL --api-key KEY --model DEPLOYMENT
+                                     auto-coder's own code builds a saas/openai SimpleByzerLLM on URL
+                                     and runs one of its prompt functions on it
 """
 
 from __future__ import annotations
@@ -59,17 +59,34 @@ def autocoder_dir() -> pathlib.Path:
 def import_in_child(module: str, timeout: float = 180) -> dict:
     t0 = time.monotonic()
     try:
-        p = subprocess.run([sys.executable, "-c", CHILD, module, MARK], capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            [sys.executable, "-c", CHILD, module, MARK],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        return {"ok": False, "type": "Timeout", "msg": f"import took over {timeout}s", "frames": [],
-                "tail": "timeout", "seconds": timeout}
+        return {
+            "ok": False,
+            "type": "Timeout",
+            "msg": f"import took over {timeout}s",
+            "frames": [],
+            "tail": "timeout",
+            "seconds": timeout,
+        }
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith(MARK)]
     if not lines:
         tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        return {"ok": False, "type": "Crash", "msg": f"exit {p.returncode}: {' | '.join(tail)}", "frames": [],
-                "tail": "\n".join(tail), "seconds": time.monotonic() - t0}
-    out = json.loads(lines[-1][len(MARK):])
+        return {
+            "ok": False,
+            "type": "Crash",
+            "msg": f"exit {p.returncode}: {' | '.join(tail)}",
+            "frames": [],
+            "tail": "\n".join(tail),
+            "seconds": time.monotonic() - t0,
+        }
+    out = json.loads(lines[-1][len(MARK) :])
     out["seconds"] = time.monotonic() - t0
     return out
 
@@ -84,8 +101,11 @@ def classify(r: dict, bsrc: str, acdir: str) -> tuple[str, str, str]:
     real = [f for f in frames if not f[0].startswith("<frozen")]
     if real and real[-1][0].startswith(bsrc):  # raised in byzerllm's own code, e.g. while it imports itself
         f = real[-1]
-        return "byzerllm", (f"byzerllm's own code fails: {r.get('tail', msg)[:200]} "
-                            f"(byzerllm/{os.path.relpath(f[0], bsrc)}:{f[1]})"), where
+        return (
+            "byzerllm",
+            (f"byzerllm's own code fails: {r.get('tail', msg)[:200]} (byzerllm/{os.path.relpath(f[0], bsrc)}:{f[1]})"),
+            where,
+        )
     if typ == "ModuleNotFoundError" and name.split(".")[0] == "byzerllm":
         return "byzerllm", f"module {name}", where
     if typ == "ImportError" and name.split(".")[0] == "byzerllm" and msg.startswith("cannot import name"):
@@ -214,8 +234,10 @@ def cmd_survey() -> int:
             by_cause[cause][key].append((m, where))
     nb = sum(len(v) for v in by_cause["byzerllm"].values())
     no = sum(len(v) for v in by_cause["other"].values())
-    print(f"survey: {len(mods)} modules in {time.monotonic() - t0:.0f}s: {len(ok)} import, "
-          f"{nb} fail because of byzerllm, {no} fail for other reasons")
+    print(
+        f"survey: {len(mods)} modules in {time.monotonic() - t0:.0f}s: {len(ok)} import, "
+        f"{nb} fail because of byzerllm, {no} fail for other reasons"
+    )
     for cause, title in (("byzerllm", "missing in byzerllm (first failure of each module)"), ("other", "other causes")):
         groups = sorted(by_cause[cause].items(), key=lambda kv: (-len(kv[1]), kv[0]))
         if not groups:
@@ -224,8 +246,10 @@ def cmd_survey() -> int:
         for key, items in groups:
             wheres = collections.Counter(w for _, w in items)
             print(f"  {len(items):4d} modules  {key}")
-            print(f"               needed at: {', '.join(f'{w} ({n})' for w, n in wheres.most_common(4))}"
-                  + (" ..." if len(wheres) > 4 else ""))
+            print(
+                f"               needed at: {', '.join(f'{w} ({n})' for w, n in wheres.most_common(4))}"
+                + (" ..." if len(wheres) > 4 else "")
+            )
     try:
         static = static_scan(acdir)
     except Exception as e:  # byzerllm itself does not import
@@ -236,8 +260,13 @@ def cmd_survey() -> int:
         sample = ", ".join(sorted(files)[:3]) + (" ..." if len(files) > 3 else "")
         print(f"  {len(files):4d} files  {key}   ({sample})")
     report = pathlib.Path(os.environ.get("AUTOCODER_SURVEY_JSON", "/tmp/autocoder_survey.json"))
-    report.write_text(json.dumps({"results": results, "static_missing": {k: sorted(v) for k, v in static.items()}},
-                                 indent=1, ensure_ascii=False))
+    report.write_text(
+        json.dumps(
+            {"results": results, "static_missing": {k: sorted(v) for k, v in static.items()}},
+            indent=1,
+            ensure_ascii=False,
+        )
+    )
     print(f"\nfull results: {report}")
     return 1 if nb else 0
 
@@ -269,12 +298,23 @@ def cmd_e2e(base_url: str, api_key: str, model: str) -> int:
         from autocoder import models as models_module
 
         name = "byzerllm/autocoder-check"
-        models_module.add_and_activate_models([{
-            "name": name, "description": "byzerllm serve in front of the built-in model",
-            "model_name": model, "model_type": "saas/openai", "base_url": base_url, "api_key": api_key,
-            "is_reasoning": False, "input_price": 1.0, "output_price": 2.0, "average_speed": 0.0,
-            "max_output_tokens": 48,
-        }])
+        models_module.add_and_activate_models(
+            [
+                {
+                    "name": name,
+                    "description": "byzerllm serve in front of the built-in model",
+                    "model_name": model,
+                    "model_type": "saas/openai",
+                    "base_url": base_url,
+                    "api_key": api_key,
+                    "is_reasoning": False,
+                    "input_price": 1.0,
+                    "output_price": 2.0,
+                    "average_speed": 0.0,
+                    "max_output_tokens": 48,
+                }
+            ]
+        )
         info = models_module.get_model_by_name(name)
         assert info["base_url"] == base_url and info["api_key"] == api_key, info
         ok(f"{name} -> {base_url} model {model}")
@@ -325,12 +365,18 @@ def cmd_e2e(base_url: str, api_key: str, model: str) -> int:
         # on the 48-token cap, so auto-coder asks again with "gen.response_prefix": True (the server
         # continues the assistant message) until its 6 rounds are done
         t0 = time.monotonic()
-        result = chat_with_continue(llm, [{"role": "user", "content": "Write a Python module of ten functions."}],
-                                    {"human_as_model": False, "gen.ignore_eos": True}, AutoCoderArgs())
+        result = chat_with_continue(
+            llm,
+            [{"role": "user", "content": "Write a Python module of ten functions."}],
+            {"human_as_model": False, "gen.ignore_eos": True},
+            AutoCoderArgs(),
+        )
         assert result.content.strip(), "empty code"
         assert result.generated_tokens_count > 48, result  # more than one round: the prefix was continued
-        ok(f"{result.generated_tokens_count} tokens in {len(result.content)} chars over "
-           f"{result.generated_tokens_count // 48} rounds in {time.monotonic() - t0:.1f}s")
+        ok(
+            f"{result.generated_tokens_count} tokens in {len(result.content)} chars over "
+            f"{result.generated_tokens_count // 48} rounds in {time.monotonic() - t0:.1f}s"
+        )
     except BaseException as e:  # report every failure the same way
         print(f"  FAIL  {step}")
         for line in traceback.format_exception(e)[-6:]:

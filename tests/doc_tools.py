@@ -7,9 +7,10 @@ import pydantic
 from dateutil.relativedelta import relativedelta
 
 
-def compute_date_range(count: Annotated[int, "时间跨度，数值类型"],
-                       unit: Annotated[str, "时间单位，字符串类型", {"enum": ["day", "week", "month", "year"]}]
-                       ) -> list[str]:
+def compute_date_range(
+    count: Annotated[int, "时间跨度，数值类型"],
+    unit: Annotated[str, "时间单位，字符串类型", {"enum": ["day", "week", "month", "year"]}],
+) -> list[str]:
     """
     计算日期范围
 
@@ -19,8 +20,12 @@ def compute_date_range(count: Annotated[int, "时间跨度，数值类型"],
     """
     now = datetime.datetime.now()
     now_str = now.strftime("%Y-%m-%d %H:%M:%S")
-    delta = {"day": relativedelta(days=count), "week": relativedelta(weeks=count),
-             "month": relativedelta(months=count), "year": relativedelta(years=count)}[unit]
+    delta = {
+        "day": relativedelta(days=count),
+        "week": relativedelta(weeks=count),
+        "month": relativedelta(months=count),
+        "year": relativedelta(years=count),
+    }[unit]
     return [(now - delta).strftime("%Y-%m-%d %H:%M:%S"), now_str]
 
 

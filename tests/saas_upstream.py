@@ -37,10 +37,16 @@ def serve(app) -> Iterator[str]:
 
 
 def completion(text: str = "ok", model: str = "m", usage: dict | None = None, **message) -> dict:
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, **message},
-                         "finish_reason": "stop"}],
-            "usage": usage or {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text, **message}, "finish_reason": "stop"}
+        ],
+        "usage": usage or {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
 
 
 def sse(*events: dict | str) -> str:
@@ -71,8 +77,12 @@ class Faults:
 
     def __init__(self) -> None:
         self.reset("ok")
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                                     Route("/v1/embeddings", self.embeddings, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            ]
+        )
 
     def reset(self, mode: str, **settings) -> Faults:
         self.mode = mode
@@ -101,13 +111,24 @@ class Faults:
         body = self.last_body = await request.json()
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         if self.mode in ("ok", "per_token", "short"):
-            data = [{"object": "embedding", "index": i,
-                     "embedding": [[1.0, 0.0, 0.0]] * 2 if self.mode == "per_token" else [float(len(t)), i, 1]}
-                    for i, t in enumerate(texts)][::-1]
+            data = [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": [[1.0, 0.0, 0.0]] * 2 if self.mode == "per_token" else [float(len(t)), i, 1],
+                }
+                for i, t in enumerate(texts)
+            ][::-1]
             if self.mode == "short":
                 data = data[1:]
-            return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
-                                 "usage": {"prompt_tokens": 2 * len(texts), "total_tokens": 2 * len(texts)}})
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model"),
+                    "usage": {"prompt_tokens": 2 * len(texts), "total_tokens": 2 * len(texts)},
+                }
+            )
         return await self._answer(body)
 
     async def _answer(self, body: dict) -> Response:
@@ -115,19 +136,27 @@ class Faults:
         if mode == "fail_model":
             mode = "500" if body.get("model") == self.fail_model else "ok"
         if mode == "429":
-            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429,
-                                headers={"Retry-After": self.retry_after, "x-request-id": "req-42"})
+            return JSONResponse(
+                {"error": {"message": "slow down", "type": "rate_limit"}},
+                status_code=429,
+                headers={"Retry-After": self.retry_after, "x-request-id": "req-42"},
+            )
         if mode == "500":
-            return JSONResponse({"error": {"message": "upstream broke", "type": "server_error"}}, status_code=500,
-                                headers={"x-request-id": "req-500"})
+            return JSONResponse(
+                {"error": {"message": "upstream broke", "type": "server_error"}},
+                status_code=500,
+                headers={"x-request-id": "req-500"},
+            )
         if mode == "malformed":
             if body.get("stream"):
-                return StreamingResponse(iter([sse(chunk({"role": "assistant"})), "data: {broken\n\n"]),
-                                         media_type="text/event-stream")
+                return StreamingResponse(
+                    iter([sse(chunk({"role": "assistant"})), "data: {broken\n\n"]), media_type="text/event-stream"
+                )
             return Response("{not json", media_type="application/json")
         if mode == "slow" or self.delay:
             await asyncio.sleep(self.delay)
         if mode in ("drop_before", "drop_after"):
+
             async def dying():
                 yield sse(chunk({"role": "assistant", "content": "" if mode == "drop_before" else "Hel"}))
                 await asyncio.sleep(0.05)
@@ -136,14 +165,29 @@ class Faults:
             return StreamingResponse(dying(), media_type="text/event-stream")
         if body.get("stream"):
             usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-            return StreamingResponse(iter([sse(chunk({"role": "assistant", "content": "o"}), chunk({"content": "k"}),
-                                               chunk({}, "stop"), chunk(usage=usage), "[DONE]")]),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                iter(
+                    [
+                        sse(
+                            chunk({"role": "assistant", "content": "o"}),
+                            chunk({"content": "k"}),
+                            chunk({}, "stop"),
+                            chunk(usage=usage),
+                            "[DONE]",
+                        )
+                    ]
+                ),
+                media_type="text/event-stream",
+            )
         if body.get("tools"):  # a native tool call of the first tool
             name = body["tools"][0]["function"]["name"]
             arguments = json.dumps({"count": 3, "unit": "month"} if name == "compute_date_range" else {})
-            out = completion(None, tool_calls=[{"id": "call_native_1", "type": "function",
-                                                "function": {"name": name, "arguments": arguments}}])
+            out = completion(
+                None,
+                tool_calls=[
+                    {"id": "call_native_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+                ],
+            )
             out["choices"][0]["finish_reason"] = "tool_calls"
             return JSONResponse(out)
         return JSONResponse(completion("ok", body.get("model", "m")), headers={"x-request-id": "req-ok"})

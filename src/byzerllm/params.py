@@ -35,15 +35,41 @@ IGNORED_KEYS = frozenset({"incremental_output", "stream", "human_as_model"})
 # generation keys the real package's engines read (its vLLM, transformers and SaaS backends): a
 # backend of ours applies those it has (``Backend.request_options``) and ignores the rest, as the
 # real engines ignore the keys they do not read
-ENGINE_KEYS = frozenset({
-    "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "stop_token_ids", "n",
-    "best_of", "length_penalty", "early_stopping", "skip_special_tokens", "spaces_between_special_tokens",
-    "include_stop_str_in_output", "prompt_logprobs", "logits_processors", "ignore_eos", "lora_name",
-    "lora_int_id", "adapter_name_or_path",
-})
+ENGINE_KEYS = frozenset(
+    {
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop_token_ids",
+        "n",
+        "best_of",
+        "length_penalty",
+        "early_stopping",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "include_stop_str_in_output",
+        "prompt_logprobs",
+        "logits_processors",
+        "ignore_eos",
+        "lora_name",
+        "lora_int_id",
+        "adapter_name_or_path",
+    }
+)
 # the typed keys of ``build_chat_request`` (prefixes stripped)
-TYPED_KEYS = frozenset({*_FIELD_ALIASES, "response_format", "tools", "tool_choice", "continue_final_message",
-                        "response_prefix", "request_id"})
+TYPED_KEYS = frozenset(
+    {
+        *_FIELD_ALIASES,
+        "response_format",
+        "tools",
+        "tool_choice",
+        "continue_final_message",
+        "response_prefix",
+        "request_id",
+    }
+)
 _PREFIXES = ("gen.", "generation.")
 _TRUE = (True, "true", "True", "1", 1)
 log = logging.getLogger("byzerllm.params")
@@ -59,8 +85,9 @@ def unknown_key_error(message: str, key: str, known: Any) -> UnsupportedParamete
     """The error for an unknown ``key`` (``message`` names it): the closest accepted name, then all."""
     near = closest(key, known)
     hint = f"; did you mean {near!r}?" if near else ""
-    return UnsupportedParameterError(f"{message}{hint}; accepted: {', '.join(sorted(known))}", param=key,
-                                     accepted=sorted(known))
+    return UnsupportedParameterError(
+        f"{message}{hint}; accepted: {', '.join(sorted(known))}", param=key, accepted=sorted(known)
+    )
 
 
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
@@ -112,8 +139,9 @@ def validate_messages(conversations: Any) -> list[dict[str, Any]]:
                 try:  # Byzer-LLM's tagged attachments (``Image.load_image_from_path``) become parts
                     parts = tagged_parts(content)
                 except ValueError as exc:
-                    raise InvalidRequestError(f"conversations[{i}].content: {exc}",
-                                              param=f"conversations[{i}].content") from None
+                    raise InvalidRequestError(
+                        f"conversations[{i}].content: {exc}", param=f"conversations[{i}].content"
+                    ) from None
             if parts is not None:
                 msg = {**msg, "content": parts}
         elif content is not None and not isinstance(content, list):

@@ -25,15 +25,26 @@ def llm(upstream):
     upstream.bodies.clear()
     upstream.text, upstream.reasoning, upstream.refuse_json_schema = '{"value": true}', "", False
     client = byzerllm.SimpleByzerLLM(default_model_name="deepseek_chat")
-    client.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="deepseek_chat",
-                  infer_params={"saas.base_url": upstream.url, "saas.api_key": "k", "saas.model": "deepseek-chat",
-                                "saas.is_reasoning": False, "saas.max_output_tokens": 8096})
+    client.deploy(
+        model_path="",
+        pretrained_model_type="saas/openai",
+        udf_name="deepseek_chat",
+        infer_params={
+            "saas.base_url": upstream.url,
+            "saas.api_key": "k",
+            "saas.model": "deepseek-chat",
+            "saas.is_reasoning": False,
+            "saas.max_output_tokens": 8096,
+        },
+    )
     yield client
     client.close()
 
 
 def deploy(client, upstream, name, **params):
-    client.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
-                  infer_params={"saas.base_url": upstream.url, "saas.api_key": "k", "saas.model": name, **params})
-
-
+    client.deploy(
+        model_path="",
+        pretrained_model_type="saas/openai",
+        udf_name=name,
+        infer_params={"saas.base_url": upstream.url, "saas.api_key": "k", "saas.model": name, **params},
+    )

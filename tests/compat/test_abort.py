@@ -31,8 +31,9 @@ def run_and_abort(llm, model: str, request_id: str):
 
 def test_abort_stops_a_running_request_in_process():
     with byzerllm.SimpleByzerLLM("abort_chat") as llm:
-        llm.deploy(model_path="builtin:smollm2", pretrained_model_type="custom/auto", udf_name="abort_chat",
-                   infer_params={})
+        llm.deploy(
+            model_path="builtin:smollm2", pretrained_model_type="custom/auto", udf_name="abort_chat", infer_params={}
+        )
         resp, took = run_and_abort(llm, "abort_chat", "abort-inprocess-1")
         assert resp.metadata["finish_reason"] == "cancelled"
         assert 0 < resp.metadata["generated_tokens_count"] < 400 and took < 5

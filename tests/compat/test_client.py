@@ -138,8 +138,9 @@ def test_a_before_call_callback_can_answer_instead_of_the_model(llm, upstream):
     out = llm.chat_oai(conversations=conversation, llm_config={"human_as_model": True})
     assert out[0].output == "typed by a human" and len(upstream.bodies) == sent
     assert seen[-1] == (llm, "deepseek_chat", "q", ["system"])
-    streamed = list(llm.stream_chat_oai(conversations=conversation, delta_mode=True,
-                                        llm_config={"human_as_model": True}))
+    streamed = list(
+        llm.stream_chat_oai(conversations=conversation, delta_mode=True, llm_config={"human_as_model": True})
+    )
     assert "".join(t for t, _ in streamed) == "typed by a human" and streamed[-1][1].finish_reason == "stop"
     assert ask(llm).output == upstream.text and len(upstream.bodies) == sent + 1  # no human: the model answers
 
@@ -157,8 +158,9 @@ def test_an_after_call_callback_sees_the_result_and_can_replace_it(llm, upstream
     ask(llm)
     list(llm.stream_chat_oai(conversations=[{"role": "user", "content": "hi"}]))
     assert counted == [1, 2]
-    llm.add_event_callback(EventName.AFTER_CALL_MODEL, lambda c, m, r: (False, [{"predict": "replaced",
-                                                                                   "input": "", "metadata": {}}]))
+    llm.add_event_callback(
+        EventName.AFTER_CALL_MODEL, lambda c, m, r: (False, [{"predict": "replaced", "input": "", "metadata": {}}])
+    )
     assert ask(llm).output == "replaced"
     with pytest.raises(InvalidRequestError, match="event_name must be an EventName"):
         llm.add_event_callback("before_call_model", count)
@@ -187,8 +189,11 @@ def test_only_return_prompt_calls_no_model(llm, upstream):
     # R-bc:1199 only_return_prompt: [LLMResponse(output="", metadata=item, input=item["instruction"])],
     # an LLMClassResponse with reason "Only return prompt" when a response_class is given
     sent = len(upstream.bodies)
-    conversation = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                    {"role": "user", "content": "c"}]
+    conversation = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     [out] = llm.chat_oai(conversations=conversation, only_return_prompt=True, llm_config={"max_length": 7})
     assert out.output == "" and out.input == "c"
     assert out.metadata["history"] == conversation[:2] and out.metadata["max_length"] == 7
@@ -242,8 +247,9 @@ def test_typed_output_falls_back_to_the_prompt_when_json_schema_is_refused(llm, 
 
 def test_the_deepseek_preset_asks_for_json_in_the_prompt():
     client = byzerllm.SimpleByzerLLM("ds")
-    client.deploy(model_path="", pretrained_model_type="saas/deepseek", udf_name="ds",
-                  infer_params={"saas.api_key": "k"})
+    client.deploy(
+        model_path="", pretrained_model_type="saas/deepseek", udf_name="ds", infer_params={"saas.api_key": "k"}
+    )
     try:
         assert client.get_meta()["support_response_format"] == ["json_object"]
     finally:

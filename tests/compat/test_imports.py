@@ -11,16 +11,47 @@ import byzerllm
 
 # (module, names): from auto-coder's imports (allwefantasy/auto-coder @ bf7af36) and Byzer-LLM's documents
 PATHS = [
-    ("byzerllm", ["ByzerLLM", "SimpleByzerLLM", "prompt", "Image", "connect_cluster", "MetaHolder",
-                  "SingleOutputMeta", "InferBackend", "LLMRequest", "LLMResponse", "Templates",
-                  "format_str_jinja2"]),
-    ("byzerllm.utils", ["format_str_jinja2", "format_prompt_jinja2", "random_uuid", "print_flush",
-                        "generate_str_md5"]),
+    (
+        "byzerllm",
+        [
+            "ByzerLLM",
+            "SimpleByzerLLM",
+            "prompt",
+            "Image",
+            "connect_cluster",
+            "MetaHolder",
+            "SingleOutputMeta",
+            "InferBackend",
+            "LLMRequest",
+            "LLMResponse",
+            "Templates",
+            "format_str_jinja2",
+        ],
+    ),
+    ("byzerllm.utils", ["format_str_jinja2", "format_prompt_jinja2", "random_uuid", "print_flush", "generate_str_md5"]),
     ("byzerllm.utils.types", ["SingleOutputMeta"]),
-    ("byzerllm.utils.client", ["ByzerLLM", "SimpleByzerLLM", "EventName", "EventCallbackResult", "EventCallback",
-                               "LLMFunctionCallResponse", "LLMClassResponse", "ExecuteCodeResponse", "Role",
-                               "LLMHistoryItem", "LLMRequest", "LLMResponse", "InferBackend", "Templates",
-                               "Template", "code_utils", "types"]),
+    (
+        "byzerllm.utils.client",
+        [
+            "ByzerLLM",
+            "SimpleByzerLLM",
+            "EventName",
+            "EventCallbackResult",
+            "EventCallback",
+            "LLMFunctionCallResponse",
+            "LLMClassResponse",
+            "ExecuteCodeResponse",
+            "Role",
+            "LLMHistoryItem",
+            "LLMRequest",
+            "LLMResponse",
+            "InferBackend",
+            "Templates",
+            "Template",
+            "code_utils",
+            "types",
+        ],
+    ),
     ("byzerllm.utils.client.types", ["EventName", "EventCallbackResult", "LLMResponse", "Templates"]),
     ("byzerllm.utils.client.byzerllm_client", ["ByzerLLM"]),
     ("byzerllm.utils.client.simple_byzerllm_client", ["SimpleByzerLLM"]),
@@ -37,11 +68,21 @@ PATHS = [
     ("byzerllm.log", ["init_logger"]),
     ("byzerllm.utils.client.entrypoints.openai.serving_chat", ["OpenAIServingChat"]),
     ("byzerllm.utils.client.entrypoints.openai.serving_completion", ["OpenAIServingCompletion"]),
-    ("byzerllm.utils.client.entrypoints.openai.protocol", ["ModelList", "ModelCard", "ModelPermission",
-                                                            "ChatCompletionRequest", "ErrorResponse",
-                                                            "CompletionRequest", "EmbeddingCompletionRequest",
-                                                            "EmbeddingResponse", "EmbeddingResponseData",
-                                                            "UsageInfo"]),
+    (
+        "byzerllm.utils.client.entrypoints.openai.protocol",
+        [
+            "ModelList",
+            "ModelCard",
+            "ModelPermission",
+            "ChatCompletionRequest",
+            "ErrorResponse",
+            "CompletionRequest",
+            "EmbeddingCompletionRequest",
+            "EmbeddingResponse",
+            "EmbeddingResponseData",
+            "UsageInfo",
+        ],
+    ),
 ]
 
 
@@ -71,18 +112,33 @@ def test_types_of_the_real_package():
     assert EventName.BEFORE_CALL_MODEL.value == "before_call_model"
     assert EventName.AFTER_CALL_MODEL.value == "after_call_model"
     assert byzerllm.types.Bool(value=True).value is True and byzerllm.types.Int.model_json_schema()["required"] == [
-        "value"]
+        "value"
+    ]
     meta = byzerllm.SingleOutputMeta(1, 2, "thinking", "stop", 0.5, {"k": 1})
-    assert (meta.input_tokens_count, meta.generated_tokens_count, meta.reasoning_content, meta.finish_reason,
-            meta.first_token_time, meta.extra_info) == (1, 2, "thinking", "stop", 0.5, {"k": 1})
+    assert (
+        meta.input_tokens_count,
+        meta.generated_tokens_count,
+        meta.reasoning_content,
+        meta.finish_reason,
+        meta.first_token_time,
+        meta.extra_info,
+    ) == (1, 2, "thinking", "stop", 0.5, {"k": 1})
     request = byzerllm.LLMRequest("q", False, 100, 0.5, 0.2)
     assert (request.max_length, request.top_p, request.temperature) == (100, 0.5, 0.2)
 
 
 def test_templates_of_the_real_package():
     # R-ct:108 Templates.qwen/llama/default/empty/yi/deepseek_code_*
-    for name in ("qwen", "llama", "default", "empty", "yi", "deepseek_code_chat", "deepseek_code_insertion",
-                 "deepseek_code_completion"):
+    for name in (
+        "qwen",
+        "llama",
+        "default",
+        "empty",
+        "yi",
+        "deepseek_code_chat",
+        "deepseek_code_insertion",
+        "deepseek_code_completion",
+    ):
         assert isinstance(getattr(byzerllm.Templates, name)(), byzerllm.Template)
     chat = [{"role": "user", "content": "hi"}]
     assert byzerllm.Templates.deepseek_code_chat().render(chat) == "### Instruction:\nhi\n### Response:\n"
@@ -116,8 +172,9 @@ def test_local_byzer_storage_is_the_embedded_store_with_a_client_for_embeddings(
 
     monkeypatch.setenv("BYZERLLM_STORAGE_DIR", str(tmp_path))
     emb = object()
-    store = local_simple_api.LocalByzerStorage("byzerai_store", "rag_test", "docs", host="127.0.0.1", port=1,
-                                               emb_llm=emb)
+    store = local_simple_api.LocalByzerStorage(
+        "byzerai_store", "rag_test", "docs", host="127.0.0.1", port=1, emb_llm=emb
+    )
     assert store.llm is emb and (store.host, store.port) == ("127.0.0.1", 1)
     assert isinstance(store, byzerllm.apps.byzer_storage.ByzerStorage)
 

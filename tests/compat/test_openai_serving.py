@@ -56,8 +56,9 @@ def test_chat_completion_and_its_stream(client, upstream):
     assert out.choices[0].message.content == upstream.text and out.choices[0].finish_reason == "stop"
     assert out.choices[0].message.model_extra["reasoning_content"] == "hmm"
     assert out.usage.prompt_tokens == 3 and upstream.bodies[-1]["max_tokens"] == 9
-    chunks = list(client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}],
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == upstream.text
     assert "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks) == "hmm"
     assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage.completion_tokens == 2
@@ -66,7 +67,8 @@ def test_chat_completion_and_its_stream(client, upstream):
 def test_completion_and_models(client, upstream):
     out = client.completions.create(model="any", prompt="Say hi", max_tokens=4)
     assert out.choices[0].text == upstream.text and upstream.bodies[-1]["messages"] == [
-        {"role": "user", "content": "Say hi"}]
+        {"role": "user", "content": "Say hi"}
+    ]
     streamed = "".join(c.choices[0].text for c in client.completions.create(model="any", prompt="x", stream=True))
     assert streamed == upstream.text
     assert [m.id for m in client.models.list().data] == ["deepseek_chat"]
@@ -79,5 +81,8 @@ def test_an_unknown_model_is_a_404_and_a_bad_request_key_a_400(llm):
         with pytest.raises(openai.NotFoundError, match="does not exist"):
             client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
         with pytest.raises(openai.BadRequestError, match="did you mean 'temperature'"):
-            client.chat.completions.create(model="deepseek_chat", messages=[{"role": "user", "content": "hi"}],
-                                           extra_body={"extra_body": {"temperatur": 1}})
+            client.chat.completions.create(
+                model="deepseek_chat",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"extra_body": {"temperatur": 1}},
+            )

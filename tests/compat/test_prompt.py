@@ -85,7 +85,8 @@ def test_a_client_method_is_a_prompt_decorator(llm, upstream):
 
     assert hello("Ann") == upstream.text
     assert upstream.bodies[-1]["max_tokens"] == 12 and upstream.bodies[-1]["messages"][-1]["content"] == (
-        "Say hello to Ann.")
+        "Say hello to Ann."
+    )
 
 
 def test_response_markers_take_the_real_keywords(llm, upstream):
@@ -97,9 +98,10 @@ def test_response_markers_take_the_real_keywords(llm, upstream):
     def write() -> str:
         """Write."""
 
-    out = write.with_response_markers(response_markers=["<START>", "</END>"],
-                                      response_markers_template="Begin with {{ RESPONSE_START }}, "
-                                                                "end with {{ RESPONSE_END }}.").run()
+    out = write.with_response_markers(
+        response_markers=["<START>", "</END>"],
+        response_markers_template="Begin with {{ RESPONSE_START }}, end with {{ RESPONSE_END }}.",
+    ).run()
     assert out == "done"
     asked = upstream.bodies[-1]["messages"][0]["content"]
     assert asked.endswith("Begin with <START>, end with </END>.")

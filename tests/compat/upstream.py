@@ -12,8 +12,14 @@ from starlette.routing import Route
 from ..saas_upstream import chunk, completion, sse
 
 # DeepSeek's answer to response_format json_schema (reported in litellm#7580 and khoj#1336)
-SCHEMA_REFUSAL = {"error": {"message": "This response_format type is unavailable now", "type": "invalid_request_error",
-                            "param": None, "code": "invalid_request_error"}}
+SCHEMA_REFUSAL = {
+    "error": {
+        "message": "This response_format type is unavailable now",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_request_error",
+    }
+}
 
 
 class Recorder:
@@ -25,8 +31,12 @@ class Recorder:
         self.text = '{"value": true}'
         self.reasoning = ""
         self.refuse_json_schema = False
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                                     Route("/v1/embeddings", self.embeddings, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            ]
+        )
 
     async def chat(self, request: Request) -> Response:
         body = await request.json()
@@ -38,8 +48,13 @@ class Recorder:
             return JSONResponse(completion(self.text, **extra))
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         events = [chunk({"role": "assistant", "content": "", **extra})] if extra else []
-        events += [chunk({"content": self.text[:2]}), chunk({"content": self.text[2:]}), chunk({}, "stop"),
-                   chunk(usage=usage), "[DONE]"]
+        events += [
+            chunk({"content": self.text[:2]}),
+            chunk({"content": self.text[2:]}),
+            chunk({}, "stop"),
+            chunk(usage=usage),
+            "[DONE]",
+        ]
         return StreamingResponse(iter([sse(*events)]), media_type="text/event-stream")
 
     async def embeddings(self, request: Request) -> Response:
@@ -47,5 +62,11 @@ class Recorder:
         self.bodies.append(body)
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(texts)]
-        return JSONResponse({"object": "list", "data": data, "model": body["model"],
-                             "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+            }
+        )

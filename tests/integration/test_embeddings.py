@@ -20,10 +20,18 @@ def emb_models(llm, tmp_path_factory):
     """``t_emb`` (all-MiniLM-L6-v2), ``t_emb_zh`` (multilingual-e5-small) and ``t_rerank`` (a tiny
     cross-encoder deployed the way the Byzer-LLM documents deploy bge-reranker)."""
     llm.setup_num_workers(1).setup_infer_backend(None)
-    llm.deploy(model_path="builtin:all-minilm-l6-v2", pretrained_model_type="custom/emb", udf_name="t_emb",
-               infer_params={"n_threads": 1})
-    llm.deploy(model_path="builtin:multilingual-e5-small", pretrained_model_type="custom/emb", udf_name="t_emb_zh",
-               infer_params={})
+    llm.deploy(
+        model_path="builtin:all-minilm-l6-v2",
+        pretrained_model_type="custom/emb",
+        udf_name="t_emb",
+        infer_params={"n_threads": 1},
+    )
+    llm.deploy(
+        model_path="builtin:multilingual-e5-small",
+        pretrained_model_type="custom/emb",
+        udf_name="t_emb_zh",
+        infer_params={},
+    )
     folder = tiny_cross_encoder(tmp_path_factory.mktemp("ce"))
     llm.setup_infer_backend(InferBackend.Transformers)
     llm.deploy(model_path=str(folder), pretrained_model_type="custom/bge_rerank", udf_name="t_rerank", infer_params={})

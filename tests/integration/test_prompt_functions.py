@@ -62,8 +62,14 @@ def test_long_text_with_response_markers_and_max_length_10(client):
         """
 
     meta: dict = {}
-    s = (tell_story.with_llm(client).with_response_markers().with_meta(meta).with_max_turns(6)
-         .options({"llm_config": {"max_length": 10}}).run())
+    s = (
+        tell_story.with_llm(client)
+        .with_response_markers()
+        .with_meta(meta)
+        .with_max_turns(6)
+        .options({"llm_config": {"max_length": 10}})
+        .run()
+    )
     assert meta["turns"] > 1
     assert "<RESPONSE>" not in s and "</RESPONSE>" not in s
     assert meta["generated_tokens_count"] > 10  # longer than one turn may produce
@@ -101,8 +107,12 @@ def test_regex_example_with_extractor(client):
         pattern = re.search(r"<REGEX>(.*)</REGEX>", regex_block, re.DOTALL)
         return None if pattern is None else pattern.group(1)
 
-    v = (generate_regex_pattern.with_llm(client).with_extractor(extract_regex_pattern)
-         .options({"llm_config": {"max_length": 60}}).run(desc="匹配一个邮箱地址"))
+    v = (
+        generate_regex_pattern.with_llm(client)
+        .with_extractor(extract_regex_pattern)
+        .options({"llm_config": {"max_length": 60}})
+        .run(desc="匹配一个邮箱地址")
+    )
     assert len(seen) == 1  # the extractor ran once, on the model's text
     assert v == extract_regex_pattern(seen[0])
 

@@ -23,8 +23,18 @@ CORPORA = {  # corpus -> (evaluation set, embedding deployment)
     "debian-reference-zh": ("debian_reference_zh.jsonl", "t_rag_emb_zh"),
 }
 # the slices: ten of the smallest Node.js files that questions point to, the PDF's first 40 pages
-NODE_FILES = ("string_decoder.md", "path.md", "timers.md", "cluster.md", "modules.md", "zlib.md", "os.md",
-              "readline.md", "esm.md", "worker_threads.md")
+NODE_FILES = (
+    "string_decoder.md",
+    "path.md",
+    "timers.md",
+    "cluster.md",
+    "modules.md",
+    "zlib.md",
+    "os.md",
+    "readline.md",
+    "esm.md",
+    "worker_threads.md",
+)
 PDF_PAGES = 40
 
 
@@ -51,10 +61,18 @@ def corpus_slice(corpus: str, folder) -> list[dict]:
 @pytest.fixture(scope="module")
 def rag_llm(llm):
     llm.setup_num_workers(2).setup_infer_backend(None)
-    llm.deploy(model_path="builtin:all-minilm-l6-v2", pretrained_model_type="custom/emb", udf_name="t_rag_emb",
-               infer_params={"n_threads": 1})
-    llm.deploy(model_path="builtin:multilingual-e5-small", pretrained_model_type="custom/emb",
-               udf_name="t_rag_emb_zh", infer_params={"n_threads": 1})
+    llm.deploy(
+        model_path="builtin:all-minilm-l6-v2",
+        pretrained_model_type="custom/emb",
+        udf_name="t_rag_emb",
+        infer_params={"n_threads": 1},
+    )
+    llm.deploy(
+        model_path="builtin:multilingual-e5-small",
+        pretrained_model_type="custom/emb",
+        udf_name="t_rag_emb_zh",
+        infer_params={"n_threads": 1},
+    )
     llm.setup_num_workers(1)
     yield llm
     llm.undeploy("t_rag_emb")
@@ -63,11 +81,14 @@ def rag_llm(llm):
 
 def write_docs(folder):
     folder.mkdir(exist_ok=True)
-    (folder / "guide.md").write_text("# Guide\n\n## Install\n\nRun the installer script install.sh first.\n\n"
-                                     "## Colours\n\nThe palette has three colours: red, green and blue.\n")
+    (folder / "guide.md").write_text(
+        "# Guide\n\n## Install\n\nRun the installer script install.sh first.\n\n"
+        "## Colours\n\nThe palette has three colours: red, green and blue.\n"
+    )
     (folder / "notes.txt").write_text("Deployments are pools of workers on Ray.\n")
-    (folder / "page.html").write_text("<html><body><h1>Server</h1><p>byzerllm serve starts the HTTP server."
-                                      "</p></body></html>")
+    (folder / "page.html").write_text(
+        "<html><body><h1>Server</h1><p>byzerllm serve starts the HTTP server.</p></body></html>"
+    )
 
 
 def test_build_is_incremental_and_survives_a_failed_file(rag_llm, tmp_path):
@@ -93,8 +114,9 @@ def test_build_is_incremental_and_survives_a_failed_file(rag_llm, tmp_path):
     assert (fourth.indexed, fourth.unchanged, len(fourth.errors)) == (0, 2, 1)
 
     [hit] = index.search("what colours are in the palette?", top_k=1, mode="vector")
-    assert hit.source == "guide.md" and hit.heading == "Guide > Colours" and hit.citation() == \
-        "guide.md § Guide > Colours"
+    assert (
+        hit.source == "guide.md" and hit.heading == "Guide > Colours" and hit.citation() == "guide.md § Guide > Colours"
+    )
     assert index.search("installer", top_k=1, mode="fulltext")[0].heading == "Guide > Install"
     with pytest.raises(InvalidRequestError, match="mode 'semantic' is unknown; accepted: hybrid, vector, fulltext"):
         index.search("x", mode="semantic")
@@ -104,21 +126,63 @@ def test_cli_build_and_streamed_query_cite_sources(rag_llm, smollm2_chat, tmp_pa
     docs = tmp_path / "docs"
     write_docs(docs)
     store = str(tmp_path / "store")
-    build = run_cli("rag", "build", "--source_dir", str(docs), "--emb_model", "t_rag_emb", "--base_dir", store,
-                    check=True)
+    build = run_cli(
+        "rag", "build", "--source_dir", str(docs), "--emb_model", "t_rag_emb", "--base_dir", store, check=True
+    )
     assert "files: 3  indexed: 3  unchanged: 0" in build.stdout
-    query = run_cli("rag", "query", "--query", "Which colours does the palette have?", "--model", smollm2_chat,
-                    "--emb_model", "t_rag_emb", "--base_dir", store, "--max_length", "40", "--top_k", "2",
-                    check=True)
+    query = run_cli(
+        "rag",
+        "query",
+        "--query",
+        "Which colours does the palette have?",
+        "--model",
+        smollm2_chat,
+        "--emb_model",
+        "t_rag_emb",
+        "--base_dir",
+        store,
+        "--max_length",
+        "40",
+        "--top_k",
+        "2",
+        check=True,
+    )
     sources = query.stdout.split("Sources:\n")[1].splitlines()
     assert len(sources) == 2 and sources[0].endswith("guide.md § Guide > Colours")
     # the index knows its embedding deployment; the embedding model's cosine similarity reranks
-    reranked = run_cli("rag", "query", "--query", "Which colours does the palette have?", "--model", smollm2_chat,
-                       "--base_dir", store, "--max_length", "20", "--top_k", "2", "--rerank_model", "t_rag_emb",
-                       "--no_stream", check=True)
+    reranked = run_cli(
+        "rag",
+        "query",
+        "--query",
+        "Which colours does the palette have?",
+        "--model",
+        smollm2_chat,
+        "--base_dir",
+        store,
+        "--max_length",
+        "20",
+        "--top_k",
+        "2",
+        "--rerank_model",
+        "t_rag_emb",
+        "--no_stream",
+        check=True,
+    )
     assert reranked.stdout.split("Sources:\n")[1].splitlines()[0].endswith("guide.md § Guide > Colours")
-    bad = run_cli("rag", "query", "--query", "x", "--model", smollm2_chat, "--emb_model", "t_rag_emb",
-                  "--base_dir", store, "--mode", "semantic")
+    bad = run_cli(
+        "rag",
+        "query",
+        "--query",
+        "x",
+        "--model",
+        smollm2_chat,
+        "--emb_model",
+        "t_rag_emb",
+        "--base_dir",
+        store,
+        "--mode",
+        "semantic",
+    )
     assert bad.returncode != 0 and "semantic" in bad.stderr
     missing = run_cli("rag", "query", "--query", "x", "--model", smollm2_chat, "--name", "nope", "--base_dir", store)
     assert missing.returncode != 0 and "index 'nope' does not exist" in missing.stderr and "default" in missing.stderr

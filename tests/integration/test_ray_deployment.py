@@ -32,7 +32,6 @@ LONG = [{"role": "user", "content": "Count from 1 to 1000, one number per line."
 ENDLESS = {"ignore_eos": True}  # generation runs to max_length whatever the model says
 
 
-
 def test_chat_returns_text_and_documented_metadata(llm, smollm2_chat):
     [resp] = llm.chat_oai(ASK, model=smollm2_chat, llm_config={"max_length": 12, "seed": 1})
     assert isinstance(resp, byzerllm.LLMResponse) and resp.output
@@ -341,8 +340,9 @@ def test_a_worker_busy_with_another_clients_request_sends_the_request_to_the_poo
         stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
         next(stream)
         answers = []
-        t = threading.Thread(target=lambda: answers.append(other.chat_oai(ASK, model=name,
-                                                                          llm_config={"max_length": 2})))
+        t = threading.Thread(
+            target=lambda: answers.append(other.chat_oai(ASK, model=name, llm_config={"max_length": 2}))
+        )
         t.start()
         deadline = time.monotonic() + 10
         while llm.stat(name)["queued_requests"] != 1 and time.monotonic() < deadline:

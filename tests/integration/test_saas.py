@@ -24,9 +24,27 @@ def llama_server(tmp_path_factory):
     """``python -m llama_cpp.server`` serving the built-in model."""
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "log.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model_path("builtin:smollm2"),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--model_alias",
-                             "smollm2", "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            resolve_model_path("builtin:smollm2"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "1",
+            "--model_alias",
+            "smollm2",
+            "--verbose",
+            "False",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
     base = f"http://127.0.0.1:{port}/v1"
     wait_http(base + "/models", proc, lambda: log.read_text()[-3000:])
     yield base
@@ -38,9 +56,18 @@ def llama_server(tmp_path_factory):
 def saas_chat(llm, llama_server):
     name = "saas_chat"
     llm.setup_num_workers(1)
-    llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
-               infer_params={"saas.base_url": llama_server, "saas.model": "smollm2", "saas.api_key": "sk-secret-1234",
-                            "saas.json_schema_mode": "json_object", "saas.native_tools": False})
+    llm.deploy(
+        model_path="",
+        pretrained_model_type="saas/openai",
+        udf_name=name,
+        infer_params={
+            "saas.base_url": llama_server,
+            "saas.model": "smollm2",
+            "saas.api_key": "sk-secret-1234",
+            "saas.json_schema_mode": "json_object",
+            "saas.native_tools": False,
+        },
+    )
     yield name
     llm.undeploy(name)
 
@@ -51,8 +78,11 @@ ASK = [{"role": "user", "content": "Name three colours."}]
 def test_chat_and_stream_through_a_saas_deployment(llm, saas_chat):
     [r] = llm.chat_oai(ASK, model=saas_chat, llm_config={"max_length": 12, "seed": 1, "temperature": 0})
     assert r.output and 0 < r.metadata["generated_tokens_count"] <= 12 and r.metadata["input_tokens_count"] > 5
-    items = list(llm.stream_chat_oai(ASK, model=saas_chat, llm_config={"max_length": 12, "seed": 1,
-                                                                       "temperature": 0}, delta_mode=True))
+    items = list(
+        llm.stream_chat_oai(
+            ASK, model=saas_chat, llm_config={"max_length": 12, "seed": 1, "temperature": 0}, delta_mode=True
+        )
+    )
     assert "".join(t for t, _ in items)  # (llama.cpp's server reuses its cache: texts may differ by a token)
     # llama.cpp's server sends no usage in streams: the pieces are counted instead
     assert items[-1][1].finish_reason in ("stop", "length") and items[-1][1].generated_tokens_count > 0
@@ -63,11 +93,20 @@ def test_chat_and_stream_through_a_saas_deployment(llm, saas_chat):
 def test_json_schema_and_tools_through_a_saas_deployment(llm, saas_chat):
     from ..doc_tools import Story, compute_date_range, compute_now
 
-    [t] = llm.chat_oai([{"role": "user", "content": "Tell a story."}], model=saas_chat, response_class=Story,
-                       llm_config={"max_length": 200})
+    [t] = llm.chat_oai(
+        [{"role": "user", "content": "Tell a story."}],
+        model=saas_chat,
+        response_class=Story,
+        llm_config={"max_length": 200},
+    )
     assert isinstance(t.value, Story) or t.metadata["reason"]
-    [t] = llm.chat_oai([{"role": "user", "content": "最近三个月趋势"}], model=saas_chat,
-                       tools=[compute_date_range, compute_now], execute_tool=True, llm_config={"max_length": 100})
+    [t] = llm.chat_oai(
+        [{"role": "user", "content": "最近三个月趋势"}],
+        model=saas_chat,
+        tools=[compute_date_range, compute_now],
+        execute_tool=True,
+        llm_config={"max_length": 100},
+    )
     assert t.metadata["strategy"] == "constrained"
     assert t.values or t.metadata["reason"]
 
@@ -80,9 +119,12 @@ def test_api_keys_are_masked(llm, saas_chat):
 
 def test_upstream_errors_cross_ray_intact_after_retries(llm, faults):
     name = "faulty"
-    llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
-               infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.max_retries": 2,
-                             "saas.backoff": 0.05})
+    llm.deploy(
+        model_path="",
+        pretrained_model_type="saas/openai",
+        udf_name=name,
+        infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.max_retries": 2, "saas.backoff": 0.05},
+    )
     try:
         faults.reset("429", retry_after="0.2")
         with pytest.raises(UpstreamError, match="answered 429: slow down") as err:
@@ -108,8 +150,12 @@ def test_upstream_errors_cross_ray_intact_after_retries(llm, faults):
         assert r.metadata["usage"]["total_tokens"] == 4
         from ..doc_tools import compute_date_range, compute_now
 
-        [t] = llm.chat_oai([{"role": "user", "content": "最近三个月趋势"}], model=name,
-                           tools=[compute_date_range, compute_now], execute_tool=True)
+        [t] = llm.chat_oai(
+            [{"role": "user", "content": "最近三个月趋势"}],
+            model=name,
+            tools=[compute_date_range, compute_now],
+            execute_tool=True,
+        )
         assert t.metadata["strategy"] == "native" and t.metadata["reason"] == ""
         assert [x["function"]["name"] for x in faults.last_body["tools"]] == ["compute_date_range", "compute_now"]
         assert faults.last_body["tool_choice"] == "required"
@@ -126,11 +172,21 @@ def test_deadline_fallback_and_concurrency_limit_on_ray(llm, faults):
     name = "guarded"
     llm.setup_num_workers(1).setup_worker_concurrency(2)
     try:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
-                   infer_params={"saas.base_url": faults.url, "saas.model": "primary", "saas.timeout": 0.5,
-                                 "saas.deadline": 1.2, "saas.max_retries": 5, "saas.backoff": 0.05,
-                                 "saas.max_backoff": 0.05,
-                                 "saas.fallback_models": "backup"})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name=name,
+            infer_params={
+                "saas.base_url": faults.url,
+                "saas.model": "primary",
+                "saas.timeout": 0.5,
+                "saas.deadline": 1.2,
+                "saas.max_retries": 5,
+                "saas.backoff": 0.05,
+                "saas.max_backoff": 0.05,
+                "saas.fallback_models": "backup",
+            },
+        )
     finally:
         llm.setup_worker_concurrency(1)
     try:

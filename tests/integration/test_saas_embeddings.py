@@ -34,10 +34,33 @@ def llama_server(model: str, alias: str, log: Path) -> Iterator[str]:
     yields its API root and stops the process (killed if it lingers) on exit."""
     port = free_port()
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", alias,
-                                 "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "512",
-                                 "--embedding", "true", "--api_key", KEY, "--verbose", "False"],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                model,
+                "--model_alias",
+                alias,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_threads",
+                "1",
+                "--n_ctx",
+                "512",
+                "--embedding",
+                "true",
+                "--api_key",
+                KEY,
+                "--verbose",
+                "False",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         # /docs answers without the key once the model is loaded (the app loads it before serving)
         wait_http(f"http://127.0.0.1:{port}/docs", proc, lambda: log.read_text()[-3000:], seconds=180)
@@ -63,15 +86,22 @@ def minilm_server(tmp_path_factory):
 
 
 def deploy(llm: byzerllm.SimpleByzerLLM, name: str, base_url: str, model: str, api_key: str = KEY) -> None:
-    llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name=name,
-               infer_params={"saas.base_url": base_url, "saas.model": model, "saas.api_key": api_key,
-                             "saas.backoff": 0.01})
+    llm.deploy(
+        model_path="",
+        pretrained_model_type="saas/openai",
+        udf_name=name,
+        infer_params={"saas.base_url": base_url, "saas.model": model, "saas.api_key": api_key, "saas.backoff": 0.01},
+    )
 
 
 def test_saas_embeddings_emb_query_and_rerank_on_a_llama_cpp_server(minilm_server):
     texts = ["the cat sat on the mat", "使用 apt-get install 安装软件包", "Stock prices fell."]
-    upstream = httpx.post(minilm_server + "/embeddings", json={"model": "minilm", "input": texts},
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
+    upstream = httpx.post(
+        minilm_server + "/embeddings",
+        json={"model": "minilm", "input": texts},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ).json()
     dim = len(upstream["data"][0]["embedding"])
     assert dim == 384
     with byzerllm.SimpleByzerLLM() as llm:

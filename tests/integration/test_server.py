@@ -30,9 +30,20 @@ def emb_model(llm):
 def server(smollm2_chat, emb_model):
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "byzerllm"), "serve", "--port", str(port), "--api_key", KEY, "--served_model_name",
-         f"gpt-4o-mini={smollm2_chat}", "--request_timeout", "120"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(BIN / "byzerllm"),
+            "serve",
+            "--port",
+            str(port),
+            "--api_key",
+            KEY,
+            "--served_model_name",
+            f"gpt-4o-mini={smollm2_chat}",
+            "--request_timeout",
+            "120",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/health", proc, "byzerllm serve did not start")
@@ -68,8 +79,11 @@ def test_chat_completion_with_usage(client, smollm2_chat):
 
 def test_stream_joins_to_the_non_stream_answer_and_ends_with_usage(client, smollm2_chat):
     whole = client.chat.completions.create(model=smollm2_chat, messages=ASK, max_tokens=30, seed=5)
-    chunks = list(client.chat.completions.create(model=smollm2_chat, messages=ASK, max_tokens=30, seed=5,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=smollm2_chat, messages=ASK, max_tokens=30, seed=5, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -81,18 +95,40 @@ async def test_async_client(server, smollm2_chat):
     aclient = openai.AsyncOpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0)
     r = await aclient.chat.completions.create(model=smollm2_chat, messages=ASK, max_tokens=8)
     assert r.choices[0].message.content
-    pieces = [c.choices[0].delta.content or "" async for c in await aclient.chat.completions.create(
-        model=smollm2_chat, messages=ASK, max_tokens=8, stream=True) if c.choices]
+    pieces = [
+        c.choices[0].delta.content or ""
+        async for c in await aclient.chat.completions.create(
+            model=smollm2_chat, messages=ASK, max_tokens=8, stream=True
+        )
+        if c.choices
+    ]
     assert "".join(pieces)
     await aclient.close()
 
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
-                                     "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-    "required": ["city", "unit"]}}}
-TIME = {"type": "function", "function": {"name": "get_time", "description": "The current time",
-                                         "parameters": {"type": "object", "properties": {}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 40},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The current time",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 
 
 def test_tools_non_stream_and_stream(client, smollm2_chat):
@@ -104,30 +140,60 @@ def test_tools_non_stream_and_stream(client, smollm2_chat):
     args = json.loads(call.function.arguments)
     if call.function.name == "get_weather":
         assert args["unit"] in ("celsius", "fahrenheit") and isinstance(args["city"], str)
-    chunks = list(client.chat.completions.create(model=smollm2_chat, messages=msgs, tools=[WEATHER],
-                                                 tool_choice={"type": "function",
-                                                              "function": {"name": "get_weather"}}, stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model=smollm2_chat,
+            messages=msgs,
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            stream=True,
+        )
+    )
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "get_weather" and all(d.function.name is None for d in deltas[1:])
     assert set(json.loads("".join(d.function.arguments or "" for d in deltas))) == {"city", "unit"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
-    follow = client.chat.completions.create(model=smollm2_chat, max_tokens=10, messages=[
-        *msgs, {"role": "assistant", "tool_calls": [{"id": call.id, "type": "function", "function": {
-            "name": call.function.name, "arguments": call.function.arguments}}]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 degrees"}])
+    follow = client.chat.completions.create(
+        model=smollm2_chat,
+        max_tokens=10,
+        messages=[
+            *msgs,
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.function.name, "arguments": call.function.arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 degrees"},
+        ],
+    )
     assert follow.choices[0].message.content is not None
 
 
 def test_response_format_json_schema_and_json_object(client, smollm2_chat):
-    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
-                                               "age": {"type": "integer"}}, "required": ["name", "age"]}
-    r = client.chat.completions.create(model=smollm2_chat, max_tokens=80, messages=[
-        {"role": "user", "content": "Invent a person."}],
-        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    r = client.chat.completions.create(
+        model=smollm2_chat,
+        max_tokens=80,
+        messages=[{"role": "user", "content": "Invent a person."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
     data = json.loads(r.choices[0].message.content)
     assert set(data) == {"name", "age"} and isinstance(data["age"], int)
-    r = client.chat.completions.create(model=smollm2_chat, max_tokens=150, response_format={"type": "json_object"},
-                                       messages=[{"role": "user", "content": "Describe a cat in JSON."}])
+    r = client.chat.completions.create(
+        model=smollm2_chat,
+        max_tokens=150,
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Describe a cat in JSON."}],
+    )
     if r.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(r.choices[0].message.content), dict)
 
@@ -135,8 +201,11 @@ def test_response_format_json_schema_and_json_object(client, smollm2_chat):
 def test_completions(client, smollm2_chat):
     r = client.completions.create(model=smollm2_chat, prompt="The capital of France is", max_tokens=5)
     assert r.object == "text_completion" and r.usage.completion_tokens <= 5
-    text = "".join(c.choices[0].text for c in client.completions.create(
-        model=smollm2_chat, prompt="One, two, three,", max_tokens=5, stream=True) if c.choices)
+    text = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model=smollm2_chat, prompt="One, two, three,", max_tokens=5, stream=True)
+        if c.choices
+    )
     assert text
 
 
@@ -146,9 +215,16 @@ def test_embeddings_and_rerank(client, server, emb_model):
     b64 = client.embeddings.create(model=emb_model, input="a cat", encoding_format="base64")
     raw = base64.b64decode(b64.data[0].embedding)
     assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(r.data[0].embedding, abs=1e-5)
-    resp = httpx.post(server + "/v1/rerank", headers={"Authorization": f"Bearer {KEY}"}, json={
-        "model": emb_model, "query": "where do cats sleep?", "top_n": 2,
-        "documents": ["Cats sleep on sofas.", "The stock market fell.", {"text": "Kittens nap in boxes."}]})
+    resp = httpx.post(
+        server + "/v1/rerank",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": emb_model,
+            "query": "where do cats sleep?",
+            "top_n": 2,
+            "documents": ["Cats sleep on sofas.", "The stock market fell.", {"text": "Kittens nap in boxes."}],
+        },
+    )
     assert resp.status_code == 200
     results = resp.json()["results"]
     assert len(results) == 2 and results[0]["relevance_score"] >= results[1]["relevance_score"]
@@ -188,8 +264,9 @@ def test_errors_have_openai_shape_and_status(client, server, smollm2_chat):
     with pytest.raises(openai.BadRequestError) as e:
         client.embeddings.create(model=smollm2_chat, input="x")  # a chat deployment
     assert "embedding=true" in error_of(e.value)["message"]
-    big = httpx.post(server + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                     content=b"x" * (9 * 1024 * 1024))
+    big = httpx.post(
+        server + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, content=b"x" * (9 * 1024 * 1024)
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
     assert httpx.get(server + "/v1/nothing", headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
 
@@ -202,8 +279,10 @@ def test_queue_full_is_429_and_disconnect_cancels(llm, server):
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"model": name, "messages": ASK, "max_tokens": 2000, "ignore_eos": True, "stream": True}
     try:
-        with httpx.Client(timeout=60) as http, http.stream("POST", server + "/v1/chat/completions", headers=headers,
-                                                           json=body) as stream:
+        with (
+            httpx.Client(timeout=60) as http,
+            http.stream("POST", server + "/v1/chat/completions", headers=headers, json=body) as stream,
+        ):
             lines = stream.iter_lines()  # kept: dropping it closes the connection
             assert next(lines).startswith("data: ")  # the generation is running
             busy = httpx.post(server + "/v1/chat/completions", headers=headers, json={**body, "stream": False})
@@ -220,8 +299,13 @@ def test_queue_full_is_429_and_disconnect_cancels(llm, server):
 def test_metrics_and_health(server, client, smollm2_chat):
     client.chat.completions.create(model=smollm2_chat, messages=ASK, max_tokens=2)
     text = httpx.get(server + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
-    for name in ("byzerllm_requests_total", "byzerllm_request_errors_total", "byzerllm_request_latency_seconds",
-                 "byzerllm_time_to_first_token_seconds", "byzerllm_tokens_total"):
+    for name in (
+        "byzerllm_requests_total",
+        "byzerllm_request_errors_total",
+        "byzerllm_request_latency_seconds",
+        "byzerllm_time_to_first_token_seconds",
+        "byzerllm_tokens_total",
+    ):
         assert name in text
     assert f'byzerllm_tokens_total{{kind="completion",model="{smollm2_chat}"}}' in text
     assert httpx.get(server + "/health").json() == {"status": "ok"}

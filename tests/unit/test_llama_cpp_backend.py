@@ -151,9 +151,14 @@ def test_json_schema_response_format_is_valid_by_construction(backend):
     import json
 
     # bounded strings and arrays, so that a small model that loops still finishes its JSON
-    schema = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 60}, "tags": {
-              "type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 20}}},
-              "required": ["title", "tags"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 60},
+            "tags": {"type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 20}},
+        },
+        "required": ["title", "tags"],
+    }
     for seed in range(3):
         r = req("Give a title and tags for a post about cats.", max_length=400, seed=seed)
         r.response_format = {"type": "json_schema", "json_schema": {"schema": schema}}
@@ -170,8 +175,13 @@ def test_json_schema_response_format_is_valid_by_construction(backend):
 def test_grammar_keeps_the_schema_property_order_and_refuses_control_characters():
     from byzerllm.backends.llama_cpp import schema_to_gbnf
 
-    gbnf = schema_to_gbnf({"type": "object", "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
-                           "required": ["title", "body"]})
+    gbnf = schema_to_gbnf(
+        {
+            "type": "object",
+            "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
+            "required": ["title", "body"],
+        }
+    )
     assert 'root ::= "{" space title-kv "," space body-kv "}" space' in gbnf
     assert 'char ::= [^"\\\\\\x7F\\x00-\\x1F]' in gbnf
 
@@ -185,8 +195,10 @@ def test_bad_response_format_is_named(backend):
 def test_continue_final_message_prefills_the_assistant_turn(backend):
     from byzerllm.params import build_chat_request
 
-    r = build_chat_request([{"role": "user", "content": "Greet me."}, {"role": "assistant", "content": "Hello"}],
-                           {"max_length": 5, "continue_final_message": True, "seed": 1})
+    r = build_chat_request(
+        [{"role": "user", "content": "Greet me."}, {"role": "assistant", "content": "Hello"}],
+        {"max_length": 5, "continue_final_message": True, "seed": 1},
+    )
     plain = build_chat_request([{"role": "user", "content": "Greet me."}], {"max_length": 5, "seed": 1})
     assert backend.chat(r).input_tokens > backend.chat(plain).input_tokens
     bad = build_chat_request([{"role": "user", "content": "x"}], {"continue_final_message": True})
@@ -196,8 +208,15 @@ def test_continue_final_message_prefills_the_assistant_turn(backend):
 
 def test_image_parts_are_refused_with_a_clear_error(backend):
     r = req()
-    r.messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}},
-                                               {"type": "text", "text": "what is this?"}]}]
+    r.messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,"}},
+                {"type": "text", "text": "what is this?"},
+            ],
+        }
+    ]
     with pytest.raises(InvalidRequestError, match="'image_url' part; the llama_cpp backend takes text only"):
         list(backend.stream(r))
 
@@ -285,14 +304,17 @@ def minilm_ggufs(tmp_path_factory):
 
     folder = resolve_model_path("builtin:all-minilm-l6-v2")
     out = tmp_path_factory.mktemp("gguf")
-    return {p: str(write_bert_gguf(folder, out / f"minilm-{p}.gguf", None if p == "unset" else p))
-            for p in ("mean", "cls", "rank", "unset")}
+    return {
+        p: str(write_bert_gguf(folder, out / f"minilm-{p}.gguf", None if p == "unset" else p))
+        for p in ("mean", "cls", "rank", "unset")
+    }
 
 
 def test_auto_pooling_follows_the_pooling_the_gguf_declares(minilm_ggufs):
     declared_cls = create_backend("llama_cpp", minilm_ggufs["cls"], {"embedding": True, "max_model_len": 512})
-    explicit_cls = create_backend("llama_cpp", minilm_ggufs["mean"],
-                                  {"embedding": True, "max_model_len": 512, "pooling": "cls"})
+    explicit_cls = create_backend(
+        "llama_cpp", minilm_ggufs["mean"], {"embedding": True, "max_model_len": 512, "pooling": "cls"}
+    )
     declared_mean = create_backend("llama_cpp", minilm_ggufs["mean"], {"embedding": True, "max_model_len": 512})
     undeclared = create_backend("llama_cpp", minilm_ggufs["unset"], {"embedding": True, "max_model_len": 512})
     assert declared_cls.meta()["pooling"] == explicit_cls.meta()["pooling"] == "cls"

@@ -109,8 +109,10 @@ def test_byzer_json_message_form_becomes_content_parts():
 
     content = json.dumps([{"image": "data:image/png;base64,AAAA", "text": "what is this?"}])
     [msg] = validate_messages([{"role": "user", "content": content}])
-    assert msg["content"] == [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                              {"type": "text", "text": "what is this?"}]
+    assert msg["content"] == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "text", "text": "what is this?"},
+    ]
     plain = json.dumps([{"text": "just json"}])
     assert validate_messages([{"role": "user", "content": plain}])[0]["content"] == plain
 

@@ -24,12 +24,22 @@ class ScriptedLLM:
         self.meta = meta if meta is not None else {"support_response_format": []}
 
     def _next(self, conversations, model, llm_config, extra_request_params):
-        self.calls.append({"messages": conversations, "model": model, "llm_config": llm_config,
-                           "extra": extra_request_params})
+        self.calls.append(
+            {"messages": conversations, "model": model, "llm_config": llm_config, "extra": extra_request_params}
+        )
         answer = self.answers.pop(0)
         text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
-        return LLMResponse(text, {}, {"input_tokens_count": 10, "generated_tokens_count": len(text),
-                                      "time_cost": 0.5, "first_token_time": 0.1, "finish_reason": finish})
+        return LLMResponse(
+            text,
+            {},
+            {
+                "input_tokens_count": 10,
+                "generated_tokens_count": len(text),
+                "time_cost": 0.5,
+                "first_token_time": 0.1,
+                "finish_reason": finish,
+            },
+        )
 
     def chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None):
         return [self._next(conversations, model, llm_config, extra_request_params)]
@@ -37,15 +47,15 @@ class ScriptedLLM:
     async def async_chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None):
         return [self._next(conversations, model, llm_config, extra_request_params)]
 
-    def stream_chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None,
-                        delta_mode=True):
+    def stream_chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None, delta_mode=True):
         resp = self._next(conversations, model, llm_config, extra_request_params)
         for word in resp.output.split(" "):
             yield word + " ", SingleOutputMeta(generated_tokens_count=1)
         yield "", SingleOutputMeta(generated_tokens_count=len(resp.output.split()), finish_reason="stop")
 
-    async def async_stream_chat_oai(self, conversations, model=None, llm_config=None, extra_request_params=None,
-                                    delta_mode=True):
+    async def async_stream_chat_oai(
+        self, conversations, model=None, llm_config=None, extra_request_params=None, delta_mode=True
+    ):
         for item in self.stream_chat_oai(conversations, model, llm_config, extra_request_params, delta_mode):
             yield item
 
@@ -177,13 +187,25 @@ def test_options_stop_suffix_conversation_and_meta():
         """go"""
 
     history = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "reply"}]
-    (f.options({"llm_config": {"max_length": 5}, "model": "m2"}).with_stop_suffix_list(["END"])
-      .with_conversation(history).with_meta(holder).run())
+    (
+        f.options({"llm_config": {"max_length": 5}, "model": "m2"})
+        .with_stop_suffix_list(["END"])
+        .with_conversation(history)
+        .with_meta(holder)
+        .run()
+    )
     call = llm.calls[0]
     assert call["model"] == "m2" and call["llm_config"] == {"max_length": 5, "stop": ["END"]}
     assert call["messages"][:2] == history and call["messages"][2]["content"] == "go"
-    assert holder == {"input_tokens_count": 10, "generated_tokens_count": 1, "time_cost": 0.5,
-                      "first_token_time": 0.1, "turns": 1, "finish_reason": "stop", "reasoning_content": ""}
+    assert holder == {
+        "input_tokens_count": 10,
+        "generated_tokens_count": 1,
+        "time_cost": 0.5,
+        "first_token_time": 0.1,
+        "turns": 1,
+        "finish_reason": "stop",
+        "reasoning_content": "",
+    }
     with pytest.raises(InvalidRequestError, match="accepted: llm_config, model"):
         f.options({"temperature": 1})
 
@@ -208,8 +230,13 @@ def test_response_markers_continue_until_the_end_and_join_exactly():
     def tell_story() -> str:
         """讲一个100字的故事。"""
 
-    s = tell_story.with_llm(llm).with_response_markers().with_meta(holder).options(
-        {"llm_config": {"max_length": 10}}).run()
+    s = (
+        tell_story.with_llm(llm)
+        .with_response_markers()
+        .with_meta(holder)
+        .options({"llm_config": {"max_length": 10}})
+        .run()
+    )
     assert s == "Once upon a time there was a fox."
     assert holder["turns"] == 3
     prefills = [c["messages"][-1]["content"] for c in llm.calls]
@@ -370,8 +397,11 @@ def test_typed_output_cut_off_under_a_grammar_is_sampled_again_with_the_next_see
     def tell_story() -> Story:
         """讲一个故事。"""
 
-    llm = ScriptedLLM(('{"title": "la la la la', "length"), '{"title": "T", "body": "B"}',
-                      meta={"support_response_format": ["json_schema"]})
+    llm = ScriptedLLM(
+        ('{"title": "la la la la', "length"),
+        '{"title": "T", "body": "B"}',
+        meta={"support_response_format": ["json_schema"]},
+    )
     story = tell_story.with_llm(llm).options({"llm_config": {"seed": 4}}).run()
     assert story == Story(title="T", body="B")
     assert llm.calls[1]["messages"] == llm.calls[0]["messages"]  # the loop is not shown to the model

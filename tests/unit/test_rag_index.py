@@ -16,11 +16,16 @@ from .test_embedding_backends import tiny_cross_encoder
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
     client = byzerllm.SimpleByzerLLM()
-    client.deploy(model_path="builtin:all-minilm-l6-v2", pretrained_model_type="custom/emb", udf_name="u_emb",
-                  infer_params={"n_threads": 1})
+    client.deploy(
+        model_path="builtin:all-minilm-l6-v2",
+        pretrained_model_type="custom/emb",
+        udf_name="u_emb",
+        infer_params={"n_threads": 1},
+    )
     folder = tiny_cross_encoder(tmp_path_factory.mktemp("ce") / "ce")
-    client.deploy(model_path=str(folder), pretrained_model_type="custom/bge_rerank", udf_name="u_rerank",
-                  infer_params={})
+    client.deploy(
+        model_path=str(folder), pretrained_model_type="custom/bge_rerank", udf_name="u_rerank", infer_params={}
+    )
     yield client
     client.close()
 
@@ -29,8 +34,9 @@ def llm(tmp_path_factory):
 def docs(tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
-    (folder / "guide.md").write_text("# Guide\n\n## Install\n\nRun install.sh first.\n\n"
-                                     "## Colours\n\nThe palette has red, green and blue.\n")
+    (folder / "guide.md").write_text(
+        "# Guide\n\n## Install\n\nRun install.sh first.\n\n## Colours\n\nThe palette has red, green and blue.\n"
+    )
     (folder / "notes.txt").write_text("Deployments are pools of workers on Ray.\n")
     return folder
 
@@ -64,8 +70,12 @@ def test_vectors_of_another_size_are_refused(llm, docs, tmp_path):
     DocumentIndex("kb", emb_model="u_emb", base_dir=store, llm=llm).build(str(docs))
     # the same deployment name now serves a model with 576-dimensional vectors
     other = byzerllm.SimpleByzerLLM()
-    other.deploy(model_path="builtin:smollm2", pretrained_model_type="custom/auto", udf_name="u_emb",
-                 infer_params={"embedding": True, "n_threads": 1})
+    other.deploy(
+        model_path="builtin:smollm2",
+        pretrained_model_type="custom/auto",
+        udf_name="u_emb",
+        infer_params={"embedding": True, "n_threads": 1},
+    )
     try:
         index = DocumentIndex("kb", base_dir=store, llm=other)
         with pytest.raises(InvalidRequestError, match="576-dimensional vectors but index 'kb' holds 384") as bad:

@@ -29,8 +29,12 @@ TOPICS = {  # file -> (title, one paragraph per word): 5, 6, 3 and 4 chunks of a
     "c.txt": (None, ["panda", "bamboo", "forest"]),
     "d.md": ("Search", ["vector", "bm25", "fusion", "rerank"]),
 }
-DEPLOY = dict(model_path="builtin:all-minilm-l6-v2", pretrained_model_type="custom/emb", udf_name=EMB,
-              infer_params={"n_threads": 1})
+DEPLOY = dict(
+    model_path="builtin:all-minilm-l6-v2",
+    pretrained_model_type="custom/emb",
+    udf_name=EMB,
+    infer_params={"n_threads": 1},
+)
 
 BUILD = textwrap.dedent(
     f"""
@@ -56,10 +60,15 @@ BUILD = textwrap.dedent(
 def write_docs(folder: Path, words: dict[str, list[str]] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, (title, default) in TOPICS.items():
-        paras = [f"The {w} paragraph explains how the {w} behaves. Each {w} has its own rules and limits."
-                 for w in (words or {}).get(name, default)]
-        body = "\n\n".join(paras) if title is None else f"# {title}\n\n" + "\n\n".join(
-            f"## {p.split()[1].title()}\n\n{p}" for p in paras)
+        paras = [
+            f"The {w} paragraph explains how the {w} behaves. Each {w} has its own rules and limits."
+            for w in (words or {}).get(name, default)
+        ]
+        body = (
+            "\n\n".join(paras)
+            if title is None
+            else f"# {title}\n\n" + "\n\n".join(f"## {p.split()[1].title()}\n\n{p}" for p in paras)
+        )
         (folder / name).write_text(body + "\n")
 
 
@@ -78,8 +87,15 @@ def pending(index: DocumentIndex) -> set[str]:
 
 
 def chunk_ids(index: DocumentIndex, source: str) -> list[str]:
-    rows = index.chunks.query_builder().and_filter().add_condition("source", source).build() \
-        .set_fields(["_id"]).set_limit(1000).execute()
+    rows = (
+        index.chunks.query_builder()
+        .and_filter()
+        .add_condition("source", source)
+        .build()
+        .set_fields(["_id"])
+        .set_limit(1000)
+        .execute()
+    )
     return [r["_id"] for r in rows]
 
 
@@ -99,8 +115,12 @@ def interrupted(tmp_path_factory):
     docs, store = root / "docs", root / "store"
     write_docs(docs)
     nth = math.ceil(chunk_count(docs, "a.md") / BATCH) + 2
-    proc = subprocess.Popen([sys.executable, "-c", BUILD, str(docs), str(store), str(nth)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BUILD, str(docs), str(store), str(nth)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     yield docs, store, proc
     if proc.poll() is None:
         proc.kill()

@@ -34,16 +34,22 @@ Call it.
 def test_markdown_sections_follow_headings_not_code_comments(tmp_path):
     (tmp_path / "guide.md").write_text(MD)
     sections = load(tmp_path / "guide.md", "guide.md")
-    assert [s.headings for s in sections] == [["Guide"], ["Guide", "Install"], ["Guide", "Install", "Options"],
-                                               ["Guide", "Usage"]]
+    assert [s.headings for s in sections] == [
+        ["Guide"],
+        ["Guide", "Install"],
+        ["Guide", "Install", "Options"],
+        ["Guide", "Usage"],
+    ]
     assert "# not a heading" in sections[1].text
     assert sections[2].citation() == "guide.md § Guide > Install > Options"
 
 
 def test_html_and_docx_and_text_sections(tmp_path):
-    (tmp_path / "a.html").write_text("<html><head><style>p{}</style></head><body><nav>menu</nav><h1>Title</h1>"
-                                     "<p>First <b>bold</b> para.</p><h2>Part</h2><ul><li>item one</li></ul>"
-                                     "<script>var x;</script></body></html>")
+    (tmp_path / "a.html").write_text(
+        "<html><head><style>p{}</style></head><body><nav>menu</nav><h1>Title</h1>"
+        "<p>First <b>bold</b> para.</p><h2>Part</h2><ul><li>item one</li></ul>"
+        "<script>var x;</script></body></html>"
+    )
     html = load(tmp_path / "a.html", "a.html")
     assert [(s.headings, s.text) for s in html] == [(["Title"], "First bold para."), (["Title", "Part"], "item one")]
 
@@ -56,7 +62,9 @@ def test_html_and_docx_and_text_sections(tmp_path):
     doc.add_paragraph("Body two.")
     doc.save(tmp_path / "b.docx")
     assert [(s.headings, s.text) for s in load(tmp_path / "b.docx", "b.docx")] == [
-        (["Chapter"], "Body one."), (["Chapter", "Section"], "Body two.")]
+        (["Chapter"], "Body one."),
+        (["Chapter", "Section"], "Body two."),
+    ]
 
     (tmp_path / "c.txt").write_text("plain\n")
     assert load(tmp_path / "c.txt", "c.txt")[0].citation() == "c.txt"

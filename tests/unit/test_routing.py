@@ -23,8 +23,9 @@ def test_strategies_pick_among_workers_with_a_free_slot():
 
 
 def route(state: str = "running", workers: int = 2, capacity: int = 1) -> _Route:
-    return _Route(None, {"workers": list(range(workers)), "state": state, "capacity": capacity,
-                         "load_balance": "round_robin"})
+    return _Route(
+        None, {"workers": list(range(workers)), "state": state, "capacity": capacity, "load_balance": "round_robin"}
+    )
 
 
 def test_a_client_fills_workers_up_to_their_capacity_then_asks_the_pool():

@@ -43,15 +43,25 @@ def provider_app(path: str, reasoning: str | None, usage_in_choice: bool, seen: 
         think = {reasoning: "Let me think."} if reasoning else {}
         if body.get("stream"):
             last = chunk({}, "stop", **({"usage": USAGE} if usage_in_choice else {}))
-            events = [chunk({"role": "assistant", "content": "", **think}), chunk({"content": "Hi"}),
-                      chunk({"content": " there"}), last]
+            events = [
+                chunk({"role": "assistant", "content": "", **think}),
+                chunk({"content": "Hi"}),
+                chunk({"content": " there"}),
+                last,
+            ]
             if not usage_in_choice:
                 events.append(chunk(usage=USAGE))
             return StreamingResponse(iter([sse(*events, "[DONE]")]), media_type="text/event-stream")
         if body.get("tools"):
             tool = body["tools"][0]["function"]["name"]
-            out = completion(None, body["model"], USAGE, tool_calls=[
-                {"id": "call_0", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}])
+            out = completion(
+                None,
+                body["model"],
+                USAGE,
+                tool_calls=[
+                    {"id": "call_0", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}
+                ],
+            )
             out["choices"][0]["finish_reason"] = "tool_calls"
             return JSONResponse(out)
         return JSONResponse(completion("Hi there", body["model"], USAGE, **think))
@@ -77,14 +87,23 @@ def test_preset_translation(name):
             cfg["model"] = model
         backend = OpenAICompatBackend("", cfg)
         expected_model = model or options["model"]
-        resp = backend.chat(ChatRequest([{"role": "system", "content": "Be brief."},
-                                         {"role": "user", "content": "hi"}], max_tokens=20))
+        resp = backend.chat(
+            ChatRequest([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}], max_tokens=20)
+        )
         chunks = list(backend.stream(ChatRequest([{"role": "user", "content": "hi"}])))
-        tools = [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
-                                                   "parameters": {"type": "object",
-                                                                  "properties": {"city": {"type": "string"}}}}}]
-        called = backend.chat(ChatRequest([{"role": "user", "content": "weather?"}], tools=tools,
-                                          tool_choice="required"))
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": "weather",
+                    "description": "Weather of a city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ]
+        called = backend.chat(
+            ChatRequest([{"role": "user", "content": "weather?"}], tools=tools, tool_choice="required")
+        )
     # the request, as the provider documents it
     assert seen[0]["auth"] == "Bearer sk-test-0000" and seen[0]["body"]["model"] == expected_model
     assert seen[0]["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
@@ -99,8 +118,9 @@ def test_preset_translation(name):
     assert "".join(c.reasoning for c in chunks) == ("Let me think." if reasoning else "")
     last = chunks[-1]
     assert last.finish_reason == "stop" and (last.input_tokens, last.generated_tokens) == (11, 5)
-    assert called.tool_calls == [{"id": "call_0", "type": "function",
-                                  "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]
+    assert called.tool_calls == [
+        {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+    ]
     assert called.finish_reason == "tool_calls"
 
 
@@ -113,14 +133,33 @@ def test_azure_openai_request_shape():
         body = await request.json()
         assert request.path_params["deployment"] == "gpt4o-prod"
         if body.get("stream"):
-            return StreamingResponse(iter([sse(chunk({"role": "assistant", "content": "Hi"}), chunk({}, "stop"),
-                                               chunk(usage=USAGE), "[DONE]")]), media_type="text/event-stream")
+            return StreamingResponse(
+                iter(
+                    [
+                        sse(
+                            chunk({"role": "assistant", "content": "Hi"}),
+                            chunk({}, "stop"),
+                            chunk(usage=USAGE),
+                            "[DONE]",
+                        )
+                    ]
+                ),
+                media_type="text/event-stream",
+            )
         return JSONResponse(completion("Hi", "gpt-4o", USAGE))
 
     app = Starlette(routes=[Route("/openai/deployments/{deployment}/chat/completions", chat, methods=["POST"])])
     with serve(app) as url:
-        backend = OpenAICompatBackend("", {"preset": "azure_openai", "base_url": url, "api_key": "az-key-9999",
-                                           "deployment_id": "gpt4o-prod", "api_version": "2024-10-21"})
+        backend = OpenAICompatBackend(
+            "",
+            {
+                "preset": "azure_openai",
+                "base_url": url,
+                "api_key": "az-key-9999",
+                "deployment_id": "gpt4o-prod",
+                "api_version": "2024-10-21",
+            },
+        )
         resp = backend.chat(ChatRequest([{"role": "user", "content": "hi"}]))
         streamed = list(backend.stream(ChatRequest([{"role": "user", "content": "hi"}])))
     assert resp.text == "Hi" and resp.input_tokens == 11

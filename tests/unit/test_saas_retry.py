@@ -128,8 +128,12 @@ def test_usage_and_request_id_in_details(faults):
     faults.reset("ok")
     resp = backend(faults).chat(ChatRequest(ASK))
     assert (resp.input_tokens, resp.generated_tokens) == (3, 1)
-    assert resp.details == {"model": "m", "attempts": 1, "request_id": "req-ok",
-                            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    assert resp.details == {
+        "model": "m",
+        "attempts": 1,
+        "request_id": "req-ok",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
 
 
 def test_bad_policy_options_are_named():

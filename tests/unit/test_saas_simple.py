@@ -31,10 +31,21 @@ def deepseek_like(seen: list[dict]) -> Starlette:
         seen.append({"body": body, "auth": request.headers.get("authorization")})
         if body.get("stream"):
             usage = {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
-            return StreamingResponse(iter([sse(chunk({"role": "assistant", "reasoning_content": "Think"}),
-                                               chunk({"reasoning_content": "ing."}), chunk({"content": "Hello"}),
-                                               chunk({}, "stop"), chunk(usage=usage), "[DONE]")]),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                iter(
+                    [
+                        sse(
+                            chunk({"role": "assistant", "reasoning_content": "Think"}),
+                            chunk({"reasoning_content": "ing."}),
+                            chunk({"content": "Hello"}),
+                            chunk({}, "stop"),
+                            chunk(usage=usage),
+                            "[DONE]",
+                        )
+                    ]
+                ),
+                media_type="text/event-stream",
+            )
         return JSONResponse(completion("Hello", body["model"], reasoning_content="Thinking."))
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
@@ -43,8 +54,12 @@ def deepseek_like(seen: list[dict]) -> Starlette:
 def test_simple_client_on_a_saas_upstream(faults):
     faults.reset("ok")
     with byzerllm.SimpleByzerLLM() as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="up",
-                   infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.api_key": "sk-secret-5678"})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="up",
+            infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.api_key": "sk-secret-5678"},
+        )
         llm.setup_default_model_name("up")
         [r] = llm.chat_oai(ASK)
         assert r.output == "ok" and r.metadata["input_tokens_count"] == 3 and r.metadata["attempts"] == 1
@@ -71,15 +86,23 @@ def test_simple_client_on_a_saas_upstream(faults):
 def test_simple_client_caps_in_flight_requests_and_its_queue(faults):
     faults.reset("slow", delay=0.3)
     with byzerllm.SimpleByzerLLM().setup_worker_concurrency(2) as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="capped",
-                   infer_params={"saas.base_url": faults.url, "saas.model": "m"})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="capped",
+            infer_params={"saas.base_url": faults.url, "saas.model": "m"},
+        )
         with ThreadPoolExecutor(6) as pool:
             outs = list(pool.map(lambda _: llm.chat_oai(ASK, model="capped")[0].output, range(6)))
         assert outs == ["ok"] * 6 and faults.peak == 2
     faults.reset("slow", delay=0.5)
     with byzerllm.SimpleByzerLLM().setup_max_queue(0) as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="tiny",
-                   infer_params={"saas.base_url": faults.url, "saas.model": "m"})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="tiny",
+            infer_params={"saas.base_url": faults.url, "saas.model": "m"},
+        )
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(llm.chat_oai, ASK, model="tiny") for _ in range(2)]
             errors = [f.exception() for f in futures]
@@ -90,22 +113,34 @@ def test_simple_client_errors_and_native_tools(faults):
     from ..doc_tools import compute_date_range, compute_now
 
     with byzerllm.SimpleByzerLLM() as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="f",
-                   infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.backoff": 0.01})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="f",
+            infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.backoff": 0.01},
+        )
         faults.reset("500")
         with pytest.raises(UpstreamError, match="upstream broke"):
             llm.chat_oai(ASK, model="f")
         assert faults.attempts == 3 and llm.stat("f")["failed_requests"] == 1
         faults.reset("ok")
-        [t] = llm.chat_oai([{"role": "user", "content": "最近三个月趋势"}], model="f",
-                           tools=[compute_date_range, compute_now], execute_tool=True)
+        [t] = llm.chat_oai(
+            [{"role": "user", "content": "最近三个月趋势"}],
+            model="f",
+            tools=[compute_date_range, compute_now],
+            execute_tool=True,
+        )
         assert t.metadata["strategy"] == "native" and len(t.values[0]) == 2
 
 
 def test_simple_client_embeddings_and_their_upstream_errors(faults):
     with byzerllm.SimpleByzerLLM() as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="e",
-                   infer_params={"saas.base_url": faults.url, "saas.model": "emb-m", "saas.backoff": 0.01})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="e",
+            infer_params={"saas.base_url": faults.url, "saas.model": "emb-m", "saas.backoff": 0.01},
+        )
         faults.reset("ok")
         out = llm.emb("e", ["a", "bbb", "cc"])  # the upstream answers in reverse order, with indexes
         assert [r.output for r in out] == [[1.0, 0.0, 1.0], [3.0, 1.0, 1.0], [2.0, 2.0, 1.0]]
@@ -135,9 +170,12 @@ def test_simple_client_embeddings_and_their_upstream_errors(faults):
 def test_reasoning_content_reaches_the_caller():
     seen: list[dict] = []
     with serve(deepseek_like(seen)) as url, byzerllm.SimpleByzerLLM() as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/deepseek", udf_name="r1",
-                   infer_params={"saas.base_url": url + "/v1", "saas.model": "deepseek-reasoner",
-                                 "saas.api_key": "sk-1"})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/deepseek",
+            udf_name="r1",
+            infer_params={"saas.base_url": url + "/v1", "saas.model": "deepseek-reasoner", "saas.api_key": "sk-1"},
+        )
         [r] = llm.chat_oai(ASK, model="r1")
         assert r.output == "Hello" and r.metadata["reasoning_content"] == "Thinking."
         items = list(llm.stream_chat_oai(ASK, model="r1", delta_mode=True))
@@ -173,8 +211,9 @@ def test_easy_table_resolution():
 def test_easy_chat_in_process_and_models_table():
     seen: list[dict] = []
     with serve(deepseek_like(seen)) as url:
-        out = CliRunner().invoke(cli, ["chat", "deepseek-reasoner", "hi", "--local", "--token", "sk-easy-0001",
-                                       "--base_url", url + "/v1"])
+        out = CliRunner().invoke(
+            cli, ["chat", "deepseek-reasoner", "hi", "--local", "--token", "sk-easy-0001", "--base_url", url + "/v1"]
+        )
     assert out.exit_code == 0, out.output
     assert "Hello" in out.stdout and seen[0]["body"]["model"] == "deepseek-reasoner"
     assert seen[0]["auth"] == "Bearer sk-easy-0001"
@@ -186,10 +225,17 @@ def test_easy_chat_in_process_and_models_table():
 
 def test_keys_inside_fallback_models_are_masked(faults):
     with byzerllm.SimpleByzerLLM() as llm:
-        llm.deploy(model_path="", pretrained_model_type="saas/openai", udf_name="fb",
-                   infer_params={"saas.base_url": faults.url, "saas.model": "m", "saas.api_key": "sk-main-1111",
-                                 "saas.fallback_models": [{"model": "b", "base_url": faults.url,
-                                                           "api_key": "sk-backup-2222"}]})
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="fb",
+            infer_params={
+                "saas.base_url": faults.url,
+                "saas.model": "m",
+                "saas.api_key": "sk-main-1111",
+                "saas.fallback_models": [{"model": "b", "base_url": faults.url, "api_key": "sk-backup-2222"}],
+            },
+        )
         info = json.dumps(llm.deployment_info("fb"))
         assert "***2222" in info and "sk-backup" not in info and "sk-main" not in info
         assert llm.get_meta(model="fb")["fallback_models"] == ["b"]

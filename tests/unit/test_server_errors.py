@@ -25,15 +25,19 @@ class FailingLLM:
 
 def post(app, **body):
     with TestClient(app) as http:
-        return http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                                                        **body})
+        return http.post(
+            "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+        )
 
 
-@pytest.mark.parametrize("error,status,kind", [
-    (DeploymentStartingError("deployment 'm' is starting"), 503, "service_unavailable"),
-    (QueueFullError("busy"), 429, "rate_limit_error"),
-    (WorkerDiedError("died"), 503, "service_unavailable"),
-])
+@pytest.mark.parametrize(
+    "error,status,kind",
+    [
+        (DeploymentStartingError("deployment 'm' is starting"), 503, "service_unavailable"),
+        (QueueFullError("busy"), 429, "rate_limit_error"),
+        (WorkerDiedError("died"), 503, "service_unavailable"),
+    ],
+)
 def test_errors_map_to_their_status(error, status, kind):
     r = post(create_app(FailingLLM(error)))
     assert r.status_code == status

@@ -53,9 +53,17 @@ def rows(n: int = 6, seed: int = 0):
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((n, DIM)).astype(np.float32)
     return [
-        {"_id": str(i), "name": "AI" if i % 2 else "other", "content": TEXTS[i % len(TEXTS)],
-         "raw_content": TEXTS[i % len(TEXTS)], "vector": vecs[i].tolist(), "created_time": 1000 + i,
-         "score": i / 10, "active": i % 3 == 0, "tags": [f"t{i}", "all"]}
+        {
+            "_id": str(i),
+            "name": "AI" if i % 2 else "other",
+            "content": TEXTS[i % len(TEXTS)],
+            "raw_content": TEXTS[i % len(TEXTS)],
+            "vector": vecs[i].tolist(),
+            "created_time": 1000 + i,
+            "score": i / 10,
+            "active": i % 3 == 0,
+            "tags": [f"t{i}", "all"],
+        }
         for i in range(n)
     ]
 
@@ -85,7 +93,8 @@ def test_schema_builder_text_and_existing_table(tmp_path):
     s = make(tmp_path)
     b = s.schema_builder().add_field("_id", DataType.STRING).add_field("c", DataType.STRING, [FieldOption.ANALYZE])
     assert b.add_array_field("v", DataType.FLOAT).build() == (
-        "st(field(_id,string),field(c,string,analyze),field(v,array(float)))")
+        "st(field(_id,string),field(c,string,analyze),field(v,array(float)))"
+    )
     assert b.execute() is False  # the table exists: unchanged
     schema = s.engine.get_schema("docs")
     assert schema.field("vector").kind == "vector" and schema.field("tags").kind == "json"
@@ -95,10 +104,19 @@ def test_schema_builder_text_and_existing_table(tmp_path):
 def test_write_returns_every_field_with_original_text(storage):
     assert storage.count() == len(TEXTS)
     (row,) = storage.query_builder().and_filter().add_condition("_id", "1").build().execute()
-    assert row == {"_id": "1", "name": "AI", "content": TEXTS[1], "raw_content": TEXTS[1], "created_time": 1001,
-                   "score": 0.1, "active": False, "tags": ["t1", "all"]}
-    with_vec = storage.query_builder().and_filter().add_condition("_id", "1").build() \
-        .set_fields(["vector", "name"]).execute()
+    assert row == {
+        "_id": "1",
+        "name": "AI",
+        "content": TEXTS[1],
+        "raw_content": TEXTS[1],
+        "created_time": 1001,
+        "score": 0.1,
+        "active": False,
+        "tags": ["t1", "all"],
+    }
+    with_vec = (
+        storage.query_builder().and_filter().add_condition("_id", "1").build().set_fields(["vector", "name"]).execute()
+    )
     assert set(with_vec[0]) == {"_id", "vector", "name"}
     assert np.allclose(with_vec[0]["vector"], rows()[1]["vector"], atol=1e-6)
 
@@ -185,8 +203,10 @@ def test_fulltext_bm25_english_and_operators_are_plain_words(storage):
     got = storage.query_builder().set_search_query("deploy models", fields=["content"]).execute()
     assert ids(got)[0] == "2" and got[0]["_score"] > 0  # porter stemming: deploy ~ deploying
     assert storage.query_builder().set_search_query('AND OR NOT "(" *', fields=["content"]).execute() == []
-    assert storage.query_builder().set_search_query("   ", fields=["content"]).set_limit(3).execute() == \
-        storage.query_builder().set_limit(3).execute()
+    assert (
+        storage.query_builder().set_search_query("   ", fields=["content"]).set_limit(3).execute()
+        == storage.query_builder().set_limit(3).execute()
+    )
 
 
 def test_filters_sort_limit(storage):
@@ -224,8 +244,13 @@ def test_hybrid_is_rrf_of_both_rankings(storage):
     vec = rows()[3]["vector"]
     v = ids(storage.query_builder().set_vector_query(vec, "vector").set_limit(50).execute())
     t = ids(storage.query_builder().set_search_query("数据库 rank fusion", "content").set_limit(50).execute())
-    got = storage.query_builder().set_vector_query(vec, "vector").set_search_query("数据库 rank fusion", "content") \
-        .set_limit(4).execute()
+    got = (
+        storage.query_builder()
+        .set_vector_query(vec, "vector")
+        .set_search_query("数据库 rank fusion", "content")
+        .set_limit(4)
+        .execute()
+    )
     expected = rrf([v, t], k=60)[:4]
     assert ids(got) == [i for i, _ in expected]
     assert [r["_score"] for r in got] == pytest.approx([s for _, s in expected])
@@ -235,37 +260,69 @@ def test_hybrid_is_rrf_of_both_rankings(storage):
 @pytest.mark.parametrize(
     ("build", "exc", "field"),
     [
-        (lambda s: s.write_builder().add_items([{"_id": "x", "nope": 1}], search_fields=["content"]).execute(),
-         UnknownFieldError, "nope"),
-        (lambda s: s.write_builder().add_items([{"_id": "x", "vector": [1.0] * 5}], vector_fields=["vector"])
-         .execute(), VectorDimensionError, "vector"),
-        (lambda s: s.write_builder().add_items([{"_id": "x", "created_time": "soon"}], search_fields=["content"])
-         .execute(), StorageError, "created_time"),
-        (lambda s: s.write_builder().add_items([{"name": "no id"}], search_fields=["content"]).execute(),
-         StorageError, "_id"),
+        (
+            lambda s: s.write_builder().add_items([{"_id": "x", "nope": 1}], search_fields=["content"]).execute(),
+            UnknownFieldError,
+            "nope",
+        ),
+        (
+            lambda s: (
+                s.write_builder().add_items([{"_id": "x", "vector": [1.0] * 5}], vector_fields=["vector"]).execute()
+            ),
+            VectorDimensionError,
+            "vector",
+        ),
+        (
+            lambda s: (
+                s.write_builder().add_items([{"_id": "x", "created_time": "soon"}], search_fields=["content"]).execute()
+            ),
+            StorageError,
+            "created_time",
+        ),
+        (
+            lambda s: s.write_builder().add_items([{"name": "no id"}], search_fields=["content"]).execute(),
+            StorageError,
+            "_id",
+        ),
         (lambda s: s.write_builder().add_items([{"_id": "x"}]), StorageError, "vector_fields"),
         (lambda s: s.write_builder().add_items([{"_id": "x"}], vector_fields=["name"]), StorageError, "name"),
         (lambda s: s.write_builder().add_items([{"_id": "x"}], search_fields=["name"]), StorageError, "name"),
-        (lambda s: s.write_builder().add_items([{"_id": "x", "vector": [float("nan")] * DIM}],
-                                               vector_fields=["vector"]).execute(), StorageError, "vector"),
+        (
+            lambda s: (
+                s.write_builder()
+                .add_items([{"_id": "x", "vector": [float("nan")] * DIM}], vector_fields=["vector"])
+                .execute()
+            ),
+            StorageError,
+            "vector",
+        ),
         (lambda s: s.query_builder().set_vector_query([0.1] * 3, "vector").execute(), VectorDimensionError, "vector"),
         (lambda s: s.query_builder().set_vector_query([0.1] * DIM, "name").execute(), StorageError, "name"),
         (lambda s: s.query_builder().set_search_query("x", ["raw_content"]).execute(), StorageError, "raw_content"),
         (lambda s: s.query_builder().sort("tags").execute(), StorageError, "tags"),
         (lambda s: s.query_builder().sort("missing").execute(), UnknownFieldError, "missing"),
         (lambda s: s.query_builder().sort("name", "sideways"), StorageError, "name"),
-        (lambda s: s.query_builder().and_filter().add_condition("ghost", 1).build().execute(),
-         UnknownFieldError, "ghost"),
+        (
+            lambda s: s.query_builder().and_filter().add_condition("ghost", 1).build().execute(),
+            UnknownFieldError,
+            "ghost",
+        ),
         (lambda s: s.query_builder().and_filter().add_condition("name", 1).build().execute(), StorageError, "name"),
-        (lambda s: s.query_builder().and_filter().add_condition("name", "a", op="~").build().execute(),
-         StorageError, "name"),
+        (
+            lambda s: s.query_builder().and_filter().add_condition("name", "a", op="~").build().execute(),
+            StorageError,
+            "name",
+        ),
         (lambda s: s.query_builder().set_limit(-1).execute(), StorageError, "limit"),
         (lambda s: s.schema_builder().add_field("f", "text"), StorageError, "f"),
         (lambda s: s.schema_builder().add_field("f", DataType.STRING, ["fuzzy"]), StorageError, "f"),
         (lambda s: s.schema_builder().add_field("f", DataType.LONG, [FieldOption.ANALYZE]), StorageError, "f"),
         (lambda s: s.schema_builder().add_field("bad name", DataType.LONG), StorageError, "field"),
-        (lambda s: s.schema_builder().add_field("a", DataType.LONG).add_field("a", DataType.LONG).to_schema(),
-         StorageError, "a"),
+        (
+            lambda s: s.schema_builder().add_field("a", DataType.LONG).add_field("a", DataType.LONG).to_schema(),
+            StorageError,
+            "a",
+        ),
     ],
 )
 def test_bad_input_errors_name_the_field(storage, build, exc, field):

@@ -17,10 +17,14 @@ def test_start_creates_the_folder_and_info_lists_tables(tmp_path):
     assert (tmp_path / "byzerai_store").is_dir() and str(tmp_path / "byzerai_store") in res.output
 
     s = ByzerStorage("byzerai_store", "kb", "chunks", base_dir=str(tmp_path))
-    s.schema_builder().add_field("content", DataType.STRING, [FieldOption.ANALYZE]) \
-        .add_array_field("vector", DataType.FLOAT).execute()
-    s.write_builder().add_items([{"_id": str(i), "content": f"chunk {i}", "vector": [0.1 * i, 1.0, 0.0]}
-                                 for i in range(5)], vector_fields=["vector"], search_fields=["content"]).execute()
+    s.schema_builder().add_field("content", DataType.STRING, [FieldOption.ANALYZE]).add_array_field(
+        "vector", DataType.FLOAT
+    ).execute()
+    s.write_builder().add_items(
+        [{"_id": str(i), "content": f"chunk {i}", "vector": [0.1 * i, 1.0, 0.0]} for i in range(5)],
+        vector_fields=["vector"],
+        search_fields=["content"],
+    ).execute()
     res = runner.invoke(cli, ["storage", "info", "--base-dir", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)

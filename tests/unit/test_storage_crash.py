@@ -81,17 +81,23 @@ def assert_consistent(base: Path, n: int) -> None:
     assert storage.query_builder().set_search_query(str(n - 1), "content").execute()[0]["_id"] == f"c{n - 1}"
     if n < N:  # the killed batch left nothing behind
         assert not storage.query_builder().set_search_query(str(n), "content").execute()
-        assert storage.query_builder().set_vector_query(VECS[n].tolist(), "vector").set_limit(1) \
-            .execute()[0]["_id"] != f"c{n}"
+        assert (
+            storage.query_builder().set_vector_query(VECS[n].tolist(), "vector").set_limit(1).execute()[0]["_id"]
+            != f"c{n}"
+        )
     storage.close()
 
 
-@pytest.mark.parametrize(("statement", "after"), [
-    (ROWS, None),       # rows of the batch inserted; no FTS entries or vectors yet
-    (FTS, BATCH // 2),  # half the batch's FTS entries inserted
-    (FTS, None),        # rows and FTS entries inserted; no vectors
-    (VEC, None),        # everything inserted: the process dies just before COMMIT
-], ids=["after-rows", "mid-fts", "after-fts", "before-commit"])
+@pytest.mark.parametrize(
+    ("statement", "after"),
+    [
+        (ROWS, None),  # rows of the batch inserted; no FTS entries or vectors yet
+        (FTS, BATCH // 2),  # half the batch's FTS entries inserted
+        (FTS, None),  # rows and FTS entries inserted; no vectors
+        (VEC, None),  # everything inserted: the process dies just before COMMIT
+    ],
+    ids=["after-rows", "mid-fts", "after-fts", "before-commit"],
+)
 def test_kill_inside_a_batch_then_resume(tmp_path, statement, after):
     assert killed(ingest(tmp_path, statement, nth=3, after=after))  # dies inside the 3rd batch
     assert_consistent(tmp_path, 2 * BATCH)

@@ -22,8 +22,10 @@ def test_segmentation_and_query_terms():
 def engine(tmp_path, **kw) -> SqliteEngine:
     e = SqliteEngine(tmp_path / "ft.db", **kw)
     e.create_table("t", TableSchema((FieldSpec("content", "string", analyze=True), FieldSpec("v", "vector"))))
-    rows = [{"_id": f"d{i}", "content": "common words" + (" alpha" if i < 60 else "") + (" beta" if i >= 55 else "")}
-            for i in range(115)]
+    rows = [
+        {"_id": f"d{i}", "content": "common words" + (" alpha" if i < 60 else "") + (" beta" if i >= 55 else "")}
+        for i in range(115)
+    ]
     rows += [{"_id": "r1", "content": "common rare"}, {"_id": "r2", "content": "rare"}]
     e.upsert("t", rows)
     return e

@@ -54,8 +54,14 @@ def test_hybrid_convex_fuses_the_engine_scores(storage):
     for hits in (v, t):
         assert [h["_score"] for h in hits] == sorted((h["_score"] for h in hits), reverse=True)
     assert all(h["_score"] > 0 for h in t)  # -bm25: FTS5's bm25() is negative, lower is better
-    got = storage.query_builder().set_vector_query(vec, "vector").set_search_query(text, "content") \
-        .set_fusion("convex").set_limit(4).execute()
+    got = (
+        storage.query_builder()
+        .set_vector_query(vec, "vector")
+        .set_search_query(text, "content")
+        .set_fusion("convex")
+        .set_limit(4)
+        .execute()
+    )
     expected = convex([[(h["_id"], h["_score"]) for h in v], [(h["_id"], h["_score"]) for h in t]])[:4]
     assert ids(got) == [i for i, _ in expected]
     assert [r["_score"] for r in got] == pytest.approx([s for _, s in expected])
@@ -69,18 +75,28 @@ def test_hybrid_convex_fuses_the_engine_scores(storage):
 def test_hybrid_convex_with_l2_distance(tmp_path):
     # k-NN _score is -L2 distance here (0 or negative), still higher-is-better
     l2 = ByzerStorage("byzerai_store", "l2db", "docs", base_dir=str(tmp_path))
-    builder = l2.schema_builder().add_field("content", DataType.STRING, [FieldOption.ANALYZE]) \
+    builder = (
+        l2.schema_builder()
+        .add_field("content", DataType.STRING, [FieldOption.ANALYZE])
         .add_array_field("vector", DataType.FLOAT)
+    )
     builder.distance_metric = "l2"
     builder.execute()
-    data = [{"_id": str(i), "content": c, "vector": [float(i), 0.0]}
-            for i, c in enumerate(["alpha beta", "beta", "gamma", "beta gamma"])]
+    data = [
+        {"_id": str(i), "content": c, "vector": [float(i), 0.0]}
+        for i, c in enumerate(["alpha beta", "beta", "gamma", "beta gamma"])
+    ]
     l2.write_builder().add_items(data, vector_fields=["vector"], search_fields=["content"]).execute()
     v = l2.query_builder().set_vector_query([0.0, 0.0], "vector").set_limit(50).execute()
     t = l2.query_builder().set_search_query("beta", "content").set_limit(50).execute()
     assert [h["_score"] for h in v] == pytest.approx([0.0, -1.0, -2.0, -3.0])
-    got = l2.query_builder().set_vector_query([0.0, 0.0], "vector").set_search_query("beta", "content") \
-        .set_fusion("convex").execute()
+    got = (
+        l2.query_builder()
+        .set_vector_query([0.0, 0.0], "vector")
+        .set_search_query("beta", "content")
+        .set_fusion("convex")
+        .execute()
+    )
     expected = convex([[(h["_id"], h["_score"]) for h in v], [(h["_id"], h["_score"]) for h in t]])
     # vector 0 1 2 3 -> 1, 2/3, 1/3, 0; "beta" in rows 1 (one word: best BM25) and 0, 3
     assert ids(got) == [i for i, _ in expected] and ids(got)[0] == "1"

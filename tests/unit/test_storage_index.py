@@ -74,10 +74,12 @@ def test_writes_update_the_loaded_index_in_place(tmp_path, ivf_min_rows):
     assert got[0] == "new" and "7" not in got and "8" not in got
     assert got == top(exact, q) or ivf_min_rows != 10**9
     assert top(e, -q)[0] == "8"
-    filtered = [r["_id"] for r in e.search("t", SearchRequest(vector=q, vector_field="v", limit=3,
-                                                                filter=_filter_k(0)))]
-    assert "new" not in filtered and filtered == [r["_id"] for r in exact.search(
-        "t", SearchRequest(vector=q, vector_field="v", limit=3, filter=_filter_k(0)))]
+    filtered = [
+        r["_id"] for r in e.search("t", SearchRequest(vector=q, vector_field="v", limit=3, filter=_filter_k(0)))
+    ]
+    assert "new" not in filtered and filtered == [
+        r["_id"] for r in exact.search("t", SearchRequest(vector=q, vector_field="v", limit=3, filter=_filter_k(0)))
+    ]
     # many writes: the index is rebuilt on the next query instead of scanning a large segment
     e.upsert("t", [{"_id": f"x{i}", "k": 0, "v": mat[i]} for i in range(1100)])
     assert ("t", "v") not in e._vcache

@@ -33,8 +33,13 @@ class Answers:
         self.calls.append({"messages": conversations, "llm_config": llm_config, "extra": extra_request_params})
         answer = self.texts.pop(0)
         text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
-        return [LLMResponse(text, {}, {"finish_reason": finish, "input_tokens_count": 1,
-                                       "generated_tokens_count": 1, "time_cost": 0.1})]
+        return [
+            LLMResponse(
+                text,
+                {},
+                {"finish_reason": finish, "input_tokens_count": 1, "generated_tokens_count": 1, "time_cost": 0.1},
+            )
+        ]
 
 
 def test_tool_schema_from_a_callable():
@@ -48,8 +53,14 @@ def test_tool_schema_from_a_callable():
 
 
 def test_openai_schema_tools_and_bad_tools():
-    spec = {"type": "function", "function": {"name": "lookup", "description": "d", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+    spec = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "d",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+        },
+    }
     [tool] = to_tools([spec])
     assert tool.validate({"q": "x"}) == {"q": "x"}
     with pytest.raises(OutputParseError, match="'q' is a required property"):
@@ -84,10 +95,13 @@ def test_a_raising_tool_is_an_answer_with_its_traceback():
 
 def test_tool_plan_prompt_strategy_repairs_once_then_reports():
     tools = to_tools([compute_date_range, compute_now])
-    llm = Answers('I will call {"name": "compute_date_range", "arguments": {"count": 3}}',
-                  '{"name": "compute_date_range", "arguments": {"count": 3, "unit": "month"}}')
-    call, _, reason = run_plan(tool_call_plan([{"role": "user", "content": "最近三个月趋势"}], tools, "prompt", {}),
-                               llm, "m")
+    llm = Answers(
+        'I will call {"name": "compute_date_range", "arguments": {"count": 3}}',
+        '{"name": "compute_date_range", "arguments": {"count": 3, "unit": "month"}}',
+    )
+    call, _, reason = run_plan(
+        tool_call_plan([{"role": "user", "content": "最近三个月趋势"}], tools, "prompt", {}), llm, "m"
+    )
     assert reason == "" and call.arguments == {"count": 3, "unit": "month"}
     assert llm.calls[0]["messages"][0]["role"] == "system" and "compute_now" in llm.calls[0]["messages"][0]["content"]
     assert "unit" in llm.calls[1]["messages"][-1]["content"]
@@ -111,15 +125,19 @@ class Story(pydantic.BaseModel):
 
 def test_class_plan_with_and_without_chat_first():
     llm = Answers('{"title": "t", "body": "b"}')
-    value, _, reason = run_plan(class_plan([{"role": "user", "content": "story"}], Story, False, "constrained", {}),
-                                llm, "m")
+    value, _, reason = run_plan(
+        class_plan([{"role": "user", "content": "story"}], Story, False, "constrained", {}), llm, "m"
+    )
     assert value == Story(title="t", body="b") and reason == ""
     llm = Answers("Once there was a fox.", '{"title": "Fox", "body": "Once there was a fox."}')
     value, _, _ = run_plan(class_plan([{"role": "user", "content": "story"}], Story, True, "prompt", {}), llm, "m")
     assert value.title == "Fox" and "Once there was a fox." in llm.calls[1]["messages"][-1]["content"]
     schema = json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
-    value, _, reason = run_plan(class_plan([{"role": "user", "content": "n"}], schema, False, "prompt", {}),
-                                Answers('{"n": "x"}', '{"n": 4}'), "m")
+    value, _, reason = run_plan(
+        class_plan([{"role": "user", "content": "n"}], schema, False, "prompt", {}),
+        Answers('{"n": "x"}', '{"n": 4}'),
+        "m",
+    )
     assert value == {"n": 4} and reason == ""
     with pytest.raises(InvalidRequestError, match="JSON schema"):
         next(class_plan([], "not json", False, "prompt", {}))
@@ -141,7 +159,7 @@ def test_call_stream_parser_emits_name_once_then_argument_pieces():
     text = '{"name": "compute_date_range", "arguments": {"count": 3, "unit": {"x": "}"}}}'
     deltas = []
     for i in range(0, len(text), 3):
-        deltas += parser.feed(text[i:i + 3])
+        deltas += parser.feed(text[i : i + 3])
     deltas += parser.close()
     assert deltas[0]["function"]["name"] == "compute_date_range" and deltas[0]["id"].startswith("call_")
     assert all("name" not in d["function"] for d in deltas[1:])
@@ -155,8 +173,10 @@ def test_sandbox_runs_code_and_stops_what_it_must(tmp_path):
     _, reason = run_function(f"def f():\n    open({str(tmp_path / 'x')!r}, 'w')", "f", {})
     assert "only the sandbox folder is writable" in reason and not (tmp_path / "x").exists()
     assert run_function("def f():\n    open('x', 'w').write('1')\n    return open('x').read()", "f", {}) == ("1", "")
-    assert "not allowed in the sandbox" in run_function(
-        "import socket\ndef f():\n    socket.create_connection(('127.0.0.1', 9))", "f", {})[1]
+    assert (
+        "not allowed in the sandbox"
+        in run_function("import socket\ndef f():\n    socket.create_connection(('127.0.0.1', 9))", "f", {})[1]
+    )
     spawn = "import subprocess\ndef f():\n    subprocess.run(['true'])"
     assert "subprocess.Popen is not allowed" in run_function(spawn, "f", {})[1]
     assert "sandbox timeout" in run_function("def f():\n    while True:\n        pass", "f", {}, timeout=1)[1]

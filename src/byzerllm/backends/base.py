@@ -58,7 +58,9 @@ class Backend(ABC):
         if request.tools and not self.meta().get("support_tool_calls"):
             raise UnsupportedParameterError(
                 f"the {self.name} backend has no native tool calling; use chat_oai(tools=...), which works "
-                "on any backend", param="tools")
+                "on any backend",
+                param="tools",
+            )
         for key in list(request.extra):
             if key in self.request_options:
                 continue
@@ -149,8 +151,10 @@ def check_input_length(request: ChatRequest, tokens: int, estimated: bool = Fals
     limit = request.max_input_tokens
     if limit is not None and tokens > limit:
         how = "about " if estimated else ""
-        raise InvalidRequestError(f"the input is {how}{tokens} tokens, over the max input length {limit} "
-                                  "(setup_max_input_length)", param="messages")
+        raise InvalidRequestError(
+            f"the input is {how}{tokens} tokens, over the max input length {limit} (setup_max_input_length)",
+            param="messages",
+        )
 
 
 def estimated_tokens(request: ChatRequest) -> int:
@@ -158,7 +162,12 @@ def estimated_tokens(request: ChatRequest) -> int:
     per 4 UTF-8 bytes of its text, OpenAI's rule of thumb for English ("a token is about 4
     characters"); other scripts have fewer bytes per token, so the estimate errs low and an input
     is refused only when it is clearly too long."""
-    text = request.prompt if request.prompt is not None else "".join(
-        c if isinstance(c, str) else "".join(p.get("text", "") for p in c if isinstance(p, dict))
-        for c in (m.get("content") or "" for m in request.messages))
+    text = (
+        request.prompt
+        if request.prompt is not None
+        else "".join(
+            c if isinstance(c, str) else "".join(p.get("text", "") for p in c if isinstance(p, dict))
+            for c in (m.get("content") or "" for m in request.messages)
+        )
+    )
     return len(text.encode("utf-8")) // 4

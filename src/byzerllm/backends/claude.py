@@ -25,8 +25,14 @@ from .base import Cancelled, _never
 from .openai_compat import COMMON_OPTIONS, SaaSBackend
 from .saas_retry import RETRYABLE_STATUS, Failure, Target
 
-STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-                "pause_turn": "stop", "refusal": "stop"}
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "stop",
+}
 DEFAULT_MAX_TOKENS = 4096
 
 
@@ -56,30 +62,51 @@ class ClaudeBackend(SaaSBackend):
     def make_client(self, cfg: dict[str, Any]) -> Any:
         import anthropic
 
-        return anthropic.Anthropic(api_key=cfg.get("api_key") or "none", base_url=cfg["base_url"], max_retries=0,
-                                   timeout=float(cfg["timeout"]), default_headers=cfg.get("extra_headers") or None,
-                                   http_client=self.http_client(cfg))
+        return anthropic.Anthropic(
+            api_key=cfg.get("api_key") or "none",
+            base_url=cfg["base_url"],
+            max_retries=0,
+            timeout=float(cfg["timeout"]),
+            default_headers=cfg.get("extra_headers") or None,
+            http_client=self.http_client(cfg),
+        )
 
     # --- request translation ------------------------------------------------------------
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         if request.prompt is not None:
-            raise InvalidRequestError("the claude backend takes chat messages only; a client-side template "
-                                      "(setup_template) does not apply to it", param="template")
+            raise InvalidRequestError(
+                "the claude backend takes chat messages only; a client-side template "
+                "(setup_template) does not apply to it",
+                param="template",
+            )
         if request.response_format is not None:
-            raise InvalidRequestError("the claude backend has no response_format; typed outputs use the prompt "
-                                      "strategy", param="response_format")
+            raise InvalidRequestError(
+                "the claude backend has no response_format; typed outputs use the prompt strategy",
+                param="response_format",
+            )
         cap = self.config["max_output_tokens"]
         system, messages = to_anthropic_messages(request.messages)
-        params: dict[str, Any] = {"model": model, "messages": messages,
-                                  "max_tokens": min(x for x in (request.max_tokens, cap, None) if x)
-                                  if (request.max_tokens or cap) else DEFAULT_MAX_TOKENS}
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": min(x for x in (request.max_tokens, cap, None) if x)
+            if (request.max_tokens or cap)
+            else DEFAULT_MAX_TOKENS,
+        }
         if system:
             params["system"] = system
         if request.stop:
             params["stop_sequences"] = request.stop
         # this SDK's create() no longer names the sampling fields; the API still reads them from the body
-        sampling = {k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p),
-                                      ("top_k", request.extra.get("top_k"))) if v is not None}
+        sampling = {
+            k: v
+            for k, v in (
+                ("temperature", request.temperature),
+                ("top_p", request.top_p),
+                ("top_k", request.extra.get("top_k")),
+            )
+            if v is not None
+        }
         if sampling:
             params["extra_body"] = sampling
         if request.tools:
@@ -115,18 +142,27 @@ class ClaudeBackend(SaaSBackend):
                 if cancelled():
                     finish = "cancelled"
                     break
-        usage = {"prompt_tokens": input_tokens, "completion_tokens": output_tokens or generated,
-                 "total_tokens": input_tokens + (output_tokens or generated)}
-        yield ChatChunk("", finish or "stop", input_tokens, output_tokens or generated,
-                        details={"model": target.label, "request_id": request_id, "usage": usage})
+        usage = {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens or generated,
+            "total_tokens": input_tokens + (output_tokens or generated),
+        }
+        yield ChatChunk(
+            "",
+            finish or "stop",
+            input_tokens,
+            output_tokens or generated,
+            details={"model": target.label, "request_id": request_id, "usage": usage},
+        )
 
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         start = time.perf_counter()
         attempts = self.attempts()
 
         def once(target: Target, timeout: float) -> Any:
-            raw = target.client.messages.with_raw_response.create(timeout=timeout,
-                                                                   **self._params(request, target.label))
+            raw = target.client.messages.with_raw_response.create(
+                timeout=timeout, **self._params(request, target.label)
+            )
             return raw, raw.parse()
 
         (raw, out), target = saas_retry.call(attempts, once)
@@ -138,16 +174,33 @@ class ClaudeBackend(SaaSBackend):
                 thought.append(block.thinking)
             elif block.type == "tool_use":
                 arguments = json.dumps(block.input, ensure_ascii=False)
-                calls.append({"id": block.id, "type": "function",
-                              "function": {"name": block.name, "arguments": arguments}})
+                calls.append(
+                    {"id": block.id, "type": "function", "function": {"name": block.name, "arguments": arguments}}
+                )
         cost = time.perf_counter() - start
         u = out.usage
-        usage = {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-                 "total_tokens": u.input_tokens + u.output_tokens}
-        details = {"model": target.label, "attempts": attempts.count, "request_id": raw.headers.get("request-id"),
-                   "usage": usage}
-        return ChatResponse("".join(text), STOP_REASONS.get(out.stop_reason or "", out.stop_reason), u.input_tokens,
-                            u.output_tokens, cost, cost, calls or None, "".join(thought), details)
+        usage = {
+            "prompt_tokens": u.input_tokens,
+            "completion_tokens": u.output_tokens,
+            "total_tokens": u.input_tokens + u.output_tokens,
+        }
+        details = {
+            "model": target.label,
+            "attempts": attempts.count,
+            "request_id": raw.headers.get("request-id"),
+            "usage": usage,
+        }
+        return ChatResponse(
+            "".join(text),
+            STOP_REASONS.get(out.stop_reason or "", out.stop_reason),
+            u.input_tokens,
+            u.output_tokens,
+            cost,
+            cost,
+            calls or None,
+            "".join(thought),
+            details,
+        )
 
     def classify(self, exc: BaseException, target: Target) -> Failure | None:
         import anthropic
@@ -156,30 +209,62 @@ class ClaudeBackend(SaaSBackend):
         if isinstance(exc, anthropic.APIStatusError):
             body = exc.body if isinstance(exc.body, dict) else {}
             message = (body.get("error") or {}).get("message") or str(exc)
-            error = UpstreamError(f"{self.provider} answered {exc.status_code}: {message}", status=exc.status_code,
-                                  provider=self.provider, model=target.label, upstream_message=message,
-                                  request_id=exc.response.headers.get("request-id"))
+            error = UpstreamError(
+                f"{self.provider} answered {exc.status_code}: {message}",
+                status=exc.status_code,
+                provider=self.provider,
+                model=target.label,
+                upstream_message=message,
+                request_id=exc.response.headers.get("request-id"),
+            )
             wait = saas_retry.retry_after(exc.response.headers)
             if wait is not None:
                 error.details["retry_after"] = error.retry_after = wait
             return Failure(error, exc.status_code in RETRYABLE_STATUS, wait)
         if isinstance(exc, anthropic.APITimeoutError):
-            return Failure(UpstreamError(f"{where} did not answer within the attempt's timeout", status=504,
-                                         provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"{where} did not answer within the attempt's timeout",
+                    status=504,
+                    provider=self.provider,
+                    model=target.label,
+                ),
+                True,
+            )
         if isinstance(exc, anthropic.APIConnectionError):
-            return Failure(UpstreamError(f"connection to {where} failed: {exc.__cause__ or exc}", status=502,
-                                         provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"connection to {where} failed: {exc.__cause__ or exc}",
+                    status=502,
+                    provider=self.provider,
+                    model=target.label,
+                ),
+                True,
+            )
         if isinstance(exc, anthropic.APIResponseValidationError):
-            return Failure(UpstreamError(f"{where} sent a malformed response: {exc}", status=502,
-                                         provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"{where} sent a malformed response: {exc}", status=502, provider=self.provider, model=target.label
+                ),
+                True,
+            )
         return self.connection_failure(exc, target)
 
     def meta(self) -> dict[str, Any]:
-        return {"backend": self.name, "provider": self.provider, "model_name": self.model,
-                "base_url": self.config["base_url"], "fallback_models": [t.label for t in self._targets[1:]],
-                "max_model_len": None, "support_stream": True, "support_chat_template": True,
-                "support_response_format": [], "architectures": [], "support_tool_calls": True,
-                "model_type": "chat"}
+        return {
+            "backend": self.name,
+            "provider": self.provider,
+            "model_name": self.model,
+            "base_url": self.config["base_url"],
+            "fallback_models": [t.label for t in self._targets[1:]],
+            "max_model_len": None,
+            "support_stream": True,
+            "support_chat_template": True,
+            "support_response_format": [],
+            "architectures": [],
+            "support_tool_calls": True,
+            "model_type": "chat",
+        }
 
     def close(self) -> None:
         for target in self._targets:
@@ -203,8 +288,10 @@ def _content(content: Any) -> Any:
             else:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
         else:
-            raise InvalidRequestError(f"message part type {kind!r} is not supported by the claude backend; "
-                                      "accepted: text, image_url", param="conversations")
+            raise InvalidRequestError(
+                f"message part type {kind!r} is not supported by the claude backend; accepted: text, image_url",
+                param="conversations",
+            )
     return blocks
 
 
@@ -218,10 +305,18 @@ def to_anthropic_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dic
             content = msg["content"]
             system.append(content if isinstance(content, str) else " ".join(p.get("text", "") for p in content))
         elif role == "tool":
-            block = {"type": "tool_result", "tool_use_id": msg.get("tool_call_id", ""),
-                     "content": _content(msg["content"])}
-            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list) \
-                    and out[-1]["content"] and out[-1]["content"][0].get("type") == "tool_result":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": msg.get("tool_call_id", ""),
+                "content": _content(msg["content"]),
+            }
+            if (
+                out
+                and out[-1]["role"] == "user"
+                and isinstance(out[-1]["content"], list)
+                and out[-1]["content"]
+                and out[-1]["content"][0].get("type") == "tool_result"
+            ):
                 out[-1]["content"].append(block)  # results of one turn's calls go in one user message
             else:
                 out.append({"role": "user", "content": [block]})
@@ -232,8 +327,14 @@ def to_anthropic_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dic
                 blocks.extend([{"type": "text", "text": text}] if isinstance(text, str) else text)
             for call in msg["tool_calls"]:
                 args = call["function"].get("arguments") or "{}"
-                blocks.append({"type": "tool_use", "id": call.get("id", ""), "name": call["function"]["name"],
-                               "input": json.loads(args) if isinstance(args, str) else args})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id", ""),
+                        "name": call["function"]["name"],
+                        "input": json.loads(args) if isinstance(args, str) else args,
+                    }
+                )
             out.append({"role": "assistant", "content": blocks})
         else:
             out.append({"role": role, "content": _content(msg["content"])})
@@ -242,8 +343,11 @@ def to_anthropic_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dic
 
 def to_anthropic_tool(tool: dict[str, Any]) -> dict[str, Any]:
     fn = tool.get("function", tool)
-    return {"name": fn["name"], "description": fn.get("description", ""),
-            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+    return {
+        "name": fn["name"],
+        "description": fn.get("description", ""),
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
 
 
 def to_anthropic_tool_choice(choice: Any) -> dict[str, Any]:

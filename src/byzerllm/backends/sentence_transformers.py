@@ -63,7 +63,8 @@ class SentenceTransformersBackend(Backend):
         cfg = self.config
         if cfg["task"] not in TASKS:
             raise UnsupportedParameterError(
-                f"task {cfg['task']!r} is unknown; accepted: {', '.join(TASKS)}", param="task", accepted=list(TASKS))
+                f"task {cfg['task']!r} is unknown; accepted: {', '.join(TASKS)}", param="task", accepted=list(TASKS)
+            )
         self.path = resolve_model_path(model_path)
         folder = Path(self.path)
         self.task = detect_task(folder) if cfg["task"] == "auto" else cfg["task"]
@@ -100,9 +101,13 @@ class SentenceTransformersBackend(Backend):
         """``embedding_dim`` floats per text (L2-normalised unless ``normalize_embeddings=false``)."""
         if self.task != "embedding":
             raise InvalidRequestError(f"{self.path} is a reranker; use emb_rerank", param="model")
-        vectors = self.model.encode(texts, batch_size=int(self.config["batch_size"]), convert_to_numpy=True,
-                                    normalize_embeddings=bool(self.config["normalize_embeddings"]),
-                                    show_progress_bar=False)
+        vectors = self.model.encode(
+            texts,
+            batch_size=int(self.config["batch_size"]),
+            convert_to_numpy=True,
+            normalize_embeddings=bool(self.config["normalize_embeddings"]),
+            show_progress_bar=False,
+        )
         return vectors.astype(float).tolist(), self._count(texts)
 
     def rerank(self, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
@@ -111,22 +116,29 @@ class SentenceTransformersBackend(Backend):
         import torch
 
         # raw logits, as the Byzer-LLM documents show (bge-reranker: 6.18 relevant, -8.15 not)
-        scores = self.model.predict([list(p) for p in pairs], batch_size=int(self.config["batch_size"]),
-                                    convert_to_numpy=True, show_progress_bar=False,
-                                    activation_fn=torch.nn.Identity())
+        scores = self.model.predict(
+            [list(p) for p in pairs],
+            batch_size=int(self.config["batch_size"]),
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            activation_fn=torch.nn.Identity(),
+        )
         tokens = self._count([q for q, _ in pairs]) + self._count([p for _, p in pairs])
         return [float(s) for s in scores.reshape(-1)], tokens
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         kind = "reranker" if self.task == "rerank" else "embedding model"
-        raise InvalidRequestError(f"{self.path} is an {kind}, not a chat model; use "
-                                  + ("emb_rerank" if self.task == "rerank" else "emb"), param="model")
+        raise InvalidRequestError(
+            f"{self.path} is an {kind}, not a chat model; use " + ("emb_rerank" if self.task == "rerank" else "emb"),
+            param="model",
+        )
 
     def meta(self) -> dict[str, Any]:
         dim = None
         if self.task == "embedding":
-            get_dim = getattr(self.model, "get_embedding_dimension", None) or \
-                self.model.get_sentence_embedding_dimension
+            get_dim = (
+                getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+            )
             dim = get_dim()
         return {
             "backend": self.name,

@@ -49,7 +49,9 @@ def resolve_model(name: str, provider: str | None = None, base_url: str | None =
     if not entry:
         raise InvalidRequestError(
             f"model {name!r} is not in the table of well-known models; known: {', '.join(table['models'])} "
-            "(or give --provider with one of: " + ", ".join(sorted(presets())) + ")", param="model")
+            "(or give --provider with one of: " + ", ".join(sorted(presets())) + ")",
+            param="model",
+        )
     options = preset_options(entry["provider"])
     entry["base_url"] = base_url or entry.get("base_url") or options.get("base_url")
     entry["pretrained_model_type"] = f"saas/{entry['provider']}"
@@ -95,8 +97,13 @@ def cli() -> None:
 @_opt("provider", default=None, help="Force a provider preset (saas/<provider>).")
 @_opt("base_url", default=None, help="Another endpoint of the provider's API.")
 @_opt("num_workers", default=1, type=int, show_default=True)
-@_opt("worker_concurrency", default=8, type=int, show_default=True,
-      help="Requests one worker sends upstream at once (caps the deployment's in-flight requests).")
+@_opt(
+    "worker_concurrency",
+    default=8,
+    type=int,
+    show_default=True,
+    help="Requests one worker sends upstream at once (caps the deployment's in-flight requests).",
+)
 @_opt("infer_params", multiple=True, help="More saas.* options key=value (saas.deadline=60 ...).")
 @_opt("ray_address", default="auto", show_default=True)
 @_handle
@@ -108,10 +115,16 @@ def deploy(model, token, alias, provider, base_url, num_workers, worker_concurre
     alias = alias or re.sub(r"[^0-9A-Za-z_]", "_", model)
     _connect(ray_address, start_local=True)
     llm = ByzerLLM().setup_num_workers(num_workers).setup_worker_concurrency(worker_concurrency)
-    llm.deploy(model_path="", pretrained_model_type=entry["pretrained_model_type"], udf_name=alias,
-               infer_params=_infer_params(entry, token, infer_params))
-    click.echo(f"Deployed {alias}: {entry['pretrained_model_type']} model {entry['model']} at {entry['base_url']} "
-               f"(key {_masked(token)}; {num_workers} worker(s) x {worker_concurrency} concurrent requests)")
+    llm.deploy(
+        model_path="",
+        pretrained_model_type=entry["pretrained_model_type"],
+        udf_name=alias,
+        infer_params=_infer_params(entry, token, infer_params),
+    )
+    click.echo(
+        f"Deployed {alias}: {entry['pretrained_model_type']} model {entry['model']} at {entry['base_url']} "
+        f"(key {_masked(token)}; {num_workers} worker(s) x {worker_concurrency} concurrent requests)"
+    )
 
 
 @cli.command()
@@ -154,19 +167,28 @@ def chat(name, query, token, provider, base_url, max_length, local, ray_address)
     if llm is None:
         entry = resolve_model(name, provider, base_url)
         llm = SimpleByzerLLM()
-        llm.deploy(model_path="", pretrained_model_type=entry["pretrained_model_type"], udf_name=name,
-                   infer_params=_infer_params(entry, token, ()))
+        llm.deploy(
+            model_path="",
+            pretrained_model_type=entry["pretrained_model_type"],
+            udf_name=name,
+            infer_params=_infer_params(entry, token, ()),
+        )
     config = {"max_length": max_length} if max_length else {}
     meta = None
-    for piece, meta in llm.stream_chat_oai([{"role": "user", "content": query}], model=name, llm_config=config,
-                                           delta_mode=True):
+    for piece, meta in llm.stream_chat_oai(
+        [{"role": "user", "content": query}], model=name, llm_config=config, delta_mode=True
+    ):
         click.echo(piece, nl=False)
         sys.stdout.flush()
     click.echo()
     if meta:
-        err.print(f"[{meta.input_tokens_count} input tokens, {meta.generated_tokens_count} generated, "
-                  f"first token {meta.first_token_time or 0:.3f}s, total {meta.time_cost:.3f}s, "
-                  f"finish_reason {meta.finish_reason}]", style="dim", soft_wrap=True)
+        err.print(
+            f"[{meta.input_tokens_count} input tokens, {meta.generated_tokens_count} generated, "
+            f"first token {meta.first_token_time or 0:.3f}s, total {meta.time_cost:.3f}s, "
+            f"finish_reason {meta.finish_reason}]",
+            style="dim",
+            soft_wrap=True,
+        )
 
 
 @cli.command()
@@ -180,8 +202,9 @@ def models():
         e = resolve_model(name)
         table.add_row(name, e["provider"], e["model"], e["base_url"] or "", e["api_key_env"] or "")
     Console().print(table)
-    click.echo("Other names with a '/' are SiliconFlow model ids; --provider picks any of: "
-               + ", ".join(sorted(presets())))
+    click.echo(
+        "Other names with a '/' are SiliconFlow model ids; --provider picks any of: " + ", ".join(sorted(presets()))
+    )
 
 
 def main() -> None:

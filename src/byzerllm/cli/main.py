@@ -313,8 +313,11 @@ def serve(host, port, api_key, api_key_file, served_model_name, request_timeout,
         aliases[alias] = target
     _connect(ray_address)
     app = create_app(api_keys=keys, aliases=aliases, request_timeout=request_timeout)
-    err.print(f"Serving the deployments on http://{host}:{port}/v1 "
-              f"({'API keys required' if keys else 'no API key required'})", soft_wrap=True)
+    err.print(
+        f"Serving the deployments on http://{host}:{port}/v1 "
+        f"({'API keys required' if keys else 'no API key required'})",
+        soft_wrap=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -8,8 +8,9 @@ from .main import _connect, _opt, err, handle_errors
 
 # options every rag command takes
 index_name = _opt("name", default="default", show_default=True, help="Index name.")
-base_dir_option = _opt("base_dir", default=None,
-                       help="Store folder (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage).")
+base_dir_option = _opt(
+    "base_dir", default=None, help="Store folder (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage)."
+)
 
 
 @click.group()
@@ -24,8 +25,10 @@ def _index(name: str, emb_model: str, base_dir: str | None, ray_address: str, mu
 
     if must_exist and not (path := database_path(None, "rag", base_dir)).exists():
         # a mistyped --base_dir must not leave a new empty store behind
-        raise InvalidRequestError(f"no document index in {path.parent.parent} (none was built there; "
-                                  "build one with `byzerllm rag build`)", param="base_dir")
+        raise InvalidRequestError(
+            f"no document index in {path.parent.parent} (none was built there; build one with `byzerllm rag build`)",
+            param="base_dir",
+        )
     _connect(ray_address)
     return DocumentIndex(name, emb_model=emb_model, base_dir=base_dir)
 
@@ -43,16 +46,24 @@ def build(source_dir, emb_model, model, name, base_dir, ray_address):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     index = _index(name, emb_model, base_dir, ray_address)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
         task = bar.add_task("indexing", total=None)
 
         def progress(source: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=f"indexing {source[-40:]:<40}")
 
         stats = index.build(source_dir, progress)
-    click.echo(f"files: {stats.files}  indexed: {stats.indexed}  unchanged: {stats.unchanged}  "
-               f"removed: {stats.removed}  chunks written: {stats.chunks}")
+    click.echo(
+        f"files: {stats.files}  indexed: {stats.indexed}  unchanged: {stats.unchanged}  "
+        f"removed: {stats.removed}  chunks written: {stats.chunks}"
+    )
     for line in stats.errors:
         err.print(f"[yellow]skipped[/] {line}", soft_wrap=True)
 

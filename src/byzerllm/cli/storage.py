@@ -37,8 +37,12 @@ def storage() -> None:
 @_opt("cluster", default="byzerai_store", show_default=True, help="Cluster name: a sub-folder of base_dir.")
 @_opt("enable_emb", is_flag=True, help="Also deploy the embedding model ByzerStorage.emb uses.")
 @_opt("emb_model", default="emb", show_default=True, help="Deployment name of the embedding model.")
-@_opt("emb_model_path", default="builtin:all-minilm-l6-v2", show_default=True,
-      help="Model to deploy; builtin:multilingual-e5-small handles Chinese.")
+@_opt(
+    "emb_model_path",
+    default="builtin:all-minilm-l6-v2",
+    show_default=True,
+    help="Model to deploy; builtin:multilingual-e5-small handles Chinese.",
+)
 @_opt("emb_backend", default=None, help="Inference backend (default: the built-in one, else sentence_transformers).")
 @_opt("num_workers", default=1, type=int, show_default=True)
 @_opt("ray_address", default="auto", show_default=True)
@@ -66,8 +70,10 @@ def start(base_dir, cluster, enable_emb, emb_model, emb_model_path, emb_backend,
     llm.setup_num_workers(num_workers).setup_infer_backend(backend)
     begin = time.monotonic()
     meta = llm.deploy(model_path=emb_model_path, pretrained_model_type="custom/emb", udf_name=emb_model)
-    click.echo(f"Deployed embedding model {emb_model} ({emb_model_path}, backend {backend}, "
-               f"{meta.get('embedding_dim', '?')} dims) in {time.monotonic() - begin:.1f}s")
+    click.echo(
+        f"Deployed embedding model {emb_model} ({emb_model_path}, backend {backend}, "
+        f"{meta.get('embedding_dim', '?')} dims) in {time.monotonic() - begin:.1f}s"
+    )
 
 
 @storage.command()
@@ -91,12 +97,17 @@ def info(base_dir, cluster, as_json):
         try:
             for table in engine.list_tables():
                 schema = engine.get_schema(table)
-                rows.append({
-                    "database": db.stem, "table": table, "rows": engine.count(table),
-                    "vector_fields": {f.name: f.dim for f in schema.of_kind("vector")},
-                    "fulltext_fields": [f.name for f in schema.analyzed],
-                    "file": str(db), "file_mb": round(db.stat().st_size / 1e6, 3),
-                })
+                rows.append(
+                    {
+                        "database": db.stem,
+                        "table": table,
+                        "rows": engine.count(table),
+                        "vector_fields": {f.name: f.dim for f in schema.of_kind("vector")},
+                        "fulltext_fields": [f.name for f in schema.analyzed],
+                        "file": str(db),
+                        "file_mb": round(db.stat().st_size / 1e6, 3),
+                    }
+                )
         finally:
             engine.close()
     if as_json:
@@ -109,6 +120,7 @@ def info(base_dir, cluster, as_json):
     table = Table("database", "table", "rows", "vector fields (dim)", "full-text fields", "file MB")
     for r in rows:
         vec = ", ".join(f"{k} ({v or '-'})" for k, v in r["vector_fields"].items())
-        table.add_row(r["database"], r["table"], str(r["rows"]), vec, ", ".join(r["fulltext_fields"]),
-                      f"{r['file_mb']:.3f}")
+        table.add_row(
+            r["database"], r["table"], str(r["rows"]), vec, ", ".join(r["fulltext_fields"]), f"{r['file_mb']:.3f}"
+        )
     Console(width=200).print(table)

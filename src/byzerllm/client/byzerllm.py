@@ -53,9 +53,16 @@ class ByzerLLM(StructuredMixin):
     # Byzer-LLM's SimpleByzerLLM embeds with the default chat model when no embedding model is set
     _emb_falls_back_to_default_model = False
 
-    def __init__(self, url: str | None = None, *, verbose: bool = False, default_model: str | None = None,
-                 force_skip_context_length_check: bool = False, default_max_output_length: int | None = None,
-                 byzer_engine_url: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        verbose: bool = False,
+        default_model: str | None = None,
+        force_skip_context_length_check: bool = False,
+        default_max_output_length: int | None = None,
+        byzer_engine_url: str | None = None,
+    ) -> None:
         """``url`` and ``byzer_engine_url`` (a Byzer-SQL engine, for Byzer-LLM's SQL mode) are kept
         for compatibility and not used; ``default_max_output_length`` caps every request's
         max_length (tokens) unless ``setup_max_output_length`` sets one for the model."""
@@ -202,8 +209,9 @@ class ByzerLLM(StructuredMixin):
         ended; what they return cannot change what was streamed.
         """
         if not isinstance(event_name, EventName):
-            raise InvalidRequestError(f"event_name must be an EventName; accepted: "
-                                      f"{', '.join(e.name for e in EventName)}", param="event_name")
+            raise InvalidRequestError(
+                f"event_name must be an EventName; accepted: {', '.join(e.name for e in EventName)}", param="event_name"
+            )
         self.event_callbacks.setdefault(event_name, []).append(callback)
 
     def _trigger_event(self, event_name: EventName, *args: Any) -> Any:
@@ -307,8 +315,13 @@ class ByzerLLM(StructuredMixin):
         meta["support_response_format"] = [k for k in meta.get("support_response_format", ()) if k != kind]
         self._meta_cache[model] = meta
 
-    def prompt(self, model: str | None = None, render: str = "jinja2", check_result: bool = False,
-               options: dict[str, Any] | None = None) -> Callable[[Callable], Any]:
+    def prompt(
+        self,
+        model: str | None = None,
+        render: str = "jinja2",
+        check_result: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> Callable[[Callable], Any]:
         """``@llm.prompt()``: ``@byzerllm.prompt`` bound to this client (and to ``model``, else the
         default model)."""
         from ..prompt import prompt
@@ -348,6 +361,7 @@ class ByzerLLM(StructuredMixin):
         if name not in runtime._handles:
             await asyncio.to_thread(runtime._lookup, name)
         return runtime
+
     def _model(self, model: str | None) -> str:
         name = model or self.default_model_name
         if not name:
@@ -378,13 +392,26 @@ class ByzerLLM(StructuredMixin):
             request.max_tokens = min(request.max_tokens or cap, cap)
         request.max_input_tokens = self.get_max_input_length(name)
 
-    def chat_oai(self, conversations: list[dict[str, Any]], tools: list[Any] | None = None, tool_choice: Any = None,
-                 execute_tool: bool = False, impl_func: Any = None, execute_impl_func: bool = False,
-                 impl_func_params: dict[str, Any] | None = None, func_params: dict[str, Any] | None = None,
-                 response_class: Any = None, response_after_chat: bool = False, model: str | None = None,
-                 llm_config: dict[str, Any] | None = None, role_mapping: dict[str, str] | None = None,
-                 extra_request_params: dict[str, Any] | None = None, impl_instruction: str | None = None,
-                 enable_default_sys_message: bool = True, only_return_prompt: bool = False) -> list[Any]:
+    def chat_oai(
+        self,
+        conversations: list[dict[str, Any]],
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
+        execute_tool: bool = False,
+        impl_func: Any = None,
+        execute_impl_func: bool = False,
+        impl_func_params: dict[str, Any] | None = None,
+        func_params: dict[str, Any] | None = None,
+        response_class: Any = None,
+        response_after_chat: bool = False,
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        role_mapping: dict[str, str] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+        impl_instruction: str | None = None,
+        enable_default_sys_message: bool = True,
+        only_return_prompt: bool = False,
+    ) -> list[Any]:
         """One chat completion, or a structured call on top of chat.
 
         ``conversations``: OpenAI messages. ``llm_config``: max_length, temperature, top_p,
@@ -421,9 +448,23 @@ class ByzerLLM(StructuredMixin):
         if tools is not None or response_class is not None or impl_func is not None:
             name = self._model(model)  # the layer's own requests validate the messages
             config = {**(llm_config or {}), **(extra_request_params or {})}
-            return [self._structured_chat(name, conversations, config, tools, tool_choice, execute_tool,
-                                          func_params, response_class, response_after_chat, impl_func,
-                                          execute_impl_func, impl_func_params, impl_instruction)]
+            return [
+                self._structured_chat(
+                    name,
+                    conversations,
+                    config,
+                    tools,
+                    tool_choice,
+                    execute_tool,
+                    func_params,
+                    response_class,
+                    response_after_chat,
+                    impl_func,
+                    execute_impl_func,
+                    impl_func_params,
+                    impl_instruction,
+                )
+            ]
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         answered = self._before_call(name, request, llm_config)
         if answered is not None:
@@ -447,12 +488,18 @@ class ByzerLLM(StructuredMixin):
         texts = request.instruction if isinstance(request, LLMRequest) else request
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise InvalidRequestError("the input to embed must be a string or a non-empty list of strings",
-                                      param="instruction")
+            raise InvalidRequestError(
+                "the input to embed must be a string or a non-empty list of strings", param="instruction"
+            )
         return name, texts
 
-    def emb(self, model: str | None, request: LLMRequest | str | list[str],
-            extract_params: dict[str, Any] | None = None, query: bool = False) -> list[LLMResponse]:
+    def emb(
+        self,
+        model: str | None,
+        request: LLMRequest | str | list[str],
+        extract_params: dict[str, Any] | None = None,
+        query: bool = False,
+    ) -> list[LLMResponse]:
         """Embed ``request.instruction`` (a string or a list of strings) with deployment ``model``
         (the default embedding model when None): one ``LLMResponse`` per input whose ``output`` is
         the vector (floats; the dimension is ``get_meta()["embedding_dim"]``). ``query=True`` embeds
@@ -465,8 +512,9 @@ class ByzerLLM(StructuredMixin):
         deployment that does not serve embeddings."""
         name, texts = self._emb_inputs(model, request)
         if self.event_callbacks.get(EventName.BEFORE_CALL_MODEL):
-            answer = self._trigger_event(EventName.BEFORE_CALL_MODEL, self, name,
-                                         [{"instruction": t, "embedding": True} for t in texts])
+            answer = self._trigger_event(
+                EventName.BEFORE_CALL_MODEL, self, name, [{"instruction": t, "embedding": True} for t in texts]
+            )
             if answer is not None:
                 return _event_responses(answer)
         start = time.perf_counter()
@@ -478,19 +526,25 @@ class ByzerLLM(StructuredMixin):
             tokens += n
         return self._after_call(name, _emb_responses(name, texts, vectors, tokens, time.perf_counter() - start))
 
-    async def async_emb(self, model: str | None, request: LLMRequest | str | list[str],
-                        query: bool = False) -> list[LLMResponse]:
+    async def async_emb(
+        self, model: str | None, request: LLMRequest | str | list[str], query: bool = False
+    ) -> list[LLMResponse]:
         """``emb`` for asyncio code; the batches run concurrently (on several workers if any)."""
         name, texts = self._emb_inputs(model, request)
         runtime = await self._aruntime(name)
         start = time.perf_counter()
-        parts = await asyncio.gather(*(runtime.aembed(name, texts[i : i + EMB_BATCH_SIZE], query)
-                                       for i in range(0, len(texts), EMB_BATCH_SIZE)))
+        parts = await asyncio.gather(
+            *(runtime.aembed(name, texts[i : i + EMB_BATCH_SIZE], query) for i in range(0, len(texts), EMB_BATCH_SIZE))
+        )
         vectors = [v for part, _ in parts for v in part]
         return _emb_responses(name, texts, vectors, sum(n for _, n in parts), time.perf_counter() - start)
 
-    def emb_rerank(self, model: str | None = None, sentence_pairs: list[list[str]] | list[str] | None = None,
-                   extract_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+    def emb_rerank(
+        self,
+        model: str | None = None,
+        sentence_pairs: list[list[str]] | list[str] | None = None,
+        extract_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
         """Score ``(query, passage)`` pairs with deployment ``model`` (the default embedding model
         when None) and sort them by score, highest first.
 
@@ -505,9 +559,12 @@ class ByzerLLM(StructuredMixin):
         scores, tokens = self.runtime.rerank(name, pairs)
         return [_rerank_response(name, pairs, scores, single, tokens, time.perf_counter() - start)]
 
-    async def async_emb_rerank(self, model: str | None = None,
-                               sentence_pairs: list[list[str]] | list[str] | None = None,
-                               extract_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+    async def async_emb_rerank(
+        self,
+        model: str | None = None,
+        sentence_pairs: list[list[str]] | list[str] | None = None,
+        extract_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
         """``emb_rerank`` for asyncio code."""
         name, pairs, single = self._rerank_inputs(model, sentence_pairs)
         runtime = await self._aruntime(name)
@@ -526,21 +583,36 @@ class ByzerLLM(StructuredMixin):
         if not isinstance(pairs, list | tuple) or not pairs or not all(is_pair(p) for p in pairs):
             raise InvalidRequestError(
                 "sentence_pairs must be a [query, passage] pair of strings or a non-empty list of such pairs",
-                param="sentence_pairs")
+                param="sentence_pairs",
+            )
         return name, [(q, p) for q, p in pairs], single
 
-    def _completion_request(self, prompt: str, model: str | None, llm_config: dict[str, Any] | None,
-                            extra_request_params: dict[str, Any] | None) -> tuple[str, ChatRequest]:
+    def _completion_request(
+        self,
+        prompt: str,
+        model: str | None,
+        llm_config: dict[str, Any] | None,
+        extra_request_params: dict[str, Any] | None,
+    ) -> tuple[str, ChatRequest]:
         if not isinstance(prompt, str):
             raise InvalidRequestError("prompt must be a string", param="prompt")
         name = self._model(model)
-        request = build_chat_request([{"role": "user", "content": prompt}], self.extra_generation_params.get(name),
-                                     llm_config, extra_request_params)
+        request = build_chat_request(
+            [{"role": "user", "content": prompt}],
+            self.extra_generation_params.get(name),
+            llm_config,
+            extra_request_params,
+        )
         request.prompt = prompt
         return name, request
 
-    async def async_completion(self, prompt: str, model: str | None = None, llm_config: dict[str, Any] | None = None,
-                               extra_request_params: dict[str, Any] | None = None) -> LLMResponse:
+    async def async_completion(
+        self,
+        prompt: str,
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> LLMResponse:
         """Complete raw text (no chat template): the ``/v1/completions`` path. Metadata as
         ``chat_oai``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
@@ -549,10 +621,13 @@ class ByzerLLM(StructuredMixin):
         resp = await runtime.achat(name, request)
         return _llm_response(name, request, resp, time.perf_counter() - start)
 
-    async def async_stream_completion(self, prompt: str, model: str | None = None,
-                                      llm_config: dict[str, Any] | None = None,
-                                      extra_request_params: dict[str, Any] | None = None,
-                                      ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+    async def async_stream_completion(
+        self,
+        prompt: str,
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``async_completion`` streamed as ``(delta, meta)``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
         runtime = await self._aruntime(name)
@@ -593,8 +668,9 @@ class ByzerLLM(StructuredMixin):
             return iter(_answered_tuples(answered, delta_mode))
         return self._observed(name, request, _tuples(self.runtime.stream(name, request), delta_mode), delta_mode)
 
-    def _observed(self, name: str, request: ChatRequest, items: Iterator[tuple[str, SingleOutputMeta]],
-                  delta_mode: bool) -> Iterator[tuple[str, SingleOutputMeta]]:
+    def _observed(
+        self, name: str, request: ChatRequest, items: Iterator[tuple[str, SingleOutputMeta]], delta_mode: bool
+    ) -> Iterator[tuple[str, SingleOutputMeta]]:
         """``items``, then the AFTER_CALL_MODEL callbacks on the whole text."""
         if not self.event_callbacks.get(EventName.AFTER_CALL_MODEL):
             yield from items
@@ -619,8 +695,15 @@ class ByzerLLM(StructuredMixin):
         Structured calls (``tools=``, ``response_class=``, ``impl_func=``...) run in a thread."""
         if structured:
             return await asyncio.to_thread(
-                functools.partial(self.chat_oai, conversations, model=model, llm_config=llm_config,
-                                  role_mapping=role_mapping, extra_request_params=extra_request_params, **structured)
+                functools.partial(
+                    self.chat_oai,
+                    conversations,
+                    model=model,
+                    llm_config=llm_config,
+                    role_mapping=role_mapping,
+                    extra_request_params=extra_request_params,
+                    **structured,
+                )
             )
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         answered = self._before_call(name, request, llm_config)
@@ -674,8 +757,10 @@ def _event_input(request: ChatRequest, llm_config: dict[str, Any] | None) -> dic
 def _event_responses(items: Any) -> list[LLMResponse]:
     """A callback's answer (``[{"predict", "metadata", "input"}]``) as ``LLMResponse``s."""
     if not isinstance(items, list) or not all(isinstance(i, dict) and "predict" in i for i in items):
-        raise InvalidRequestError("an event callback that answers returns (False, [{'predict': ..., 'metadata': "
-                                  "{...}, 'input': ...}])", param="callback")
+        raise InvalidRequestError(
+            "an event callback that answers returns (False, [{'predict': ..., 'metadata': {...}, 'input': ...}])",
+            param="callback",
+        )
     return [LLMResponse(i["predict"], i.get("input", ""), dict(i.get("metadata") or {})) for i in items]
 
 
@@ -683,8 +768,11 @@ def _answered_tuples(responses: list[LLMResponse], delta_mode: bool) -> list[tup
     """A callback's answer as a stream: its text, then the end (empty in delta mode)."""
     text = responses[0].output if responses else ""
     meta = responses[0].metadata if responses else {}
-    end = SingleOutputMeta(input_tokens_count=meta.get("input_tokens_count", 0),
-                           generated_tokens_count=meta.get("generated_tokens_count", 0), finish_reason="stop")
+    end = SingleOutputMeta(
+        input_tokens_count=meta.get("input_tokens_count", 0),
+        generated_tokens_count=meta.get("generated_tokens_count", 0),
+        finish_reason="stop",
+    )
     return [(text, replace(end, finish_reason=None)), ("" if delta_mode else text, end)]
 
 
@@ -725,18 +813,21 @@ def _llm_response(name: str, request: ChatRequest, resp: Any, cost: float) -> LL
     return LLMResponse(resp.text, _input(name, request), response_metadata(resp, cost, first))
 
 
-def _emb_responses(name: str, texts: list[str], vectors: list[list[float]], tokens: int,
-                   cost: float) -> list[LLMResponse]:
+def _emb_responses(
+    name: str, texts: list[str], vectors: list[list[float]], tokens: int, cost: float
+) -> list[LLMResponse]:
     meta = {"input_tokens_count": tokens, "time_cost": cost}
     return [LLMResponse(v, {"instruction": t, "model": name}, meta) for v, t in zip(vectors, texts, strict=True)]
 
 
-def _rerank_response(name: str, pairs: list[tuple[str, str]], scores: list[float], single: bool, tokens: int,
-                     cost: float) -> LLMResponse:
+def _rerank_response(
+    name: str, pairs: list[tuple[str, str]], scores: list[float], single: bool, tokens: int, cost: float
+) -> LLMResponse:
     ranked = sorted(([list(p), float(s)] for p, s in zip(pairs, scores, strict=True)), key=lambda x: -x[1])
     meta = {"input_tokens_count": tokens, "time_cost": cost}
-    return LLMResponse(ranked[0] if single else ranked, {"sentence_pairs": [list(p) for p in pairs], "model": name},
-                       meta)
+    return LLMResponse(
+        ranked[0] if single else ranked, {"sentence_pairs": [list(p) for p in pairs], "model": name}, meta
+    )
 
 
 async def _atuples(chunks: AsyncIterator[ChatChunk], delta_mode: bool) -> AsyncIterator[tuple[str, SingleOutputMeta]]:

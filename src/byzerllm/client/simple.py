@@ -23,10 +23,16 @@ class SimpleByzerLLM(ByzerLLM):
 
     _emb_falls_back_to_default_model = True
 
-    def __init__(self, default_model_name: str | None = "deepseek_chat", *, verbose: bool = False,
-                 default_max_output_length: int | None = None) -> None:
-        super().__init__(verbose=verbose, default_model=default_model_name,
-                         default_max_output_length=default_max_output_length)
+    def __init__(
+        self,
+        default_model_name: str | None = "deepseek_chat",
+        *,
+        verbose: bool = False,
+        default_max_output_length: int | None = None,
+    ) -> None:
+        super().__init__(
+            verbose=verbose, default_model=default_model_name, default_max_output_length=default_max_output_length
+        )
         from ..runtime.inprocess import InProcessRuntime
 
         self._runtime = InProcessRuntime()

@@ -26,9 +26,12 @@ class ImplError(ByzerLLMError):
 
 def _usage(responses: list[LLMResponse]) -> dict[str, Any]:
     ms = [r.metadata for r in responses]
-    return {"input_tokens_count": sum(m.get("input_tokens_count", 0) for m in ms),
-            "generated_tokens_count": sum(m.get("generated_tokens_count", 0) for m in ms),
-            "time_cost": sum(m.get("time_cost", 0.0) for m in ms), "requests": len(ms)}
+    return {
+        "input_tokens_count": sum(m.get("input_tokens_count", 0) for m in ms),
+        "generated_tokens_count": sum(m.get("generated_tokens_count", 0) for m in ms),
+        "time_cost": sum(m.get("time_cost", 0.0) for m in ms),
+        "requests": len(ms),
+    }
 
 
 class StructuredMixin:
@@ -67,14 +70,27 @@ class StructuredMixin:
         return pick_strategy(self.get_meta(model=name), self.structured_strategies.get(name, "auto"), for_tools)
 
     # --- chat_oai with a layer ---------------------------------------------------------
-    def _structured_chat(self, name: str, conversations: list[dict[str, Any]], llm_config: dict[str, Any],
-                         tools: Any, tool_choice: Any, execute_tool: bool, func_params: dict | None,
-                         response_class: Any, response_after_chat: bool, impl_func: Callable | None,
-                         execute_impl_func: bool, impl_func_params: dict | None, impl_instruction: str | None):
+    def _structured_chat(
+        self,
+        name: str,
+        conversations: list[dict[str, Any]],
+        llm_config: dict[str, Any],
+        tools: Any,
+        tool_choice: Any,
+        execute_tool: bool,
+        func_params: dict | None,
+        response_class: Any,
+        response_after_chat: bool,
+        impl_func: Callable | None,
+        execute_impl_func: bool,
+        impl_func_params: dict | None,
+        impl_instruction: str | None,
+    ):
         responses: list[LLMResponse] = []
         if impl_func is not None:
-            value, code, reason = self._impl(name, impl_func, impl_func_params or {}, impl_instruction,
-                                             llm_config, execute_impl_func, responses)
+            value, code, reason = self._impl(
+                name, impl_func, impl_func_params or {}, impl_instruction, llm_config, execute_impl_func, responses
+            )
             return LLMFunctionCallResponse(
                 responses[-1] if responses else LLMResponse(code, {}, {}),
                 [value] if execute_impl_func and not reason else [],
@@ -83,33 +99,54 @@ class StructuredMixin:
         strategy = self._strategy(name, for_tools=tools is not None)
         if tools is not None:
             allowed = choose(to_tools(tools), tool_choice)
-            plan = tool_call_plan(conversations, allowed, strategy, llm_config,
-                                  self.function_calling_format_funcs.get(name))
+            plan = tool_call_plan(
+                conversations, allowed, strategy, llm_config, self.function_calling_format_funcs.get(name)
+            )
             call, _, reason = run_plan(plan, self, name, responses)
             values: list[Any] = []
             if call is not None and execute_tool:
                 value, reason = execute(allowed, call, func_params)
                 values = [] if reason else [value]
-            return LLMFunctionCallResponse(responses[-1], values, {
-                "reason": reason, "selected_functions": [call.name] if call else [],
-                "tool_calls": [call.to_dict()] if call else [], "strategy": strategy, **_usage(responses)})
-        plan = class_plan(conversations, response_class, response_after_chat, strategy, llm_config,
-                          self.response_class_format_funcs.get(name))
+            return LLMFunctionCallResponse(
+                responses[-1],
+                values,
+                {
+                    "reason": reason,
+                    "selected_functions": [call.name] if call else [],
+                    "tool_calls": [call.to_dict()] if call else [],
+                    "strategy": strategy,
+                    **_usage(responses),
+                },
+            )
+        plan = class_plan(
+            conversations,
+            response_class,
+            response_after_chat,
+            strategy,
+            llm_config,
+            self.response_class_format_funcs.get(name),
+        )
         value, _, reason = run_plan(plan, self, name, responses)
         return LLMClassResponse(responses[-1], value, {"reason": reason, "strategy": strategy, **_usage(responses)})
 
     # --- streaming tool calls ------------------------------------------------------------
-    def _stream_tool_calls(self, name: str, conversations: list[dict[str, Any]], llm_config: dict[str, Any],
-                           tools: Any, tool_choice: Any) -> Iterator[tuple[str, SingleOutputMeta]]:
+    def _stream_tool_calls(
+        self, name: str, conversations: list[dict[str, Any]], llm_config: dict[str, Any], tools: Any, tool_choice: Any
+    ) -> Iterator[tuple[str, SingleOutputMeta]]:
         """Tool-call deltas in OpenAI's order: the name once, then argument fragments as they are
         generated; the last item has ``finish_reason == "tool_calls"``."""
         allowed = choose(to_tools(tools), tool_choice)
         strategy = self._strategy(name, for_tools=True)
         if strategy != "constrained":  # a call is known only once it is parsed
             responses: list[LLMResponse] = []
-            call, _, reason = run_plan(tool_call_plan(conversations, allowed, strategy, llm_config,
-                                                      self.function_calling_format_funcs.get(name)),
-                                       self, name, responses)
+            call, _, reason = run_plan(
+                tool_call_plan(
+                    conversations, allowed, strategy, llm_config, self.function_calling_format_funcs.get(name)
+                ),
+                self,
+                name,
+                responses,
+            )
             if call is None:
                 raise ByzerLLMError(f"the model did not produce a valid tool call: {reason}")
             yield "", SingleOutputMeta(tool_calls=[_delta(call.id, call.name, None)])
@@ -121,27 +158,49 @@ class StructuredMixin:
         from ..structured.layers import _with_system
 
         messages = _with_system(conversations, system)
-        extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "call",
-                                                                            "schema": call_schema(allowed)}}}
+        extra = {
+            "response_format": {"type": "json_schema", "json_schema": {"name": "call", "schema": call_schema(allowed)}}
+        }
         parser = _CallStreamParser()
         meta = SingleOutputMeta()
-        for piece, meta in self.stream_chat_oai(messages, model=name, llm_config=llm_config, delta_mode=True,
-                                                extra_request_params=extra):
+        for piece, meta in self.stream_chat_oai(
+            messages, model=name, llm_config=llm_config, delta_mode=True, extra_request_params=extra
+        ):
             for delta in parser.feed(piece):
-                yield "", SingleOutputMeta(input_tokens_count=meta.input_tokens_count,
-                                           generated_tokens_count=meta.generated_tokens_count, tool_calls=[delta])
+                yield (
+                    "",
+                    SingleOutputMeta(
+                        input_tokens_count=meta.input_tokens_count,
+                        generated_tokens_count=meta.generated_tokens_count,
+                        tool_calls=[delta],
+                    ),
+                )
         for delta in parser.close():
             yield "", SingleOutputMeta(tool_calls=[delta])
         parse_call(allowed, json.loads(parser.text))  # the grammar makes this hold; raises if not
-        yield "", SingleOutputMeta(input_tokens_count=meta.input_tokens_count,
-                                   generated_tokens_count=meta.generated_tokens_count,
-                                   first_token_time=meta.first_token_time, time_cost=meta.time_cost,
-                                   finish_reason="tool_calls")
+        yield (
+            "",
+            SingleOutputMeta(
+                input_tokens_count=meta.input_tokens_count,
+                generated_tokens_count=meta.generated_tokens_count,
+                first_token_time=meta.first_token_time,
+                time_cost=meta.time_cost,
+                finish_reason="tool_calls",
+            ),
+        )
 
     # --- impl ----------------------------------------------------------------------------
-    def _impl(self, name: str, fn: Callable, kwargs: dict[str, Any], instruction: str | None,
-              llm_config: dict[str, Any], execute_code: bool, responses: list[LLMResponse],
-              skip_cache: bool = False) -> tuple[Any, str, str]:
+    def _impl(
+        self,
+        name: str,
+        fn: Callable,
+        kwargs: dict[str, Any],
+        instruction: str | None,
+        llm_config: dict[str, Any],
+        execute_code: bool,
+        responses: list[LLMResponse],
+        skip_cache: bool = False,
+    ) -> tuple[Any, str, str]:
         path = impl_mod.cache_path(name, fn, instruction)
         code = None if skip_cache else impl_mod.read_cache(path)
         if code is not None:
@@ -150,8 +209,9 @@ class StructuredMixin:
             value, reason = impl_mod.execute(fn, code, kwargs)
             return value, code, reason
         config = {"max_length": 512, **llm_config}  # a function, not an essay
-        plan: Plan = impl_mod.impl_plan(fn, kwargs, instruction, config, self.impl_func_format_funcs.get(name),
-                                        execute_code)
+        plan: Plan = impl_mod.impl_plan(
+            fn, kwargs, instruction, config, self.impl_func_format_funcs.get(name), execute_code
+        )
         try:
             value, code, reason = run_plan(plan, self, name, responses)
         except InvalidRequestError as exc:  # e.g. a re-ask that outgrew the context: an answer, not a crash
@@ -160,8 +220,13 @@ class StructuredMixin:
             impl_mod.write_cache(path, code)
         return value, code, reason
 
-    def impl(self, instruction: str | None = None, skip_cache: bool = False, model: str | None = None,
-             llm_config: dict[str, Any] | None = None) -> Callable[[Callable], Callable]:
+    def impl(
+        self,
+        instruction: str | None = None,
+        skip_cache: bool = False,
+        model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+    ) -> Callable[[Callable], Callable]:
         """Decorate a declared function (signature, docstring, return type, empty body): calling
         it has the model write the body, runs it in the sandbox and returns the validated value.
 
@@ -177,8 +242,9 @@ class StructuredMixin:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 name = self._model(model)
-                value, _, reason = self._impl(name, fn, dict(bound.arguments), instruction, dict(llm_config or {}),
-                                              True, [], skip_cache)
+                value, _, reason = self._impl(
+                    name, fn, dict(bound.arguments), instruction, dict(llm_config or {}), True, [], skip_cache
+                )
                 if reason:
                     raise ImplError(f"{fn.__name__}: {reason}", reason=reason)
                 return value
@@ -205,8 +271,11 @@ def _delta(call_id: str | None, name: str | None, arguments: str | None) -> dict
 
 def _stream_usage(responses: list[LLMResponse]) -> dict[str, Any]:
     usage = _usage(responses)
-    return {"input_tokens_count": usage["input_tokens_count"], "generated_tokens_count":
-            usage["generated_tokens_count"], "time_cost": usage["time_cost"]}
+    return {
+        "input_tokens_count": usage["input_tokens_count"],
+        "generated_tokens_count": usage["generated_tokens_count"],
+        "time_cost": usage["time_cost"],
+    }
 
 
 class _CallStreamParser:
@@ -234,7 +303,7 @@ class _CallStreamParser:
         held = len(self.text) - len(self.text.rstrip().removesuffix("}").rstrip())
         end = len(self.text) - held
         if end > self.sent:
-            out.append(_delta(None, None, self.text[self.sent:end]))
+            out.append(_delta(None, None, self.text[self.sent : end]))
             self.sent = end
         return out
 
@@ -244,6 +313,6 @@ class _CallStreamParser:
         body = self.text.rstrip()
         end = len(body.removesuffix("}").rstrip()) if body.endswith("}") else len(body)
         if end > self.sent:
-            piece, self.sent = self.text[self.sent:end], end
+            piece, self.sent = self.text[self.sent : end], end
             return [_delta(None, None, piece)]
         return []

@@ -93,21 +93,31 @@ class Templates:
     @staticmethod
     def deepseek_code_chat() -> Template:
         """DeepSeek-Coder instruct: ``### Instruction:`` / ``### Response:`` turns ending with <|EOT|>."""
-        return Template({"system_msg": "", "user_role": "### Instruction:\n", "assistant_role": "### Response:\n",
-                         "end": "\n"}, {"stop": ["<|EOT|>"]})
+        return Template(
+            {"system_msg": "", "user_role": "### Instruction:\n", "assistant_role": "### Response:\n", "end": "\n"},
+            {"stop": ["<|EOT|>"]},
+        )
 
     @staticmethod
     def deepseek_code_insertion() -> Template:
         """DeepSeek-Coder fill-in-the-middle: the system message is the code around
         ``<｜fim▁hole｜>``; the other messages are left out."""
-        return Template({"system_msg": "", "system_role": "<｜fim▁begin｜>", "system_end": "<｜fim▁end｜>",
-                         "user_role": None, "assistant_role": None})
+        return Template(
+            {
+                "system_msg": "",
+                "system_role": "<｜fim▁begin｜>",
+                "system_end": "<｜fim▁end｜>",
+                "user_role": None,
+                "assistant_role": None,
+            }
+        )
 
     @staticmethod
     def deepseek_code_completion() -> Template:
         """DeepSeek-Coder completion: the system message is the code to continue, as is."""
-        return Template({"system_msg": "", "system_role": "", "system_end": "", "user_role": None,
-                         "assistant_role": None})
+        return Template(
+            {"system_msg": "", "system_role": "", "system_end": "", "user_role": None, "assistant_role": None}
+        )
 
     @staticmethod
     def llama() -> Template:

@@ -48,7 +48,6 @@ def _kind(tp: Any) -> str:
     return "typed"
 
 
-
 def _has_json(text: str) -> bool:
     try:
         extract_json(text)
@@ -56,11 +55,13 @@ def _has_json(text: str) -> bool:
     except OutputParseError:
         return False
 
+
 class PromptFunction:
     """The callable that ``@byzerllm.prompt`` returns. Chain methods return a modified copy."""
 
-    def __init__(self, fn: Callable, llm: Any = None, options: dict[str, Any] | None = None,
-                 strict: bool = False) -> None:
+    def __init__(
+        self, fn: Callable, llm: Any = None, options: dict[str, Any] | None = None, strict: bool = False
+    ) -> None:
         self._binding = None
         if isinstance(fn, (staticmethod, classmethod)):
             self._binding = "class" if isinstance(fn, classmethod) else "static"
@@ -136,8 +137,9 @@ class PromptFunction:
         """Post-process the model's text; for a typed result it runs before parsing."""
         return self._with(_extractor=extractor)
 
-    def with_response_markers(self, response_markers: tuple[str, str] | list[str] | None = None,
-                              response_markers_template: str | None = None) -> PromptFunction:
+    def with_response_markers(
+        self, response_markers: tuple[str, str] | list[str] | None = None, response_markers_template: str | None = None
+    ) -> PromptFunction:
         """Long output: ask for the answer between two markers and keep asking the model to continue
         (assistant prefill) until the end marker, an end of turn, or ``with_max_turns`` turns.
         The markers are removed from the result. ``response_markers_template`` replaces the
@@ -217,6 +219,7 @@ class PromptFunction:
     def prompt(self, *args: Any, **kwargs: Any) -> str:
         """The rendered prompt, without calling a model (an awaitable for ``async def``)."""
         if self._is_async:
+
             async def rendered() -> str:
                 return printable(*await self._arender(args, kwargs))
 
@@ -256,8 +259,9 @@ class PromptFunction:
     def _messages(self, rendered) -> list[dict[str, Any]]:
         return [*self._conversation, {"role": "user", "content": to_content(*rendered)}]
 
-    def _call(self, messages: list[dict[str, Any]], stops: list[str] = (), resample: bool = False,
-              **extra: Any) -> _Call:
+    def _call(
+        self, messages: list[dict[str, Any]], stops: list[str] = (), resample: bool = False, **extra: Any
+    ) -> _Call:
         config = dict(self._options.get("llm_config", {}))
         if resample:
             config = resampled(config)
@@ -309,8 +313,11 @@ class PromptFunction:
                 # itself: sample again rather than show the model its loop
                 text = yield from self._text_plan(messages, resample=True, **extra)
             else:  # one repair-and-re-ask carrying the validation error
-                retry = [*messages, {"role": "assistant", "content": text},
-                         {"role": "user", "content": f"{exc}\nAnswer again with only the corrected JSON."}]
+                retry = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": f"{exc}\nAnswer again with only the corrected JSON."},
+                ]
                 text = yield from self._text_plan(retry, **extra)
             return parse_as(tp, self._extractor(text) if self._extractor else text)
 
@@ -340,8 +347,9 @@ class PromptFunction:
                 return _AsyncStream(self._astream(args, kwargs))
             return self._arun(args, kwargs)
         if kind == "astream":
-            raise InvalidRequestError(f"{self._fn.__qualname__!r} returns an async iterator: declare it async def",
-                                      param="return")
+            raise InvalidRequestError(
+                f"{self._fn.__qualname__!r} returns an async iterator: declare it async def", param="return"
+            )
         rendered = self._render(args, kwargs)
         client, model = self._client()
         if kind == "stream":
@@ -360,8 +368,9 @@ class PromptFunction:
         client, model = self._client()
         kind = _kind(self._return_type)
         if kind == "stream":
-            raise InvalidRequestError(f"{self._fn.__qualname__!r} is async def: annotate it AsyncIterator[str]",
-                                      param="return")
+            raise InvalidRequestError(
+                f"{self._fn.__qualname__!r} is async def: annotate it AsyncIterator[str]", param="return"
+            )
         meta = client.get_meta(model=model) if kind == "typed" else {}
         responses: list[LLMResponse] = []
         try:
@@ -371,12 +380,14 @@ class PromptFunction:
 
     def _stream_call(self, messages: list[dict[str, Any]]) -> tuple[_Call, str]:
         if self._markers is not None:
-            raise InvalidRequestError("with_response_markers works with str and typed results, not streams",
-                                      param="with_response_markers")
+            raise InvalidRequestError(
+                "with_response_markers works with str and typed results, not streams", param="with_response_markers"
+            )
         prefix = self._return_prefix or ""
         if prefix:
-            return self._call([*messages, {"role": "assistant", "content": prefix}],
-                              continue_final_message=True), prefix
+            return self._call(
+                [*messages, {"role": "assistant", "content": prefix}], continue_final_message=True
+            ), prefix
         return self._call(messages), ""
 
     def _stream(self, client: Any, model: str, messages: list[dict[str, Any]]) -> Iterator[str]:
@@ -384,8 +395,9 @@ class PromptFunction:
         if prefix:
             yield prefix
         start, meta = time.perf_counter(), None
-        for delta, meta in client.stream_chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                                  extra_request_params=call.extra, delta_mode=True):
+        for delta, meta in client.stream_chat_oai(
+            call.messages, model=model, llm_config=call.llm_config, extra_request_params=call.extra, delta_mode=True
+        ):
             if delta:
                 yield delta
         self._record_stream(meta, start)
@@ -397,8 +409,9 @@ class PromptFunction:
         if prefix:
             yield prefix
         start, meta = time.perf_counter(), None
-        async for delta, meta in client.async_stream_chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                                              extra_request_params=call.extra, delta_mode=True):
+        async for delta, meta in client.async_stream_chat_oai(
+            call.messages, model=model, llm_config=call.llm_config, extra_request_params=call.extra, delta_mode=True
+        ):
             if delta:
                 yield delta
         self._record_stream(meta, start)
@@ -431,8 +444,13 @@ def _append_text(message: dict[str, Any], text: str) -> dict[str, Any]:
     return {**message, "content": content + text}
 
 
-def prompt(llm: Any = None, render: str = "jinja2", check_result: bool = False,
-           options: dict[str, Any] | None = None, strict: bool = False) -> Any:
+def prompt(
+    llm: Any = None,
+    render: str = "jinja2",
+    check_result: bool = False,
+    options: dict[str, Any] | None = None,
+    strict: bool = False,
+) -> Any:
     """Decorate a function whose docstring is a Jinja2 template over its arguments.
 
     ``llm``: a client (``ByzerLLM``), a deployed model's name, or a callable returning one (for

@@ -48,8 +48,9 @@ class PromptTemplate:
         try:
             self.template = env.from_string(self.source)
         except jinja2.TemplateSyntaxError as exc:
-            raise InvalidRequestError(f"the docstring of prompt function {owner!r} is not a valid template: {exc}",
-                                      param="docstring") from None
+            raise InvalidRequestError(
+                f"the docstring of prompt function {owner!r} is not a valid template: {exc}", param="docstring"
+            ) from None
         self.variables = frozenset(jinja2.meta.find_undeclared_variables(env.parse(self.source)))
 
     def render(self, values: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:

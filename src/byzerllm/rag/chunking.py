@@ -21,6 +21,8 @@ def size(text: str) -> int:
     ~0.6 tokens for multilingual-e5's tokenizer, four Latin characters ~1 token, so one budget fits
     both (1000 = ~250 English tokens or ~300 Chinese ones)."""
     return len(text) + len(_CJK.findall(text))
+
+
 _SENTENCE_END = re.compile(r"(?<=[。！？；])|(?<=[.!?;])\s+")
 
 

@@ -29,9 +29,13 @@ def answers(hit: Hit, item: dict[str, Any]) -> bool:
     return item["heading"].strip() in hit.heading.split(" > ")
 
 
-def recall_at_k(index: DocumentIndex, items: list[dict[str, Any]], k: int = 5, mode: str = "hybrid",
-                rerank_model: str | None = None) -> dict[str, Any]:
+def recall_at_k(
+    index: DocumentIndex, items: list[dict[str, Any]], k: int = 5, mode: str = "hybrid", rerank_model: str | None = None
+) -> dict[str, Any]:
     """Share of questions with an answering chunk in the top ``k`` (``recall``), and the ids missed."""
-    missed = [item["id"] for item in items
-              if not any(answers(h, item) for h in index.search(item["question"], k, mode, rerank_model))]
+    missed = [
+        item["id"]
+        for item in items
+        if not any(answers(h, item) for h in index.search(item["question"], k, mode, rerank_model))
+    ]
     return {"mode": mode, "k": k, "questions": len(items), "recall": 1 - len(missed) / len(items), "missed": missed}

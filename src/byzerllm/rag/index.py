@@ -77,8 +77,9 @@ class Answer:
 
     def format_sources(self) -> str:
         """The numbered sources, one per line, cited ones marked with ``*``."""
-        return "Sources:\n" + "\n".join(f"{'*' if i in self.cited else ' '}[{i}] {hit.citation()}"
-                                         for i, hit in enumerate(self.sources, 1))
+        return "Sources:\n" + "\n".join(
+            f"{'*' if i in self.cited else ' '}[{i}] {hit.citation()}" for i, hit in enumerate(self.sources, 1)
+        )
 
     def format(self) -> str:
         """The answer followed by its numbered sources."""
@@ -101,8 +102,15 @@ class DocumentIndex:
     input, ``param="source_dir"`` for a missing folder.
     """
 
-    def __init__(self, name: str = "default", emb_model: str | None = None, base_dir: str | None = None,
-                 llm: Any = None, max_chars: int = 1000, parallel: int = 2) -> None:
+    def __init__(
+        self,
+        name: str = "default",
+        emb_model: str | None = None,
+        base_dir: str | None = None,
+        llm: Any = None,
+        max_chars: int = 1000,
+        parallel: int = 2,
+    ) -> None:
         self.name = name
         self.chunks = ByzerStorage(None, "rag", f"{name}_chunks", base_dir=base_dir)
         self.files = ByzerStorage(None, "rag", f"{name}_files", base_dir=base_dir)
@@ -113,7 +121,9 @@ class DocumentIndex:
         if emb_model is None and not built_with and self.exists():
             raise InvalidRequestError(
                 f"index {name!r} records no embedding deployment (an earlier version built it); pass the "
-                "emb_model it was built with", param="emb_model")
+                "emb_model it was built with",
+                param="emb_model",
+            )
         if emb_model is None:
             emb_model = built_with or "emb"
         elif built_with and emb_model != built_with:
@@ -148,8 +158,9 @@ class DocumentIndex:
     def dim(self) -> int | None:
         """The size of the index's vectors (fixed by the first one stored; None before)."""
         if self._dim is None and self.exists():  # read once it is set: it never changes
-            self._dim = next(f.dim for f in self.chunks.engine.get_schema(self.chunks.table).fields
-                             if f.name == "vector")
+            self._dim = next(
+                f.dim for f in self.chunks.engine.get_schema(self.chunks.table).fields if f.name == "vector"
+            )
         return self._dim
 
     def _create(self, source_dir: Path) -> None:
@@ -164,19 +175,21 @@ class DocumentIndex:
                 param="source_dir",
             )
         if not self.chunks.table_exists():
-            self.chunks.schema_builder().add_field("_id", DataType.STRING) \
-                .add_field("source", DataType.STRING) \
-                .add_field("page", DataType.LONG) \
-                .add_field("heading", DataType.STRING, [FieldOption.NO_INDEX]) \
-                .add_field("content", DataType.STRING, [FieldOption.ANALYZE]) \
-                .add_field("text", DataType.STRING, [FieldOption.NO_INDEX]) \
-                .add_array_field("vector", DataType.FLOAT).execute()
+            self.chunks.schema_builder().add_field("_id", DataType.STRING).add_field(
+                "source", DataType.STRING
+            ).add_field("page", DataType.LONG).add_field("heading", DataType.STRING, [FieldOption.NO_INDEX]).add_field(
+                "content", DataType.STRING, [FieldOption.ANALYZE]
+            ).add_field("text", DataType.STRING, [FieldOption.NO_INDEX]).add_array_field(
+                "vector", DataType.FLOAT
+            ).execute()
         if not self.files.table_exists():
-            self.files.schema_builder().add_field("_id", DataType.STRING) \
-                .add_field("sha256", DataType.STRING).add_field("chunks", DataType.LONG).execute()
+            self.files.schema_builder().add_field("_id", DataType.STRING).add_field(
+                "sha256", DataType.STRING
+            ).add_field("chunks", DataType.LONG).execute()
         if not self.info.table_exists():
-            self.info.schema_builder().add_field("_id", DataType.STRING) \
-                .add_field("emb_model", DataType.STRING).add_field("source_dir", DataType.STRING).execute()
+            self.info.schema_builder().add_field("_id", DataType.STRING).add_field(
+                "emb_model", DataType.STRING
+            ).add_field("source_dir", DataType.STRING).execute()
         self._folder = folder
 
     def _record(self) -> None:
@@ -219,8 +232,9 @@ class DocumentIndex:
     def _delete_file(self, source: str) -> None:
         self.chunks.query_builder().and_filter().add_condition("source", source).build().delete()
 
-    def build(self, source_dir: str, progress: Callable[[str, int, int], None] | None = None,
-              batch_size: int = 64) -> BuildStats:
+    def build(
+        self, source_dir: str, progress: Callable[[str, int, int], None] | None = None, batch_size: int = 64
+    ) -> BuildStats:
         """Index the supported files under ``source_dir`` (PDF, Markdown, HTML, DOCX, TXT).
         Unchanged files (same SHA-256) are skipped, changed ones re-chunked and re-embedded, and
         files gone from the folder removed. ``progress(file, done, total)`` is called per file.
@@ -272,28 +286,53 @@ class DocumentIndex:
         batches = [range(i, min(i + batch_size, len(chunks))) for i in range(0, len(chunks), batch_size)]
         # batches in flight at once: each goes to a free worker of the embedding deployment
         with ThreadPoolExecutor(self.parallel) as pool:
-            embedded = list(pool.map(
-                lambda b: [r.output for r in self.llm.emb(self.emb_model, [contents[i] for i in b])], batches))
+            embedded = list(
+                pool.map(lambda b: [r.output for r in self.llm.emb(self.emb_model, [contents[i] for i in b])], batches)
+            )
         if embedded:
             self._check_dim(len(embedded[0][0]))
             self._record()
-        stale = {r["_id"] for r in self.chunks.query_builder().and_filter().add_condition("source", source)
-                 .build().set_fields(["_id"]).set_limit(1_000_000).execute()}
+        stale = {
+            r["_id"]
+            for r in self.chunks.query_builder()
+            .and_filter()
+            .add_condition("source", source)
+            .build()
+            .set_fields(["_id"])
+            .set_limit(1_000_000)
+            .execute()
+        }
         # marked as being written (no SHA-256): if this stops half-way, the next build redoes the
         # file, or removes its chunks if the file is gone, whatever its previous record said
         self.files.engine.upsert(self.files.table, [{"_id": source, "sha256": "", "chunks": 0}])
         for batch, vectors in zip(batches, embedded, strict=True):
-            rows = [{"_id": f"{source}#{i}", "source": source, "page": chunks[i].section.page or 0,
-                     "heading": chunks[i].section.heading, "content": contents[i], "text": chunks[i].text,
-                     "vector": v} for i, v in zip(batch, vectors, strict=True)]
+            rows = [
+                {
+                    "_id": f"{source}#{i}",
+                    "source": source,
+                    "page": chunks[i].section.page or 0,
+                    "heading": chunks[i].section.heading,
+                    "content": contents[i],
+                    "text": chunks[i].text,
+                    "vector": v,
+                }
+                for i, v in zip(batch, vectors, strict=True)
+            ]
             stale.difference_update(r["_id"] for r in rows)
             self.chunks.write_builder().add_items(rows, vector_fields=["vector"], search_fields=["content"]).execute()
         if stale:  # the previous version had more chunks
             self.chunks.delete_by_ids(sorted(stale))
         return len(chunks)
 
-    def search(self, query: str, top_k: int = 5, mode: str = "hybrid", rerank_model: str | None = None,
-               candidates: int = 50, fusion: str = "convex") -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        top_k: int = 5,
+        mode: str = "hybrid",
+        rerank_model: str | None = None,
+        candidates: int = 50,
+        fusion: str = "convex",
+    ) -> list[Hit]:
         """The ``top_k`` chunks for ``query`` by ``mode`` (``hybrid`` | ``vector`` | ``fulltext``).
 
         ``hybrid`` takes the best ``candidates`` of each method and fuses them in the store
@@ -317,14 +356,20 @@ class DocumentIndex:
         vector = self.llm.emb_query(query, model=self.emb_model)[0].output if mode != "fulltext" else None
         if vector is not None:
             self._check_dim(len(vector))
-        q = self.chunks.query_builder().set_limit(max(candidates, top_k) if rerank_model else top_k) \
-            .set_candidates(candidates).set_fusion(fusion)
+        q = (
+            self.chunks.query_builder()
+            .set_limit(max(candidates, top_k) if rerank_model else top_k)
+            .set_candidates(candidates)
+            .set_fusion(fusion)
+        )
         if mode != "fulltext":
             q.set_vector_query(vector, fields=["vector"])
         if mode != "vector":
             q.set_search_query(query, fields=["content"])
-        hits = [Hit(r["text"], r["source"], r["page"] or None, r["heading"], float(r["_score"]), r["_id"])
-                for r in q.execute()]
+        hits = [
+            Hit(r["text"], r["source"], r["page"] or None, r["heading"], float(r["_score"]), r["_id"])
+            for r in q.execute()
+        ]
         if rerank_model and hits:
             [ranked] = self.llm.emb_rerank(rerank_model, sentence_pairs=[[query, h.text] for h in hits])
             score = {text: s for (_, text), s in ranked.output}
@@ -337,24 +382,37 @@ class DocumentIndex:
         sources = "\n\n".join(f"[{i}] ({h.citation()})\n{h.text}" for i, h in enumerate(hits, 1))
         return [{"role": "user", "content": ANSWER_PROMPT.format(sources=sources, question=question)}]
 
-    def ask(self, question: str, model: str, top_k: int = 5, mode: str = "hybrid",
-            rerank_model: str | None = None, llm_config: dict[str, Any] | None = None) -> Answer:
+    def ask(
+        self,
+        question: str,
+        model: str,
+        top_k: int = 5,
+        mode: str = "hybrid",
+        rerank_model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+    ) -> Answer:
         """Retrieve, then answer with deployment ``model`` from the retrieved chunks only."""
         hits = self.search(question, top_k, mode, rerank_model)
         [resp] = self.llm.chat_oai(self._prompt(question, hits), model=model, llm_config=llm_config or {})
         return Answer(resp.output, hits, cited_numbers(resp.output, len(hits)))
 
-    def stream_ask(self, question: str, model: str, top_k: int = 5, mode: str = "hybrid",
-                   rerank_model: str | None = None, llm_config: dict[str, Any] | None = None
-                   ) -> tuple[list[Hit], Iterator[str]]:
+    def stream_ask(
+        self,
+        question: str,
+        model: str,
+        top_k: int = 5,
+        mode: str = "hybrid",
+        rerank_model: str | None = None,
+        llm_config: dict[str, Any] | None = None,
+    ) -> tuple[list[Hit], Iterator[str]]:
         """``ask`` streamed: the hits at once, and an iterator of text deltas."""
         hits = self.search(question, top_k, mode, rerank_model)
-        chunks = self.llm.stream_chat_oai(self._prompt(question, hits), model=model, llm_config=llm_config or {},
-                                          delta_mode=True)
+        chunks = self.llm.stream_chat_oai(
+            self._prompt(question, hits), model=model, llm_config=llm_config or {}, delta_mode=True
+        )
         return hits, (delta for delta, _ in chunks)
 
 
 def cited_numbers(text: str, n: int) -> list[int]:
     """The distinct source numbers ``[n]`` cited in ``text`` (1..n), ascending."""
     return sorted({int(m) for m in re.findall(r"\[(\d+)\]", text) if 1 <= int(m) <= n})
-

@@ -17,8 +17,15 @@ from pathlib import Path
 from ..errors import InvalidRequestError
 from .corpora import normalize_text, pdf_page_texts
 
-SUFFIXES = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
-            ".docx": "docx", ".txt": "text"}
+SUFFIXES = {
+    ".pdf": "pdf",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".docx": "docx",
+    ".txt": "text",
+}
 
 
 @dataclass
@@ -58,8 +65,9 @@ def load(path: Path, source: str) -> list[Section]:
     ``InvalidRequestError`` naming the accepted suffixes for an unsupported file."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise InvalidRequestError(f"{path.name}: unsupported file type; accepted: {', '.join(sorted(SUFFIXES))}",
-                                  param="source_dir")
+        raise InvalidRequestError(
+            f"{path.name}: unsupported file type; accepted: {', '.join(sorted(SUFFIXES))}", param="source_dir"
+        )
     return {"pdf": _pdf, "markdown": _markdown, "html": _html, "docx": _docx, "text": _text}[kind](path, source)
 
 
@@ -67,8 +75,9 @@ def _pdf(path: Path, source: str) -> list[Section]:
     # pypdf warns about a TeX math font it cannot fully decode; the text does not depend on it
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     # pypdf breaks lines inside Chinese words; normalize_text rejoins them (see corpora.py)
-    return [Section(source, normalize_text(t), page=i) for i, t in enumerate(pdf_page_texts(path), 1)
-            if normalize_text(t)]
+    return [
+        Section(source, normalize_text(t), page=i) for i, t in enumerate(pdf_page_texts(path), 1) if normalize_text(t)
+    ]
 
 
 def _headed(source: str, blocks: list[tuple[int, str]]) -> list[Section]:
@@ -101,8 +110,11 @@ def _markdown(path: Path, source: str) -> list[Section]:
     text = path.read_text(encoding="utf-8", errors="replace")
     lines = text.splitlines()
     tokens = MarkdownIt("commonmark").parse(text)
-    heads = [(int(t.tag[1:]), t.map[0], t.map[1], tokens[i + 1].content)
-             for i, t in enumerate(tokens) if t.type == "heading_open" and t.map]
+    heads = [
+        (int(t.tag[1:]), t.map[0], t.map[1], tokens[i + 1].content)
+        for i, t in enumerate(tokens)
+        if t.type == "heading_open" and t.map
+    ]
     blocks: list[tuple[int, str]] = []
     pos = 0
     for level, start, end, title in heads:

@@ -61,8 +61,13 @@ def stop_local_cluster() -> None:
     subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True)
 
 
-def connect_cluster(address: str = "auto", java_home: str | None = None, code_search_path: list[str] | None = None,
-                    init_options: dict[str, Any] | None = None, start_local: bool = False) -> bool:
+def connect_cluster(
+    address: str = "auto",
+    java_home: str | None = None,
+    code_search_path: list[str] | None = None,
+    init_options: dict[str, Any] | None = None,
+    start_local: bool = False,
+) -> bool:
     """Connect this process to a Ray cluster (idempotent).
 
     ``address`` is ``"auto"`` (the cluster of this machine) or ``host:port``. ``init_options`` are

@@ -52,7 +52,8 @@ class _Deployment:
                 if self.waiting >= self.spec.max_queue:
                     raise QueueFullError(
                         f"deployment {self.spec.name!r} is busy: all {len(self.workers)} workers are serving and "
-                        f"{self.waiting} requests are queued (max_queue {self.spec.max_queue})")
+                        f"{self.waiting} requests are queued (max_queue {self.spec.max_queue})"
+                    )
                 self.waiting += 1
                 try:
                     self.cond.wait()
@@ -92,7 +93,9 @@ class InProcessRuntime:
             deployed = self.list_deployments()
             raise ModelNotFoundError(
                 f"model {name!r} is not deployed in this process; deployed: {', '.join(deployed) or 'none'}",
-                param="model", available=deployed) from None
+                param="model",
+                available=deployed,
+            ) from None
 
     def list_deployments(self) -> list[str]:
         return sorted(self._handles)
@@ -100,15 +103,17 @@ class InProcessRuntime:
     def exists(self, name: str) -> bool:
         return name in self._handles
 
-    def deploy(self, spec: DeploymentSpec, timeout: float = 600.0,
-               on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    def deploy(
+        self, spec: DeploymentSpec, timeout: float = 600.0, on_progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
         """Build ``num_workers`` workers; return the model meta. Raises as ``RayRuntime.deploy``
         (``DeploymentExistsError``, the backend's start-up error); CPU/GPU amounts are not checked."""
         spec.validate()
         with self._lock:
             if spec.name in self._handles:
-                raise DeploymentExistsError(f"deployment {spec.name!r} already exists; undeploy it first",
-                                            param="udf_name")
+                raise DeploymentExistsError(
+                    f"deployment {spec.name!r} already exists; undeploy it first", param="udf_name"
+                )
             workers: list[Worker] = []
             try:
                 for i in range(spec.num_workers):
@@ -138,19 +143,30 @@ class InProcessRuntime:
         dep = self._lookup(name)
         spec = asdict(dep.spec)
         spec["options"] = mask_secrets(spec["options"])
-        return {"spec": spec, "state": "stopping" if dep.stopping else "running", "meta": dep.meta,
-                "usage": dep.usage_totals()}
+        return {
+            "spec": spec,
+            "state": "stopping" if dep.stopping else "running",
+            "meta": dep.meta,
+            "usage": dep.usage_totals(),
+        }
 
     def stat(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)
         k = dep.spec.worker_concurrency
         busy = sum(1 for c in dep.in_flight if c > 0)
         now = time.time()
-        return {"total_workers": len(dep.workers), "busy_workers": busy, "idle_workers": len(dep.workers) - busy,
-                "load_balance_strategy": "lru", "total_requests": list(dep.total_requests),
-                "state": [k - c for c in dep.in_flight], "worker_max_concurrency": k,
-                "workers_last_work_time": [f"{now - t}s" for t in dep.last_work],
-                "queued_requests": dep.waiting, **dep.usage_totals()}
+        return {
+            "total_workers": len(dep.workers),
+            "busy_workers": busy,
+            "idle_workers": len(dep.workers) - busy,
+            "load_balance_strategy": "lru",
+            "total_requests": list(dep.total_requests),
+            "state": [k - c for c in dep.in_flight],
+            "worker_max_concurrency": k,
+            "workers_last_work_time": [f"{now - t}s" for t in dep.last_work],
+            "queued_requests": dep.waiting,
+            **dep.usage_totals(),
+        }
 
     def meta(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)

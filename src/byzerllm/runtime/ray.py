@@ -83,8 +83,9 @@ class RayWorker(Worker):
     meaning "busy, ask the pool"; a leased request (routed by the pool) waits for its slot.
     """
 
-    def __init__(self, pool_name: str, index: int, capacity: int, backend: str, model_path: str,
-                 options: dict[str, Any]) -> None:
+    def __init__(
+        self, pool_name: str, index: int, capacity: int, backend: str, model_path: str, options: dict[str, Any]
+    ) -> None:
         super().__init__(backend, model_path, options)
         self._pool_name = pool_name
         self._pool = None
@@ -153,8 +154,9 @@ class RayWorker(Worker):
         finally:
             self._release(lease, *usage)
 
-    def embed_leased(self, texts: list[str], query: bool, lease: int | str,
-                     direct: bool = False) -> tuple[list[list[float]], int] | None:
+    def embed_leased(
+        self, texts: list[str], query: bool, lease: int | str, direct: bool = False
+    ) -> tuple[list[list[float]], int] | None:
         if not self._admit(lease, direct):
             return None
         try:
@@ -162,8 +164,9 @@ class RayWorker(Worker):
         finally:
             self._release(lease)
 
-    def rerank_leased(self, pairs: list[tuple[str, str]], lease: int | str,
-                      direct: bool = False) -> tuple[list[float], int] | None:
+    def rerank_leased(
+        self, pairs: list[tuple[str, str]], lease: int | str, direct: bool = False
+    ) -> tuple[list[float], int] | None:
         if not self._admit(lease, direct):
             return None
         try:
@@ -226,8 +229,12 @@ class DeploymentPool:
 
     def routing(self) -> dict[str, Any]:
         """What a client needs to send requests straight to the workers."""
-        return {"workers": self.workers, "state": self.state, "capacity": self.spec.worker_concurrency,
-                "load_balance": self.spec.load_balance}
+        return {
+            "workers": self.workers,
+            "state": self.state,
+            "capacity": self.spec.worker_concurrency,
+            "load_balance": self.spec.load_balance,
+        }
 
     async def wait_ready(self) -> dict[str, Any]:
         """Wait for every worker's backend; return worker 0's meta. Raises its start-up error."""
@@ -250,8 +257,9 @@ class DeploymentPool:
         return [i["pid"] for i in infos]
 
     def _pick(self) -> int | None:
-        return pick_worker(self.spec.load_balance, self.in_flight, self.last_work, self.spec.worker_concurrency,
-                           self._rr)
+        return pick_worker(
+            self.spec.load_balance, self.in_flight, self.last_work, self.spec.worker_concurrency, self._rr
+        )
 
     def _count(self, lease: int | str, idx: int) -> None:
         self.leases[lease] = idx
@@ -304,8 +312,9 @@ class DeploymentPool:
         u = self.usage
         return {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
 
-    async def release(self, lease: int, prompt_tokens: int = 0, completion_tokens: int = 0,
-                      failed: bool = False) -> None:
+    async def release(
+        self, lease: int, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False
+    ) -> None:
         """Return a lease (idempotent); the worker adds its request's token counts (or a failure) to
         the totals in the same message."""
         self.usage["prompt_tokens"] += prompt_tokens
@@ -327,8 +336,9 @@ class DeploymentPool:
         """Counts in the shape of ``byzerllm stat`` (blog post 002), with every request that ended
         before the call counted (the workers send what they gathered first)."""
         try:
-            await asyncio.wait_for(asyncio.gather(*(w.flush_counts.remote() for w in self.workers),
-                                                  return_exceptions=True), 1.0)
+            await asyncio.wait_for(
+                asyncio.gather(*(w.flush_counts.remote() for w in self.workers), return_exceptions=True), 1.0
+            )
         except TimeoutError:  # a worker restarting: its counts arrive later
             pass
         k = self.spec.worker_concurrency
@@ -502,6 +512,7 @@ class RayRuntime:
             if route.running:  # a starting deployment is looked up again on the next request
                 self._handles[name] = route
         return route
+
     def exists(self, name: str) -> bool:
         return name in list_deployments()
 

@@ -51,8 +51,9 @@ class DeploymentSpec:
             )
 
 
-def pick_worker(strategy: str, in_flight: list[int], last_work: list[float], capacity: int,
-                rr: Iterator[int]) -> int | None:
+def pick_worker(
+    strategy: str, in_flight: list[int], last_work: list[float], capacity: int, rr: Iterator[int]
+) -> int | None:
     """The index of the worker the next request goes to under a load-balancing strategy, among
     those with fewer than ``capacity`` requests in flight; ``None`` when every worker is full.
     ``rr`` is an endless cycle over the worker indexes (the round-robin position)."""
@@ -81,5 +82,11 @@ def mask_secrets(options: Any) -> Any:
         return [mask_secrets(v) for v in options]
     if not isinstance(options, dict):
         return options
-    return {k: (f"***{str(v)[-4:]}" if v and isinstance(v, (str, int)) and any(w in k.lower() for w in _SECRET_WORDS)
-                else mask_secrets(v)) for k, v in options.items()}
+    return {
+        k: (
+            f"***{str(v)[-4:]}"
+            if v and isinstance(v, (str, int)) and any(w in k.lower() for w in _SECRET_WORDS)
+            else mask_secrets(v)
+        )
+        for k, v in options.items()
+    }

@@ -51,8 +51,13 @@ def _sse(data: dict[str, Any]) -> str:
 class Server:
     """State of one server: the client, keys, aliases, metrics."""
 
-    def __init__(self, llm: Any, api_keys: Iterable[str] = (), aliases: dict[str, str] | None = None,
-                 request_timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        api_keys: Iterable[str] = (),
+        aliases: dict[str, str] | None = None,
+        request_timeout: float = 600.0,
+    ) -> None:
         self.llm = llm
         self.api_keys = [k.encode() for k in api_keys if k]
         self.aliases = dict(aliases or {})
@@ -87,10 +92,19 @@ def _sampling(body: Any) -> dict[str, Any]:
         raise InvalidRequestError("logprobs are not supported", param="logprobs")
     config: dict[str, Any] = {}
     max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens
-    for key, value in (("max_length", max_tokens), ("temperature", body.temperature), ("top_p", body.top_p),
-                       ("stop", body.stop), ("seed", body.seed), ("presence_penalty", body.presence_penalty),
-                       ("frequency_penalty", body.frequency_penalty), ("top_k", body.top_k), ("min_p", body.min_p),
-                       ("repetition_penalty", body.repetition_penalty), ("ignore_eos", body.ignore_eos)):
+    for key, value in (
+        ("max_length", max_tokens),
+        ("temperature", body.temperature),
+        ("top_p", body.top_p),
+        ("stop", body.stop),
+        ("seed", body.seed),
+        ("presence_penalty", body.presence_penalty),
+        ("frequency_penalty", body.frequency_penalty),
+        ("top_k", body.top_k),
+        ("min_p", body.min_p),
+        ("repetition_penalty", body.repetition_penalty),
+        ("ignore_eos", body.ignore_eos),
+    ):
         if value is not None and value != []:
             config[key] = value
     return config
@@ -121,8 +135,7 @@ def _continues(body: ChatCompletionRequest, messages: list[dict[str, Any]]) -> b
         return False
     if messages[-1]["role"] != "assistant":
         param = "continue_final_message" if body.continue_final_message else f"messages.{len(messages) - 1}.prefix"
-        raise InvalidRequestError("continuing a message needs the last message to be an assistant message",
-                                  param=param)
+        raise InvalidRequestError("continuing a message needs the last message to be an assistant message", param=param)
     return True
 
 
@@ -133,8 +146,9 @@ def _response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
     if rf.type == "json_object":
         return {"type": "json_object"}
     if rf.json_schema is None or not rf.json_schema.schema_:
-        raise InvalidRequestError("response_format.json_schema.schema is required for type json_schema",
-                                  param="response_format.json_schema")
+        raise InvalidRequestError(
+            "response_format.json_schema.schema is required for type json_schema", param="response_format.json_schema"
+        )
     return {"type": "json_schema", "json_schema": {"name": rf.json_schema.name, "schema": rf.json_schema.schema_}}
 
 
@@ -153,19 +167,36 @@ class Guard:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body_bytes:
-            response = JSONResponse(error_body(f"request body is larger than {self.max_body_bytes} bytes",
-                                               "invalid_request_error", code="request_too_large"), status_code=413)
+            response = JSONResponse(
+                error_body(
+                    f"request body is larger than {self.max_body_bytes} bytes",
+                    "invalid_request_error",
+                    code="request_too_large",
+                ),
+                status_code=413,
+            )
             return await response(scope, receive, send)
         auth = headers.get(b"authorization", b"").decode("latin-1")
         if scope["path"] not in self.OPEN_PATHS and not self.server.authorized(auth):
-            response = JSONResponse(error_body("invalid or missing API key (Authorization: Bearer <key>)",
-                                               "authentication_error", code="invalid_api_key"), status_code=401)
+            response = JSONResponse(
+                error_body(
+                    "invalid or missing API key (Authorization: Bearer <key>)",
+                    "authentication_error",
+                    code="invalid_api_key",
+                ),
+                status_code=401,
+            )
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
-def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str, str] | None = None,
-               request_timeout: float = 600.0, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    llm: Any = None,
+    api_keys: Iterable[str] = (),
+    aliases: dict[str, str] | None = None,
+    request_timeout: float = 600.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
     """The FastAPI app. ``llm`` is a connected ``ByzerLLM`` (one is made when None)."""
     if llm is None:
         from ..client import ByzerLLM
@@ -180,8 +211,9 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
     @app.exception_handler(ByzerLLMError)
     async def byzer_error(request: Request, exc: ByzerLLMError):
         srv.metrics.error(request.url.path, getattr(exc, "status_code", 500))
-        return JSONResponse(error_body(str(exc), exc.error_type, getattr(exc, "param", None)),
-                            status_code=exc.status_code)
+        return JSONResponse(
+            error_body(str(exc), exc.error_type, getattr(exc, "param", None)), status_code=exc.status_code
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -189,8 +221,9 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         param = ".".join(loc) or None
         srv.metrics.error(request.url.path, 400)
-        return JSONResponse(error_body(f"{param or 'body'}: {first.get('msg')}", "invalid_request_error", param),
-                            status_code=400)
+        return JSONResponse(
+            error_body(f"{param or 'body'}: {first.get('msg')}", "invalid_request_error", param), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -222,8 +255,16 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
                 continue  # removed meanwhile
             meta = info.get("meta") or {}
             kind = meta.get("model_type", "chat")
-            data.append({"id": name, "object": "model", "created": int(info["spec"]["created_at"]),
-                         "owned_by": "byzerllm", "kind": kind, "state": info["state"]})
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": int(info["spec"]["created_at"]),
+                    "owned_by": "byzerllm",
+                    "kind": kind,
+                    "state": info["state"],
+                }
+            )
         for alias, name in srv.aliases.items():
             data += [{**d, "id": alias} for d in data if d["id"] == name]
         return {"object": "list", "data": data}
@@ -248,38 +289,61 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
         start = time.perf_counter()
         if body.stream:
             if use_tools:
-                items = iterate_in_threadpool(llm.stream_chat_oai(messages, model=name, llm_config=config,
-                                                                  delta_mode=True, tools=tools, tool_choice=choice))
+                items = iterate_in_threadpool(
+                    llm.stream_chat_oai(
+                        messages, model=name, llm_config=config, delta_mode=True, tools=tools, tool_choice=choice
+                    )
+                )
             else:
-                items = llm.async_stream_chat_oai(messages, model=name, llm_config=config, delta_mode=True,
-                                                  extra_request_params=extra)
+                items = llm.async_stream_chat_oai(
+                    messages, model=name, llm_config=config, delta_mode=True, extra_request_params=extra
+                )
             first = await _first(items, srv)
-            return StreamingResponse(_chat_stream(srv, items, first, cid, created, body.model, start,
-                                                  body.stream_options), media_type="text/event-stream")
+            return StreamingResponse(
+                _chat_stream(srv, items, first, cid, created, body.model, start, body.stream_options),
+                media_type="text/event-stream",
+            )
         if use_tools:
-            [r] = await srv.timed(llm.async_chat_oai(messages, model=name, llm_config=config, tools=tools,
-                                                     tool_choice=choice))
+            [r] = await srv.timed(
+                llm.async_chat_oai(messages, model=name, llm_config=config, tools=tools, tool_choice=choice)
+            )
             meta = r.response.metadata
-            usage = {"input_tokens_count": r.metadata["input_tokens_count"],
-                     "generated_tokens_count": r.metadata["generated_tokens_count"]}
+            usage = {
+                "input_tokens_count": r.metadata["input_tokens_count"],
+                "generated_tokens_count": r.metadata["generated_tokens_count"],
+            }
             if r.metadata["tool_calls"]:
-                calls = [{"id": c["id"], "type": "function", "function": {
-                    "name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
-                    for c in r.metadata["tool_calls"]]
+                calls = [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)},
+                    }
+                    for c in r.metadata["tool_calls"]
+                ]
                 message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
             else:  # no valid call came out: the model's text is the answer
                 message, finish = {"role": "assistant", "content": r.response.output}, "stop"
         else:
-            [r] = await srv.timed(llm.async_chat_oai(messages, model=name, llm_config=config,
-                                                     extra_request_params=extra))
+            [r] = await srv.timed(
+                llm.async_chat_oai(messages, model=name, llm_config=config, extra_request_params=extra)
+            )
             meta = usage = r.metadata
             message, finish = {"role": "assistant", "content": r.output}, meta.get("finish_reason") or "stop"
-        srv.metrics.done("/v1/chat/completions", body.model, time.perf_counter() - start,
-                         meta.get("first_token_time"), usage)
+        srv.metrics.done(
+            "/v1/chat/completions", body.model, time.perf_counter() - start, meta.get("first_token_time"), usage
+        )
         # a response object skips FastAPI's re-encoding of a returned dict
-        return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": body.model,
-                             "choices": [{"index": 0, "message": message, "finish_reason": finish,
-                                          "logprobs": None}], "usage": _usage(usage)})
+        return JSONResponse(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": body.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": _usage(usage),
+            }
+        )
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
@@ -289,43 +353,64 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
         if len(prompts) != 1:
             raise InvalidRequestError("prompt must be one string (or a list of one)", param="prompt")
         if body.suffix or (body.best_of or 1) > 1:
-            raise InvalidRequestError("suffix and best_of are not supported", param="suffix" if body.suffix
-                                      else "best_of")
+            raise InvalidRequestError(
+                "suffix and best_of are not supported", param="suffix" if body.suffix else "best_of"
+            )
         cid, created, start = "cmpl-" + uuid.uuid4().hex, _now(), time.perf_counter()
         if body.stream:
             items = llm.async_stream_completion(prompts[0], model=name, llm_config=config, extra_request_params=extra)
             first = await _first(items, srv)
-            return StreamingResponse(_completion_stream(srv, items, first, cid, created, body.model, start,
-                                                        body.stream_options), media_type="text/event-stream")
-        r = await srv.timed(llm.async_completion(prompts[0], model=name, llm_config=config,
-                                                 extra_request_params=extra))
-        srv.metrics.done("/v1/completions", body.model, time.perf_counter() - start,
-                         r.metadata.get("first_token_time"), r.metadata)
+            return StreamingResponse(
+                _completion_stream(srv, items, first, cid, created, body.model, start, body.stream_options),
+                media_type="text/event-stream",
+            )
+        r = await srv.timed(llm.async_completion(prompts[0], model=name, llm_config=config, extra_request_params=extra))
+        srv.metrics.done(
+            "/v1/completions", body.model, time.perf_counter() - start, r.metadata.get("first_token_time"), r.metadata
+        )
         text = (prompts[0] if body.echo else "") + r.output
-        return {"id": cid, "object": "text_completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": r.metadata["finish_reason"],
-                             "logprobs": None}], "usage": _usage(r.metadata)}
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "text": text, "finish_reason": r.metadata["finish_reason"], "logprobs": None}],
+            "usage": _usage(r.metadata),
+        }
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
         name = srv.deployment(body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or not all(isinstance(t, str) for t in texts):
-            raise InvalidRequestError("input must be a string or a non-empty list of strings (token arrays are "
-                                      "not supported)", param="input")
+            raise InvalidRequestError(
+                "input must be a string or a non-empty list of strings (token arrays are not supported)", param="input"
+            )
         start = time.perf_counter()
         out = await srv.timed(llm.async_emb(name, texts))
         dim = len(out[0].output)
         if body.dimensions is not None and body.dimensions != dim:
             raise InvalidRequestError(f"dimensions must be {dim} for {body.model}", param="dimensions")
         tokens = out[0].metadata["input_tokens_count"]
-        srv.metrics.done("/v1/embeddings", body.model, time.perf_counter() - start, None,
-                         {"input_tokens_count": tokens})
-        data = [{"object": "embedding", "index": i,
-                 "embedding": r.output if body.encoding_format == "float" else
-                 base64.b64encode(struct.pack(f"<{dim}f", *r.output)).decode()} for i, r in enumerate(out)]
-        return {"object": "list", "data": data, "model": body.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        srv.metrics.done(
+            "/v1/embeddings", body.model, time.perf_counter() - start, None, {"input_tokens_count": tokens}
+        )
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": r.output
+                if body.encoding_format == "float"
+                else base64.b64encode(struct.pack(f"<{dim}f", *r.output)).decode(),
+            }
+            for i, r in enumerate(out)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     @app.post("/v1/rerank")
     async def rerank(body: RerankRequest):
@@ -339,8 +424,14 @@ def create_app(llm: Any = None, api_keys: Iterable[str] = (), aliases: dict[str,
         order = sorted(range(len(docs)), key=lambda i: scores[i], reverse=True)[: body.top_n or len(docs)]
         tokens = out.metadata["input_tokens_count"]
         srv.metrics.done("/v1/rerank", body.model, time.perf_counter() - start, None, {"input_tokens_count": tokens})
-        results = [{"index": i, "relevance_score": scores[i], **({"document": {"text": docs[i]}}
-                                                                 if body.return_documents else {})} for i in order]
+        results = [
+            {
+                "index": i,
+                "relevance_score": scores[i],
+                **({"document": {"text": docs[i]}} if body.return_documents else {}),
+            }
+            for i in order
+        ]
         return {"model": body.model, "results": results, "usage": {"total_tokens": tokens}}
 
     return app
@@ -368,8 +459,18 @@ async def _relay(items: AsyncIterator, first) -> AsyncIterator:
         await items.aclose()
 
 
-async def _sse_stream(srv: Server, endpoint: str, items: AsyncIterator, first, base: dict[str, Any], start: float,
-                      options, head: dict | None, piece, last) -> AsyncIterator[str]:
+async def _sse_stream(
+    srv: Server,
+    endpoint: str,
+    items: AsyncIterator,
+    first,
+    base: dict[str, Any],
+    start: float,
+    options,
+    head: dict | None,
+    piece,
+    last,
+) -> AsyncIterator[str]:
     """SSE events: ``head`` (if any), ``piece(text, meta)`` per item (None skips it), the final
     chunk ``last(finish_reason)`` with usage, the usage-only chunk when asked, ``[DONE]``."""
     if head is not None:
@@ -395,8 +496,9 @@ async def _sse_stream(srv: Server, endpoint: str, items: AsyncIterator, first, b
     srv.metrics.done(endpoint, base["model"], time.perf_counter() - start, ttft, stats)
 
 
-def _chat_stream(srv: Server, items: AsyncIterator, first, cid: str, created: int, model: str, start: float,
-                 options) -> AsyncIterator[str]:
+def _chat_stream(
+    srv: Server, items: AsyncIterator, first, cid: str, created: int, model: str, start: float, options
+) -> AsyncIterator[str]:
     def piece(text: str, meta) -> dict | None:
         if meta.tool_calls:
             return {"index": 0, "delta": {"tool_calls": meta.tool_calls}, "finish_reason": None}
@@ -404,15 +506,36 @@ def _chat_stream(srv: Server, items: AsyncIterator, first, cid: str, created: in
 
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     head = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-    return _sse_stream(srv, "/v1/chat/completions", items, first, base, start, options, head, piece,
-                       lambda finish: {"index": 0, "delta": {}, "finish_reason": finish})
+    return _sse_stream(
+        srv,
+        "/v1/chat/completions",
+        items,
+        first,
+        base,
+        start,
+        options,
+        head,
+        piece,
+        lambda finish: {"index": 0, "delta": {}, "finish_reason": finish},
+    )
 
 
-def _completion_stream(srv: Server, items: AsyncIterator, first, cid: str, created: int, model: str,
-                       start: float, options) -> AsyncIterator[str]:
+def _completion_stream(
+    srv: Server, items: AsyncIterator, first, cid: str, created: int, model: str, start: float, options
+) -> AsyncIterator[str]:
     def piece(text: str, meta) -> dict | None:
         return {"index": 0, "text": text, "finish_reason": None, "logprobs": None} if text else None
 
     base = {"id": cid, "object": "text_completion", "created": created, "model": model}
-    return _sse_stream(srv, "/v1/completions", items, first, base, start, options, None, piece,
-                       lambda finish: {"index": 0, "text": "", "finish_reason": finish, "logprobs": None})
+    return _sse_stream(
+        srv,
+        "/v1/completions",
+        items,
+        first,
+        base,
+        start,
+        options,
+        None,
+        piece,
+        lambda finish: {"index": 0, "text": "", "finish_reason": finish, "logprobs": None},
+    )

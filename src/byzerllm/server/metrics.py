@@ -14,14 +14,24 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("byzerllm_requests", "Requests served", ["endpoint", "model"],
-                                registry=self.registry)
-        self.errors = Counter("byzerllm_request_errors", "Requests that ended in an error", ["endpoint", "status"],
-                              registry=self.registry)
-        self.latency = Histogram("byzerllm_request_latency_seconds", "Request latency", ["endpoint", "model"],
-                                 buckets=_BUCKETS, registry=self.registry)
-        self.ttft = Histogram("byzerllm_time_to_first_token_seconds", "Time to first token", ["model"],
-                              buckets=_BUCKETS, registry=self.registry)
+        self.requests = Counter("byzerllm_requests", "Requests served", ["endpoint", "model"], registry=self.registry)
+        self.errors = Counter(
+            "byzerllm_request_errors", "Requests that ended in an error", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "byzerllm_request_latency_seconds",
+            "Request latency",
+            ["endpoint", "model"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "byzerllm_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.tokens = Counter("byzerllm_tokens", "Tokens processed", ["model", "kind"], registry=self.registry)
 
     def done(self, endpoint: str, model: str, seconds: float, ttft: float | None, usage: dict[str, Any]) -> None:

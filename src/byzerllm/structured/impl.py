@@ -93,8 +93,14 @@ def _classes(tp: Any) -> list[str]:
 
 def impl_prompt(fn: Callable, instruction: str | None) -> str:
     tp = return_type(fn)
-    lines = ["Write the body of this Python function so that it does what its docstring says.", "",
-             "```python", function_source(fn), "```", ""]
+    lines = [
+        "Write the body of this Python function so that it does what its docstring says.",
+        "",
+        "```python",
+        function_source(fn),
+        "```",
+        "",
+    ]
     if tp is not Any and tp is not None:
         schema = json.dumps(json_schema_for(tp), ensure_ascii=False)
         name = getattr(tp, "__name__", "the value")
@@ -102,8 +108,15 @@ def impl_prompt(fn: Callable, instruction: str | None) -> str:
         lines.append(f"It returns {name}, a value of this JSON schema: {schema}.{build}")
     if instruction:
         lines.append(instruction)
-    lines += ["Use only the Python standard library; datetime is imported. For example:", "",
-              "```python", _EXAMPLE, "```", "", "Reply with the whole function in one ```python block."]
+    lines += [
+        "Use only the Python standard library; datetime is imported. For example:",
+        "",
+        "```python",
+        _EXAMPLE,
+        "```",
+        "",
+        "Reply with the whole function in one ```python block.",
+    ]
     return "\n".join(lines)
 
 
@@ -117,8 +130,10 @@ _EXAMPLE = '''def days_ago(n: int) -> Day:
 def signature_line(fn: Callable) -> str:
     """``def name(params) -> Return:``, the line the model's answer starts with (prefilled)."""
     sig = inspect.signature(fn)
-    params = ", ".join(p.name + (f": {_type_name(p.annotation)}" if p.annotation is not p.empty else "")
-                       for p in sig.parameters.values())
+    params = ", ".join(
+        p.name + (f": {_type_name(p.annotation)}" if p.annotation is not p.empty else "")
+        for p in sig.parameters.values()
+    )
     ret = "" if sig.return_annotation is sig.empty else f" -> {_type_name(sig.return_annotation)}"
     return f"def {fn.__name__}({params}){ret}:\n"
 
@@ -134,8 +149,11 @@ def validate_result(fn: Callable, value: Any) -> tuple[Any, str]:
     try:
         return pydantic.TypeAdapter(tp).validate_python(value), ""
     except pydantic.ValidationError as exc:
-        return None, f"the generated function returned {json.dumps(value, ensure_ascii=False)[:200]}, " \
-                     f"which is not a valid {getattr(tp, '__name__', tp)}: {exc}"
+        return (
+            None,
+            f"the generated function returned {json.dumps(value, ensure_ascii=False)[:200]}, "
+            f"which is not a valid {getattr(tp, '__name__', tp)}: {exc}",
+        )
 
 
 def execute(fn: Callable, code: str, kwargs: dict[str, Any], timeout: float = 10.0) -> tuple[Any, str]:
@@ -146,8 +164,14 @@ def execute(fn: Callable, code: str, kwargs: dict[str, Any], timeout: float = 10
     return validate_result(fn, value)
 
 
-def impl_plan(fn: Callable, kwargs: dict[str, Any], instruction: str | None, llm_config: dict[str, Any],
-              format_func: Callable[[str, str | None], str] | None = None, execute_code: bool = True) -> Plan:
+def impl_plan(
+    fn: Callable,
+    kwargs: dict[str, Any],
+    instruction: str | None,
+    llm_config: dict[str, Any],
+    format_func: Callable[[str, str | None], str] | None = None,
+    execute_code: bool = True,
+) -> Plan:
     """Ask for the code, run it on ``kwargs``; one re-ask carrying the error.
     Returns ``(value, code, reason)``."""
     prompt = format_func(function_source(fn), instruction) if format_func else impl_prompt(fn, instruction)
@@ -169,9 +193,12 @@ def impl_plan(fn: Callable, kwargs: dict[str, Any], instruction: str | None, llm
             if not reason:
                 return value, code, ""
         if attempt == 0:
-            messages = [messages[0], {"role": "assistant", "content": f"```python\n{code}\n```"},
-                        {"role": "user", "content": f"{reason}\nFix the function."},
-                        {"role": "assistant", "content": start}]
+            messages = [
+                messages[0],
+                {"role": "assistant", "content": f"```python\n{code}\n```"},
+                {"role": "user", "content": f"{reason}\nFix the function."},
+                {"role": "assistant", "content": start},
+            ]
     return None, code, reason
 
 

@@ -28,8 +28,9 @@ STRATEGIES = ("auto", "native", "constrained", "prompt")
 def pick_strategy(meta: dict[str, Any], forced: str = "auto", for_tools: bool = False) -> str:
     """``native`` (the provider's own tool calling; tools only), ``constrained`` or ``prompt``."""
     if forced not in STRATEGIES:
-        raise InvalidRequestError(f"structured strategy {forced!r} is unknown; accepted: {', '.join(STRATEGIES)}",
-                                  param="strategy")
+        raise InvalidRequestError(
+            f"structured strategy {forced!r} is unknown; accepted: {', '.join(STRATEGIES)}", param="strategy"
+        )
     if forced != "auto":
         return forced if forced != "native" or for_tools else pick_strategy(meta, "auto")
     if for_tools and meta.get("support_tool_calls"):
@@ -50,8 +51,13 @@ def _with_system(conversations: list[dict[str, Any]], text: str) -> list[dict[st
     return [{"role": "system", "content": text}, *conversations]
 
 
-def _json_plan(messages: list[dict[str, Any]], schema: dict[str, Any], strategy: str, llm_config: dict[str, Any],
-               validate: Callable[[Any], Any]) -> Plan:
+def _json_plan(
+    messages: list[dict[str, Any]],
+    schema: dict[str, Any],
+    strategy: str,
+    llm_config: dict[str, Any],
+    validate: Callable[[Any], Any],
+) -> Plan:
     """Ask for JSON of ``schema``; ``validate(parsed)`` returns the value or raises
     ``OutputParseError``. Returns ``(value, text, reason)``."""
     extra = {}
@@ -75,14 +81,17 @@ def _json_plan(messages: list[dict[str, Any]], schema: dict[str, Any], strategy:
             # again (a new seed when one was given) rather than show the model its loop
             llm_config = resampled(llm_config)
         elif attempt == 0:
-            messages = [*messages, {"role": "assistant", "content": text},
-                        {"role": "user", "content": f"{error}\nReply again with only the corrected JSON."}]
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": f"{error}\nReply again with only the corrected JSON."},
+            ]
     return None, text, error
 
 
 def _native_plan(conversations: list[dict[str, Any]], tools: list[Tool], llm_config: dict[str, Any]) -> Plan:
     """The provider calls the tool itself; its arguments are still validated, with one re-ask."""
-    choice: Any = ("required" if len(tools) > 1 else {"type": "function", "function": {"name": tools[0].name}})
+    choice: Any = "required" if len(tools) > 1 else {"type": "function", "function": {"name": tools[0].name}}
     extra = {"tools": [t.openai() for t in tools], "tool_choice": choice}
     messages, reason, text = conversations, "", ""
     for attempt in (0, 1):
@@ -101,20 +110,29 @@ def _native_plan(conversations: list[dict[str, Any]], tools: list[Tool], llm_con
             except (OutputParseError, json.JSONDecodeError) as exc:
                 reason = str(exc)
         if attempt == 0:
-            messages = [*conversations, {"role": "assistant", "content": text or json.dumps(calls)},
-                        {"role": "user", "content": f"{reason}\nCall one of the tools with valid arguments."}]
+            messages = [
+                *conversations,
+                {"role": "assistant", "content": text or json.dumps(calls)},
+                {"role": "user", "content": f"{reason}\nCall one of the tools with valid arguments."},
+            ]
     return None, text, reason
 
 
-def tool_call_plan(conversations: list[dict[str, Any]], tools: list[Tool], strategy: str,
-                   llm_config: dict[str, Any], format_func: Callable[[list[dict]], str] | None = None) -> Plan:
+def tool_call_plan(
+    conversations: list[dict[str, Any]],
+    tools: list[Tool],
+    strategy: str,
+    llm_config: dict[str, Any],
+    format_func: Callable[[list[dict]], str] | None = None,
+) -> Plan:
     """Returns ``(ToolCall | None, text, reason)``."""
     if strategy == "native":
         return (yield from _native_plan(conversations, tools, llm_config))
     instruction = format_func([t.openai() for t in tools]) if format_func else tools_prompt(tools)
     messages = _with_system(conversations, instruction)
-    call, text, reason = yield from _json_plan(messages, call_schema(tools), strategy, llm_config,
-                                               lambda data: parse_call(tools, data))
+    call, text, reason = yield from _json_plan(
+        messages, call_schema(tools), strategy, llm_config, lambda data: parse_call(tools, data)
+    )
     return call, text, reason
 
 
@@ -124,8 +142,9 @@ def _class_validator(response_class: Any) -> tuple[dict[str, Any], Callable[[Any
             schema = json.loads(response_class)
             jsonschema.Draft202012Validator.check_schema(schema)
         except (json.JSONDecodeError, jsonschema.SchemaError) as exc:
-            raise InvalidRequestError(f"response_class is a string but not a JSON schema: {exc}",
-                                      param="response_class") from None
+            raise InvalidRequestError(
+                f"response_class is a string but not a JSON schema: {exc}", param="response_class"
+            ) from None
 
         def validate(data: Any) -> Any:
             try:
@@ -137,22 +156,34 @@ def _class_validator(response_class: Any) -> tuple[dict[str, Any], Callable[[Any
         return schema, validate
     if isinstance(response_class, type) and issubclass(response_class, pydantic.BaseModel):
         return json_schema_for(response_class), lambda data: parse_as(response_class, json.dumps(data))
-    raise InvalidRequestError("response_class must be a pydantic model class or a JSON schema string",
-                              param="response_class")
+    raise InvalidRequestError(
+        "response_class must be a pydantic model class or a JSON schema string", param="response_class"
+    )
 
 
-def class_plan(conversations: list[dict[str, Any]], response_class: Any, after_chat: bool, strategy: str,
-               llm_config: dict[str, Any], format_func: Callable[[dict], str] | None = None) -> Plan:
+def class_plan(
+    conversations: list[dict[str, Any]],
+    response_class: Any,
+    after_chat: bool,
+    strategy: str,
+    llm_config: dict[str, Any],
+    format_func: Callable[[dict], str] | None = None,
+) -> Plan:
     """Returns ``(value | None, text, reason)``. With ``after_chat`` the model first answers in
     prose, then that answer is turned into the schema in a second request."""
     schema, validate = _class_validator(response_class)
-    instruction = (format_func(schema) if format_func else
-                   "Reply with only a JSON object, no other text, that matches this JSON schema:\n"
-                   + json.dumps(schema, ensure_ascii=False))
+    instruction = (
+        format_func(schema)
+        if format_func
+        else "Reply with only a JSON object, no other text, that matches this JSON schema:\n"
+        + json.dumps(schema, ensure_ascii=False)
+    )
     if after_chat:
         answer = yield Call(conversations, dict(llm_config))
-        messages = [{"role": "system", "content": instruction},
-                    {"role": "user", "content": "Put the following answer into the JSON object.\n\n" + answer.output}]
+        messages = [
+            {"role": "system", "content": instruction},
+            {"role": "user", "content": "Put the following answer into the JSON object.\n\n" + answer.output},
+        ]
     else:
         messages = _with_system(conversations, instruction)
     value, text, reason = yield from _json_plan(messages, schema, strategy, llm_config, validate)

@@ -34,8 +34,9 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 name = ref.rsplit("/", 1)[1]
                 if name in seen:
-                    raise InvalidRequestError(f"schema type {name!r} is recursive; it cannot be inlined",
-                                              param="schema")
+                    raise InvalidRequestError(
+                        f"schema type {name!r} is recursive; it cannot be inlined", param="schema"
+                    )
                 rest = {k: v for k, v in node.items() if k != "$ref"}
                 return {**walk(defs[name], (*seen, name)), **walk(rest, seen)}
             return {k: walk(v, seen) for k, v in node.items() if k != "$defs"}
@@ -94,5 +95,6 @@ def parse_as(tp: Any, text: str) -> Any:
     try:
         return _adapter(tp).validate_json(raw)
     except pydantic.ValidationError as exc:
-        raise OutputParseError(f"the model output does not match {getattr(tp, '__name__', tp)}: {exc}",
-                               output=text) from None
+        raise OutputParseError(
+            f"the model output does not match {getattr(tp, '__name__', tp)}: {exc}", output=text
+        ) from None

@@ -50,29 +50,33 @@ def _without_schema(call: Call) -> Call:
 
 def _send(client: Any, model: str, call: Call) -> LLMResponse:
     try:
-        [resp] = client.chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                 extra_request_params=call.extra)
+        [resp] = client.chat_oai(
+            call.messages, model=model, llm_config=call.llm_config, extra_request_params=call.extra
+        )
     except UpstreamError as exc:
         if not _schema_refused(call, exc):
             raise
         client.forget_response_format(model, "json_schema")
         call = _without_schema(call)
-        [resp] = client.chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                 extra_request_params=call.extra)
+        [resp] = client.chat_oai(
+            call.messages, model=model, llm_config=call.llm_config, extra_request_params=call.extra
+        )
     return resp
 
 
 async def _asend(client: Any, model: str, call: Call) -> LLMResponse:
     try:
-        [resp] = await client.async_chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                             extra_request_params=call.extra)
+        [resp] = await client.async_chat_oai(
+            call.messages, model=model, llm_config=call.llm_config, extra_request_params=call.extra
+        )
     except UpstreamError as exc:
         if not _schema_refused(call, exc):
             raise
         client.forget_response_format(model, "json_schema")
         call = _without_schema(call)
-        [resp] = await client.async_chat_oai(call.messages, model=model, llm_config=call.llm_config,
-                                             extra_request_params=call.extra)
+        [resp] = await client.async_chat_oai(
+            call.messages, model=model, llm_config=call.llm_config, extra_request_params=call.extra
+        )
     return resp
 
 

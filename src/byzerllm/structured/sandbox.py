@@ -94,8 +94,14 @@ def _limits(memory_mb: int, cpu_seconds: int) -> None:
         libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET)  # unprivileged kernels; the audit hook stays either way
 
 
-def run_function(code: str, func: str, kwargs: dict[str, Any], classes: list[str] | None = None,
-                 timeout: float = 10.0, memory_mb: int = 512) -> tuple[Any, str]:
+def run_function(
+    code: str,
+    func: str,
+    kwargs: dict[str, Any],
+    classes: list[str] | None = None,
+    timeout: float = 10.0,
+    memory_mb: int = 512,
+) -> tuple[Any, str]:
     """Define ``code`` in a sandboxed Python process and call ``func(**kwargs)``.
 
     The modules datetime, math, re and json are already imported in the code's namespace (small
@@ -107,12 +113,22 @@ def run_function(code: str, func: str, kwargs: dict[str, Any], classes: list[str
     """
     payload = json.dumps({"code": code, "func": func, "kwargs": kwargs, "classes": classes or []})
     with tempfile.TemporaryDirectory(prefix="byzerllm-sandbox-") as folder:
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": folder, "TMPDIR": folder, "PYTHONHASHSEED": "0",
-               "LANG": "C.UTF-8"}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": folder,
+            "TMPDIR": folder,
+            "PYTHONHASHSEED": "0",
+            "LANG": "C.UTF-8",
+        }
         try:
             proc = subprocess.run(
-                [sys.executable, "-I", "-c", _BOOTSTRAP], input=payload, capture_output=True, text=True,
-                timeout=timeout, cwd=folder, env=env,
+                [sys.executable, "-I", "-c", _BOOTSTRAP],
+                input=payload,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=folder,
+                env=env,
                 preexec_fn=lambda: _limits(memory_mb, max(1, int(timeout))),
             )
         except subprocess.TimeoutExpired:

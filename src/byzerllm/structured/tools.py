@@ -37,8 +37,10 @@ class Tool:
 
     def openai(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
     def validate(self, arguments: Any) -> dict[str, Any]:
         """Validated (and, for callables, coerced) arguments. Raises ``OutputParseError``."""
@@ -113,8 +115,9 @@ def _from_schema(spec: dict[str, Any]) -> Tool:
     try:
         jsonschema.Draft202012Validator.check_schema(params)
     except jsonschema.SchemaError as exc:
-        raise InvalidRequestError(f"parameters of tool {fn['name']!r} are not a JSON schema: {exc.message}",
-                                  param="tools") from None
+        raise InvalidRequestError(
+            f"parameters of tool {fn['name']!r} are not a JSON schema: {exc.message}", param="tools"
+        ) from None
     return Tool(fn["name"], fn.get("description", ""), params)
 
 
@@ -122,8 +125,16 @@ def to_tools(tools: list[Any]) -> list[Tool]:
     """Tools from callables and OpenAI-format schemas. Raises ``InvalidRequestError``."""
     if not isinstance(tools, list) or not tools:
         raise InvalidRequestError("tools must be a non-empty list of callables or tool schemas", param="tools")
-    out = [t if isinstance(t, Tool) else _from_schema(t) if isinstance(t, dict) else _from_callable(t)
-           if callable(t) else None for t in tools]
+    out = [
+        t
+        if isinstance(t, Tool)
+        else _from_schema(t)
+        if isinstance(t, dict)
+        else _from_callable(t)
+        if callable(t)
+        else None
+        for t in tools
+    ]
     if None in out:
         raise InvalidRequestError("tools must be callables or OpenAI tool schemas", param="tools")
     names = [t.name for t in out]
@@ -151,8 +162,12 @@ def call_schema(tools: list[Tool]) -> dict[str, Any]:
     """The JSON schema of one call: ``{"name": <a tool>, "arguments": {...}}``, one branch per
     tool, so that a grammar admits only well-formed calls of existing tools."""
     branches = [
-        {"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-         "required": ["name", "arguments"], "additionalProperties": False}
+        {
+            "type": "object",
+            "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
         for t in tools
     ]
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
@@ -160,8 +175,11 @@ def call_schema(tools: list[Tool]) -> dict[str, Any]:
 
 def tools_prompt(tools: list[Tool]) -> str:
     """The system text that describes the tools and the reply format."""
-    lines = ["You can call one of these functions. Reply with only a JSON object "
-             '{"name": <function name>, "arguments": {<argument>: <value>}} and no other text.', ""]
+    lines = [
+        "You can call one of these functions. Reply with only a JSON object "
+        '{"name": <function name>, "arguments": {<argument>: <value>}} and no other text.',
+        "",
+    ]
     for t in tools:
         lines.append(f"- {t.name}: {t.description}")
         lines.append(f"  arguments (JSON schema): {json.dumps(t.parameters, ensure_ascii=False)}")

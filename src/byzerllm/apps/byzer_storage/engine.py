@@ -51,8 +51,11 @@ def check_fusion(name: str) -> str:
     """Return ``name`` when it is one of ``FUSIONS``; raise ``StorageError`` (``param="fusion"``)
     listing the accepted values otherwise."""
     if not isinstance(name, str) or name not in FUSIONS:
-        raise StorageError(f"field 'fusion': unknown fusion {name!r}; accepted: {', '.join(FUSIONS)}",
-                           param="fusion", accepted=list(FUSIONS))
+        raise StorageError(
+            f"field 'fusion': unknown fusion {name!r}; accepted: {', '.join(FUSIONS)}",
+            param="fusion",
+            accepted=list(FUSIONS),
+        )
     return name
 
 
@@ -73,8 +76,9 @@ class FieldSpec:
     def __post_init__(self) -> None:
         check_name("field", self.name)
         if self.kind not in KINDS:
-            raise StorageError(f"field {self.name!r}: unknown kind {self.kind!r}; accepted: {', '.join(KINDS)}",
-                               param=self.name)
+            raise StorageError(
+                f"field {self.name!r}: unknown kind {self.kind!r}; accepted: {', '.join(KINDS)}", param=self.name
+            )
         if self.analyze and self.kind != "string":
             raise StorageError(f"field {self.name!r}: ANALYZE needs a STRING field, not {self.kind}", param=self.name)
         if self.sort and self.kind not in SCALAR_KINDS:
@@ -91,8 +95,9 @@ class TableSchema:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise StorageError(f"unknown distance metric {self.metric!r}; accepted: {', '.join(METRICS)}",
-                               param="metric")
+            raise StorageError(
+                f"unknown distance metric {self.metric!r}; accepted: {', '.join(METRICS)}", param="metric"
+            )
         names = [f.name for f in self.fields]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -111,8 +116,9 @@ class TableSchema:
         for f in self.fields:
             if f.name == name:
                 return f
-        raise UnknownFieldError(f"unknown field {name!r}; the table has: {', '.join(self.names)}",
-                                param=name, accepted=self.names)
+        raise UnknownFieldError(
+            f"unknown field {name!r}; the table has: {', '.join(self.names)}", param=name, accepted=self.names
+        )
 
     def of_kind(self, *kinds: str) -> list[FieldSpec]:
         return [f for f in self.fields if f.kind in kinds]

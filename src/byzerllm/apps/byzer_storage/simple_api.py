@@ -105,31 +105,43 @@ class SchemaBuilder:
 
     def _add(self, name: str, kind: str, options: list[FieldOption] | None, type_text: str) -> SchemaBuilder:
         opts = {_enum(o, FieldOption, "FieldOption", name) for o in (options or [])}
-        self.fields.append(FieldSpec(name, kind, analyze=FieldOption.ANALYZE in opts, sort=FieldOption.SORT in opts,
-                                     no_index=FieldOption.NO_INDEX in opts, type_text=type_text))
+        self.fields.append(
+            FieldSpec(
+                name,
+                kind,
+                analyze=FieldOption.ANALYZE in opts,
+                sort=FieldOption.SORT in opts,
+                no_index=FieldOption.NO_INDEX in opts,
+                type_text=type_text,
+            )
+        )
         return self
 
     def add_field(self, name: str, data_type: DataType, options: list[FieldOption] | None = None) -> SchemaBuilder:
         dt = _enum(data_type, DataType, "DataType", name)
         if dt in (DataType.ARRAY, DataType.MAP, DataType.STRUCT):
-            raise StorageError(f"field {name!r}: use add_array_field / add_map_field / add_struct_field for "
-                               f"{dt.name}", param=name)
+            raise StorageError(
+                f"field {name!r}: use add_array_field / add_map_field / add_struct_field for {dt.name}", param=name
+            )
         return self._add(name, dt.value, options, dt.value)
 
-    def add_array_field(self, name: str, element_type: DataType,
-                        options: list[FieldOption] | None = None) -> SchemaBuilder:
+    def add_array_field(
+        self, name: str, element_type: DataType, options: list[FieldOption] | None = None
+    ) -> SchemaBuilder:
         et = _enum(element_type, DataType, "DataType", name)
         kind = "vector" if et in (DataType.FLOAT, DataType.DOUBLE) else "json"
         return self._add(name, kind, options, f"array({et.value})")
 
-    def add_map_field(self, name: str, key_type: DataType, value_type: DataType,
-                      options: list[FieldOption] | None = None) -> SchemaBuilder:
+    def add_map_field(
+        self, name: str, key_type: DataType, value_type: DataType, options: list[FieldOption] | None = None
+    ) -> SchemaBuilder:
         kt = _enum(key_type, DataType, "DataType", name)
         vt = _enum(value_type, DataType, "DataType", name)
         return self._add(name, "json", options, f"map({kt.value},{vt.value})")
 
-    def add_struct_field(self, name: str, struct_builder: SchemaBuilder,
-                         options: list[FieldOption] | None = None) -> SchemaBuilder:
+    def add_struct_field(
+        self, name: str, struct_builder: SchemaBuilder, options: list[FieldOption] | None = None
+    ) -> SchemaBuilder:
         return self._add(name, "json", options, struct_builder.build())
 
     def build(self) -> str:
@@ -160,30 +172,40 @@ class WriteBuilder:
         self.data: list[dict[str, Any]] = []
         self._vector_fields: set[str] = set()
 
-    def add_item(self, item: dict[str, Any], vector_fields: list[str] | None = None,
-                 search_fields: list[str] | None = None) -> WriteBuilder:
+    def add_item(
+        self, item: dict[str, Any], vector_fields: list[str] | None = None, search_fields: list[str] | None = None
+    ) -> WriteBuilder:
         return self.add_items([item], vector_fields, search_fields)
 
-    def add_items(self, items: list[dict[str, Any]], vector_fields: list[str] | None = None,
-                  search_fields: list[str] | None = None) -> WriteBuilder:
+    def add_items(
+        self,
+        items: list[dict[str, Any]],
+        vector_fields: list[str] | None = None,
+        search_fields: list[str] | None = None,
+    ) -> WriteBuilder:
         if not vector_fields and not search_fields:
             raise StorageError("at least one of vector_fields or search_fields is required", param="vector_fields")
         schema = self.storage.engine.get_schema(self.storage.table)
         for name in vector_fields or []:
             if schema.field(name).kind != "vector":
-                raise StorageError(f"field {name!r} in vector_fields is not a vector field "
-                                   "(declare it with add_array_field(name, DataType.FLOAT))", param=name)
+                raise StorageError(
+                    f"field {name!r} in vector_fields is not a vector field "
+                    "(declare it with add_array_field(name, DataType.FLOAT))",
+                    param=name,
+                )
         for name in search_fields or []:
             if not schema.field(name).analyze:
-                raise StorageError(f"field {name!r} in search_fields is not a full-text field "
-                                   "(declare it with FieldOption.ANALYZE)", param=name)
+                raise StorageError(
+                    f"field {name!r} in search_fields is not a full-text field (declare it with FieldOption.ANALYZE)",
+                    param=name,
+                )
         self._vector_fields.update(vector_fields or [])
         self.data.extend(dict(item) for item in items)
         return self
 
     def execute(self) -> bool:
         for start in range(0, len(self.data), self.batch_size):
-            batch = self.data[start:start + self.batch_size]
+            batch = self.data[start : start + self.batch_size]
             for name in self._vector_fields:
                 texts = [(i, row[name]) for i, row in enumerate(batch) if isinstance(row.get(name), str)]
                 if texts:
@@ -298,10 +320,19 @@ class QueryBuilder:
 
     def request(self) -> SearchRequest:
         has_vector = self.vector is not None and len(self.vector) > 0
-        return SearchRequest(vector=self.vector if has_vector else None, vector_field=self.vector_field,
-                             keyword=self.keyword, search_fields=self.search_fields, filter=self.filters,
-                             sorts=self.sorts, limit=self.limit, fields=self.fields, candidates=self.candidates,
-                             rrf_k=self.rrf_k, fusion=self.fusion)
+        return SearchRequest(
+            vector=self.vector if has_vector else None,
+            vector_field=self.vector_field,
+            keyword=self.keyword,
+            search_fields=self.search_fields,
+            filter=self.filters,
+            sorts=self.sorts,
+            limit=self.limit,
+            fields=self.fields,
+            candidates=self.candidates,
+            rrf_k=self.rrf_k,
+            fusion=self.fusion,
+        )
 
     def execute(self) -> list[dict[str, Any]]:
         return self.storage.engine.search(self.storage.table, self.request())
@@ -324,8 +355,16 @@ class ByzerStorage:
     embedded SQLite one. Raises ``StorageError`` for invalid names.
     """
 
-    def __init__(self, cluster_name: str | None, database: str, table: str, base_dir: str | None = None,
-                 ray_address: str = "auto", emb_model: str = "emb", engine: StorageEngine | None = None) -> None:
+    def __init__(
+        self,
+        cluster_name: str | None,
+        database: str,
+        table: str,
+        base_dir: str | None = None,
+        ray_address: str = "auto",
+        emb_model: str = "emb",
+        engine: StorageEngine | None = None,
+    ) -> None:
         self.cluster_name = cluster_name or DEFAULT_CLUSTER
         self.database = check_name("database", database)
         self.table = check_name("table", table)
@@ -410,8 +449,15 @@ class LocalByzerStorage(ByzerStorage):
     (SQLite in ``database_path(cluster_name, database)``), so there is no server to reach: ``host``
     and ``port`` are kept and not used. Methods and errors as ``ByzerStorage``."""
 
-    def __init__(self, cluster_name: str | None, database: str, table: str, host: str = "localhost",
-                 port: int = 33333, emb_llm: Any = None) -> None:
+    def __init__(
+        self,
+        cluster_name: str | None,
+        database: str,
+        table: str,
+        host: str = "localhost",
+        port: int = 33333,
+        emb_llm: Any = None,
+    ) -> None:
         super().__init__(cluster_name, database, table)
         self.host, self.port = host, port
         self._llm = emb_llm

@@ -44,8 +44,14 @@ from .fusion import convex, rrf
 from .vector_index import IVF_MIN_ROWS, VectorIndex
 
 RID = '"$rid"'
-SQL_TYPES = {"string": "TEXT", "long": "INTEGER", "float": "REAL", "double": "REAL", "boolean": "INTEGER",
-             "json": "TEXT"}
+SQL_TYPES = {
+    "string": "TEXT",
+    "long": "INTEGER",
+    "float": "REAL",
+    "double": "REAL",
+    "boolean": "INTEGER",
+    "json": "TEXT",
+}
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 FTS_BUDGET = 3000  # postings BM25 scores per query before common terms are left out (~6 ms)
 
@@ -55,8 +61,9 @@ def _sqlite():
     try:
         import pysqlite3.dbapi2 as sqlite3
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the embedded store needs `pip install byzerllm[storage]` (pysqlite3-binary, "
-                          "sqlite-vec, jieba)") from exc
+        raise ImportError(
+            "the embedded store needs `pip install byzerllm[storage]` (pysqlite3-binary, sqlite-vec, jieba)"
+        ) from exc
     return sqlite3
 
 
@@ -92,8 +99,15 @@ class SqliteEngine(StorageEngine):
     before the most frequent query terms are left out (see ``_affordable_terms``; 0 = never).
     """
 
-    def __init__(self, path: str | Path, timeout: float = 30.0, vector_cache: bool = True,
-                 fts_budget: int = FTS_BUDGET, ivf_min_rows: int = IVF_MIN_ROWS, nprobe: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        timeout: float = 30.0,
+        vector_cache: bool = True,
+        fts_budget: int = FTS_BUDGET,
+        ivf_min_rows: int = IVF_MIN_ROWS,
+        nprobe: int | None = None,
+    ) -> None:
         import sqlite_vec
 
         self.path = Path(path)
@@ -160,7 +174,8 @@ class SqliteEngine(StorageEngine):
                 raise TableNotFoundError(
                     f"table {table!r} does not exist in {self.path}; tables: {', '.join(tables) or '(none)'}"
                     " (create it with schema_builder()...execute())",
-                    param="table", available=tables,
+                    param="table",
+                    available=tables,
                 )
             self._schemas[table] = TableSchema.from_json(row[0])
         return self._schemas[table]
@@ -174,16 +189,19 @@ class SqliteEngine(StorageEngine):
                 conn.execute(f"CREATE INDEX {q(f'{table}$ix${f.name}')} ON {_rows(table)} ({q(f.name)})")
         if schema.analyzed:
             cols = ", ".join(f"c{i}" for i in range(len(schema.analyzed)))
-            conn.execute(f"CREATE VIRTUAL TABLE {_fts(table)} USING fts5({cols}, content='', contentless_delete=1, "
-                         f"tokenize='{FTS_TOKENIZER}')")
+            conn.execute(
+                f"CREATE VIRTUAL TABLE {_fts(table)} USING fts5({cols}, content='', contentless_delete=1, "
+                f"tokenize='{FTS_TOKENIZER}')"
+            )
         for f in schema.of_kind("vector"):
             if f.dim:
                 self._create_vec(conn, table, f.name, f.dim, schema.metric)
 
     @staticmethod
     def _create_vec(conn, table: str, field: str, dim: int, metric: str) -> None:
-        conn.execute(f"CREATE VIRTUAL TABLE {_vec(table, field)} USING vec0(embedding float[{dim}] "
-                     f"distance_metric={metric})")
+        conn.execute(
+            f"CREATE VIRTUAL TABLE {_vec(table, field)} USING vec0(embedding float[{dim}] distance_metric={metric})"
+        )
 
     def _drop_indexes(self, conn, table: str, schema: TableSchema) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {_rows(table)}")
@@ -255,8 +273,9 @@ class SqliteEngine(StorageEngine):
                     schema.field(key)  # raises UnknownFieldError naming the key
             rid = row.get("_id")
             if isinstance(rid, bool) or not isinstance(rid, (str, int)) or rid == "":
-                raise StorageError(f"row {i}: field '_id' must be a non-empty string (or int), got {rid!r}",
-                                   param="_id")
+                raise StorageError(
+                    f"row {i}: field '_id' must be a non-empty string (or int), got {rid!r}", param="_id"
+                )
             values = [str(rid)]
             for f in scalar[1:]:
                 values.append(_to_sql(f, row.get(f.name), i))
@@ -273,7 +292,10 @@ class SqliteEngine(StorageEngine):
                 if arr.shape[0] != dim:
                     raise VectorDimensionError(
                         f"row {i}: field {name!r} has a {arr.shape[0]}-dim vector; the table's {name!r} is {dim}-dim",
-                        param=name, expected=dim, got=int(arr.shape[0]))
+                        param=name,
+                        expected=dim,
+                        got=int(arr.shape[0]),
+                    )
                 vectors[name].append(arr.tobytes())
         return out, vectors, new_dims
 
@@ -300,16 +322,21 @@ class SqliteEngine(StorageEngine):
             for name, dim in new_dims.items():
                 current = schema.field(name).dim
                 if current and current != dim:  # another process fixed the dimension meanwhile
-                    raise VectorDimensionError(f"field {name!r} is {current}-dim; got {dim}-dim vectors",
-                                               param=name, expected=current, got=dim)
+                    raise VectorDimensionError(
+                        f"field {name!r} is {current}-dim; got {dim}-dim vectors", param=name, expected=current, got=dim
+                    )
                 if not current:
                     self._create_vec(conn, table, name, dim, schema.metric)
                     schema = schema.with_dim(name, dim)
             if new_dims:
                 conn.execute("UPDATE _byzer_tables SET schema = ? WHERE name = ?", (schema.to_json(), table))
                 self._schemas[table] = schema
-            old = [r[0] for r in conn.execute(
-                f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,))]
+            old = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,)
+                )
+            ]
             if old:
                 if analyzed:
                     conn.executemany(f"DELETE FROM {_fts(table)} WHERE rowid = ?", ((r,) for r in old))
@@ -318,16 +345,23 @@ class SqliteEngine(StorageEngine):
                         conn.executemany(f"DELETE FROM {_vec(table, name)} WHERE rowid = ?", ((r,) for r in old))
             conn.executemany(
                 f"INSERT INTO {_rows(table)} ({cols}) VALUES ({marks}) ON CONFLICT(_id) DO UPDATE SET {updates}",
-                prepared)
-            rid_of = dict(conn.execute(
-                f"SELECT _id, {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,)))
+                prepared,
+            )
+            rid_of = dict(
+                conn.execute(
+                    f"SELECT _id, {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,)
+                )
+            )
             rids = [rid_of[r[0]] for r in prepared]
             if analyzed:
                 fcols = ", ".join(f"c{i}" for i in range(len(analyzed)))
                 conn.executemany(
                     f"INSERT INTO {_fts(table)} (rowid, {fcols}) VALUES (?{', ?' * len(analyzed)})",
-                    ((rid, *(textmod.segment(r[k]) if r[k] else None for k in analyzed))
-                     for rid, r in zip(rids, prepared, strict=True)))
+                    (
+                        (rid, *(textmod.segment(r[k]) if r[k] else None for k in analyzed))
+                        for rid, r in zip(rids, prepared, strict=True)
+                    ),
+                )
             written = {}
             for name, vs in vectors.items():
                 pairs = [(rid, v) for rid, v in zip(rids, vs, strict=True) if v is not None]
@@ -353,8 +387,12 @@ class SqliteEngine(StorageEngine):
         ids_json = json.dumps([str(i) for i in ids])
         with self._tx() as conn:
             schema = self._schema(table)
-            rids = [r[0] for r in conn.execute(
-                f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,))]
+            rids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT {RID} FROM {_rows(table)} WHERE _id IN (SELECT value FROM json_each(?))", (ids_json,)
+                )
+            ]
             self._delete_rids(conn, table, schema, rids)
             for f in schema.of_kind("vector"):
                 self._update_index(table, f.name, rids, [])
@@ -414,32 +452,43 @@ class SqliteEngine(StorageEngine):
             rows.sort(key=lambda r, n=name: (r.get(n) is None, r.get(n)), reverse=direction == "DESC")
         return rows
 
-    def _knn(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
-             params: list) -> Callable[[], list[tuple[int, float]]]:
+    def _knn(
+        self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str, params: list
+    ) -> Callable[[], list[tuple[int, float]]]:
         """Validate the vector query and return the k-NN search as a function: with the in-memory
         index it touches no SQLite connection, so a hybrid query runs it on another thread."""
         if not req.vector_field:
-            raise StorageError("a vector query needs a vector field: set_vector_query(v, fields=[...])",
-                               param="vector_field")
+            raise StorageError(
+                "a vector query needs a vector field: set_vector_query(v, fields=[...])", param="vector_field"
+            )
         f = schema.field(req.vector_field)
         if f.kind != "vector":
             names = [v.name for v in schema.of_kind("vector")]
-            raise StorageError(f"field {f.name!r} is not a vector field; vector fields: {', '.join(names) or '(none)'}",
-                               param=f.name, accepted=names)
+            raise StorageError(
+                f"field {f.name!r} is not a vector field; vector fields: {', '.join(names) or '(none)'}",
+                param=f.name,
+                accepted=names,
+            )
         arr = _vector(f.name, req.vector, None)
         if not f.dim or k == 0:
             return list  # no vector written yet
         if arr.shape[0] != f.dim:
-            raise VectorDimensionError(f"the query vector is {arr.shape[0]}-dim; field {f.name!r} is {f.dim}-dim",
-                                       param=f.name, expected=f.dim, got=int(arr.shape[0]))
+            raise VectorDimensionError(
+                f"the query vector is {arr.shape[0]}-dim; field {f.name!r} is {f.dim}-dim",
+                param=f.name,
+                expected=f.dim,
+                got=int(arr.shape[0]),
+            )
         if self.vector_cache:
             index = self._index(table, f.name, schema.metric)
             if schema.metric == "cosine":
                 arr = arr / max(float(np.linalg.norm(arr)), 1e-30)
             allowed = None
             if where:
-                allowed = np.fromiter((r[0] for r in self._conn.execute(
-                    f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)), dtype=np.int64)
+                allowed = np.fromiter(
+                    (r[0] for r in self._conn.execute(f"SELECT {RID} FROM {_rows(table)} WHERE {where}", params)),
+                    dtype=np.int64,
+                )
 
             def search() -> list[tuple[int, float]]:
                 rids, scores = index.search(arr, k, allowed)
@@ -482,22 +531,29 @@ class SqliteEngine(StorageEngine):
         if key not in self._vcache:
             rows = self._conn.execute(f"SELECT rowid, embedding FROM {_vec(table, field)}").fetchall()
             rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1) \
-                if rows else np.zeros((0, 1), dtype=np.float32)
+            mat = (
+                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                if rows
+                else np.zeros((0, 1), dtype=np.float32)
+            )
             if metric == "cosine":
                 mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
             self._vcache[key] = VectorIndex(rids, mat, metric, ivf_min_rows=self.ivf_min_rows, nprobe=self.nprobe)
         return self._vcache[key]
 
-    def _bm25(self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str,
-              params: list) -> list[tuple[int, float]]:
+    def _bm25(
+        self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str, params: list
+    ) -> list[tuple[int, float]]:
         analyzed = [f.name for f in schema.analyzed]
         names = req.search_fields or analyzed
         for name in names:
             if not schema.field(name).analyze:
                 raise StorageError(
                     f"field {name!r} is not a full-text field (add it with FieldOption.ANALYZE); "
-                    f"full-text fields: {', '.join(analyzed) or '(none)'}", param=name, accepted=analyzed)
+                    f"full-text fields: {', '.join(analyzed) or '(none)'}",
+                    param=name,
+                    accepted=analyzed,
+                )
         if not names:
             raise StorageError("the table has no full-text field (FieldOption.ANALYZE) to search", param="fields")
         terms, op = self._affordable_terms(table, textmod.query_terms(req.keyword or ""))
@@ -506,8 +562,10 @@ class SqliteEngine(StorageEngine):
         match = textmod.fts5_match(terms, [f"c{analyzed.index(n)}" for n in names], op)
         fts = _fts(table)
         if where:
-            sql = (f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f JOIN {_rows(table)} r ON r.{RID} = f.rowid "
-                   f"WHERE {fts} MATCH ? AND {where} ORDER BY s LIMIT ?")
+            sql = (
+                f"SELECT f.rowid, bm25({fts}) AS s FROM {fts} f JOIN {_rows(table)} r ON r.{RID} = f.rowid "
+                f"WHERE {fts} MATCH ? AND {where} ORDER BY s LIMIT ?"
+            )
         else:
             sql = f"SELECT rowid, rank FROM {fts} WHERE {fts} MATCH ? ORDER BY rank LIMIT ?"
         return [(rid, -s) for rid, s in self._conn.execute(sql, (match, *params, k))]
@@ -518,7 +576,8 @@ class SqliteEngine(StorageEngine):
         if key not in self._dfcache:
             self._dfcache[key] = self._conn.execute(
                 f"SELECT count(*) FROM (SELECT rowid FROM {_fts(table)} WHERE {_fts(table)} MATCH ? LIMIT ?)",
-                (textmod.fts5_match(terms, [], "AND"), cap)).fetchone()[0]
+                (textmod.fts5_match(terms, [], "AND"), cap),
+            ).fetchone()[0]
         return self._dfcache[key]
 
     def _affordable_terms(self, table: str, terms: list[str]) -> tuple[list[str], str]:
@@ -551,8 +610,9 @@ class SqliteEngine(StorageEngine):
             total += df[t]
         return kept, "OR"
 
-    def _fetch(self, table: str, schema: TableSchema, rids: list[int], scores: list[float] | None,
-               out_fields: list[str]) -> list[dict[str, Any]]:
+    def _fetch(
+        self, table: str, schema: TableSchema, rids: list[int], scores: list[float] | None, out_fields: list[str]
+    ) -> list[dict[str, Any]]:
         if not rids:
             return []
         plain = [n for n in out_fields if schema.field(n).kind != "vector"]
@@ -560,7 +620,9 @@ class SqliteEngine(StorageEngine):
             r[0]: r[1:]
             for r in self._conn.execute(
                 f"SELECT {RID}, {', '.join(q(n) for n in plain)} FROM {_rows(table)} "
-                f"WHERE {RID} IN (SELECT value FROM json_each(?))", (json.dumps(rids),))
+                f"WHERE {RID} IN (SELECT value FROM json_each(?))",
+                (json.dumps(rids),),
+            )
         }
         kinds = [schema.field(n).kind for n in plain]
         out = []
@@ -570,8 +632,11 @@ class SqliteEngine(StorageEngine):
             row = {n: _from_sql(kind, v) for n, kind, v in zip(plain, kinds, got[rid], strict=True)}
             for n in out_fields:
                 if n not in row:
-                    blob = self._conn.execute(f"SELECT embedding FROM {_vec(table, n)} WHERE rowid = ?",
-                                              (rid,)).fetchone() if schema.field(n).dim else None
+                    blob = (
+                        self._conn.execute(f"SELECT embedding FROM {_vec(table, n)} WHERE rowid = ?", (rid,)).fetchone()
+                        if schema.field(n).dim
+                        else None
+                    )
                     row[n] = np.frombuffer(blob[0], dtype=np.float32).tolist() if blob else None
             if scores is not None:
                 row["_score"] = float(scores[i])
@@ -602,7 +667,8 @@ class SqliteEngine(StorageEngine):
                         n = self._conn.execute(f"SELECT count(*) FROM {_vec(table, f.name)}").fetchone()[0]
                         orphans = self._conn.execute(
                             f"SELECT count(*) FROM {_vec(table, f.name)} WHERE rowid NOT IN "
-                            f"(SELECT {RID} FROM {_rows(table)})").fetchone()[0]
+                            f"(SELECT {RID} FROM {_rows(table)})"
+                        ).fetchone()[0]
                         if orphans:
                             raise StorageIntegrityError(f"{table}.{f.name}: {orphans} vectors without a row")
                         info[f.name] = n
@@ -620,13 +686,17 @@ class SqliteEngine(StorageEngine):
 def _vector(name: str, v: Any, row: int | None) -> np.ndarray:
     where = f"row {row}: " if row is not None else ""
     if isinstance(v, str):
-        raise StorageError(f"{where}field {name!r} needs a vector (list of floats), got a string; pass it in "
-                           "vector_fields=[...] to embed text", param=name)
+        raise StorageError(
+            f"{where}field {name!r} needs a vector (list of floats), got a string; pass it in "
+            "vector_fields=[...] to embed text",
+            param=name,
+        )
     try:
         arr = np.asarray(v, dtype=np.float32)
     except (TypeError, ValueError):
-        raise StorageError(f"{where}field {name!r} needs a vector (list of floats), got {type(v).__name__}",
-                           param=name) from None
+        raise StorageError(
+            f"{where}field {name!r} needs a vector (list of floats), got {type(v).__name__}", param=name
+        ) from None
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise StorageError(f"{where}field {name!r} needs a non-empty 1-dim vector, got shape {arr.shape}", param=name)
     if not np.isfinite(arr).all():
@@ -641,12 +711,14 @@ def _to_sql(f, v: Any, row: int) -> Any:
         try:
             return json.dumps(v, ensure_ascii=False)
         except TypeError:
-            raise StorageError(f"row {row}: field {f.name!r} ({f.type_text}) must be JSON-serialisable",
-                               param=f.name) from None
+            raise StorageError(
+                f"row {row}: field {f.name!r} ({f.type_text}) must be JSON-serialisable", param=f.name
+            ) from None
     ok = SCALAR_KINDS[f.kind]
     if not isinstance(v, ok) or (f.kind != "boolean" and isinstance(v, bool)):
-        raise StorageError(f"row {row}: field {f.name!r} is {f.kind.upper()}, got {type(v).__name__} {v!r:.60}",
-                           param=f.name)
+        raise StorageError(
+            f"row {row}: field {f.name!r} is {f.kind.upper()}, got {type(v).__name__} {v!r:.60}", param=f.name
+        )
     if f.kind in ("float", "double") and not math.isfinite(v):
         raise StorageError(f"row {row}: field {f.name!r} is not finite: {v!r}", param=f.name)
     return int(v) if f.kind == "boolean" else v
@@ -671,11 +743,11 @@ def _where(schema: TableSchema, flt: Filter | None) -> tuple[str, list]:
     for c in flt.conditions:
         f = schema.field(c.field)
         if f.kind not in SCALAR_KINDS:
-            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be filtered; only scalar fields can",
-                               param=f.name)
+            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be filtered; only scalar fields can", param=f.name)
         if c.op not in FILTER_OPS:
-            raise StorageError(f"unknown filter operator {c.op!r} on {f.name!r}; accepted: {', '.join(FILTER_OPS)}",
-                               param=f.name)
+            raise StorageError(
+                f"unknown filter operator {c.op!r} on {f.name!r}; accepted: {', '.join(FILTER_OPS)}", param=f.name
+            )
         if c.op == "in":
             if not isinstance(c.value, (list, tuple, set)):
                 raise StorageError(f"filter 'in' on {f.name!r} needs a list of values", param=f.name)
@@ -695,8 +767,7 @@ def _sorts(schema: TableSchema, sorts: list[tuple[str, str]]) -> list[tuple[str,
     for name, direction in sorts:
         f = schema.field(name)
         if f.kind not in SCALAR_KINDS:
-            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be sorted on; only scalar fields can",
-                               param=f.name)
+            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be sorted on; only scalar fields can", param=f.name)
         d = str(direction).lower()
         if d not in ("asc", "desc"):
             raise StorageError(f"unknown sort order {direction!r} for {f.name!r}; accepted: asc, desc", param=f.name)

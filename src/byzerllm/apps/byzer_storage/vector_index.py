@@ -42,8 +42,15 @@ class VectorIndex:
     unit length). ``search`` returns ``(rids, scores)`` best first, scores as the engine's
     ``_score`` (cosine similarity, or -L2 distance)."""
 
-    def __init__(self, rids: np.ndarray, mat: np.ndarray, metric: str, ivf_min_rows: int = IVF_MIN_ROWS,
-                 nprobe: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        rids: np.ndarray,
+        mat: np.ndarray,
+        metric: str,
+        ivf_min_rows: int = IVF_MIN_ROWS,
+        nprobe: int | None = None,
+        seed: int = 0,
+    ) -> None:
         self.metric = metric
         self.rids, self.mat = rids, mat
         self.sq = np.einsum("ij,ij->i", mat, mat)
@@ -69,7 +76,7 @@ class VectorIndex:
         half = 0.5 * np.einsum("ij,ij->i", c, c)
         out = np.empty(len(x), dtype=np.int64)
         for s in range(0, len(x), 16384):
-            out[s:s + 16384] = np.argmax(x[s:s + 16384] @ c.T - (0 if self.metric == "cosine" else half), axis=1)
+            out[s : s + 16384] = np.argmax(x[s : s + 16384] @ c.T - (0 if self.metric == "cosine" else half), axis=1)
         return out
 
     def _build_ivf(self, seed: int) -> None:
@@ -143,8 +150,11 @@ class VectorIndex:
             self.n_dead += int(dead.sum())
             self.alive &= ~dead
             keep = ~np.isin(self.extra_rids, removed)
-            self.extra_rids, self.extra_mat, self.extra_sq = \
-                self.extra_rids[keep], self.extra_mat[keep], self.extra_sq[keep]
+            self.extra_rids, self.extra_mat, self.extra_sq = (
+                self.extra_rids[keep],
+                self.extra_mat[keep],
+                self.extra_sq[keep],
+            )
         if len(added_rids):
             added = np.asarray(added, dtype=np.float32).reshape(len(added_rids), -1)
             if self.metric == "cosine":

@@ -18,6 +18,23 @@ from .types import (
     SingleOutputMeta,
 )
 
-__all__ = ["ByzerLLM", "EventCallback", "EventCallbackResult", "EventName", "ExecuteCodeResponse", "InferBackend",
-           "LLMClassResponse", "LLMFunctionCallResponse", "LLMHistoryItem", "LLMRequest", "LLMResponse", "Role",
-           "SimpleByzerLLM", "SingleOutputMeta", "Template", "Templates", "code_utils", "types"]
+__all__ = [
+    "ByzerLLM",
+    "EventCallback",
+    "EventCallbackResult",
+    "EventName",
+    "ExecuteCodeResponse",
+    "InferBackend",
+    "LLMClassResponse",
+    "LLMFunctionCallResponse",
+    "LLMHistoryItem",
+    "LLMRequest",
+    "LLMResponse",
+    "Role",
+    "SimpleByzerLLM",
+    "SingleOutputMeta",
+    "Template",
+    "Templates",
+    "code_utils",
+    "types",
+]

@@ -16,6 +16,19 @@ from ...types import (
     SingleOutputMeta,
 )
 
-__all__ = ["EventCallback", "EventCallbackResult", "EventName", "ExecuteCodeResponse", "InferBackend",
-           "LLMClassResponse", "LLMFunctionCallResponse", "LLMHistoryItem", "LLMRequest", "LLMResponse", "Role",
-           "SingleOutputMeta", "Template", "Templates"]
+__all__ = [
+    "EventCallback",
+    "EventCallbackResult",
+    "EventName",
+    "ExecuteCodeResponse",
+    "InferBackend",
+    "LLMClassResponse",
+    "LLMFunctionCallResponse",
+    "LLMHistoryItem",
+    "LLMRequest",
+    "LLMResponse",
+    "Role",
+    "SingleOutputMeta",
+    "Template",
+    "Templates",
+]
