@@ -265,3 +265,15 @@ def test_a_tagged_image_in_a_user_message_is_sent_as_an_image_part(llm, upstream
     content = upstream.bodies[-1]["messages"][-1]["content"]
     assert content[0]["type"] == "image_url" and content[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert content[1] == {"type": "text", "text": "What is this?"}
+
+
+def test_chat_with_an_llm_request_as_the_readme_does(llm, upstream):
+    # R-bc:1735 chat(model, request: LLMRequest | str, extract_params={}); README 001:
+    # llm.chat("llama_chat", LLMRequest(instruction="hello world"))[0].output
+    out = llm.chat("deepseek_chat", byzerllm.LLMRequest(instruction="hello world", max_length=20))
+    assert out[0].output == upstream.text
+    body = upstream.bodies[-1]
+    assert body["messages"] == [{"role": "user", "content": "hello world"}] and body["max_tokens"] == 20
+    two = llm.chat(None, byzerllm.LLMRequest(instruction=["a", "b"]), extract_params={"gen.top_k": 3})
+    assert len(two) == 2 and upstream.bodies[-1]["top_k"] == 3
+    assert llm.raw_chat(None, "plain")[0].output == upstream.text

@@ -634,6 +634,30 @@ class ByzerLLM(StructuredMixin):
         async for item in _atuples(runtime.astream(name, request), delta_mode=True):
             yield item
 
+    def chat(
+        self, model: str | None, request: LLMRequest | str, extract_params: dict[str, Any] | None = None
+    ) -> list[LLMResponse]:
+        """Byzer-LLM's single-turn call: one ``LLMResponse`` per instruction of ``request`` (a string,
+        or an ``LLMRequest`` whose ``instruction`` is a string or a list of them), each sent as one
+        user message with the request's ``max_length``, ``top_p`` and ``temperature`` and the
+        ``extract_params`` keys (llm_config keys). Byzer-LLM renders the instruction with a role
+        mapping as raw text; here the model's own chat template applies (``setup_template`` to
+        change it). Errors as ``chat_oai``."""
+        request = LLMRequest(instruction=request) if isinstance(request, str) else request
+        instructions = [request.instruction] if isinstance(request.instruction, str) else request.instruction
+        config = {
+            "max_length": request.max_length,
+            "top_p": request.top_p,
+            "temperature": request.temperature,
+            **(extract_params or {}),
+        }
+        return [
+            self.chat_oai([{"role": "user", "content": text}], model=model, llm_config=config)[0]
+            for text in instructions
+        ]
+
+    raw_chat = chat
+
     def emb_query(self, v: str, model: str | None = None) -> list[LLMResponse]:
         """Embed one search query (``emb(..., query=True)``) with the default embedding model."""
         return self.emb(model, LLMRequest(instruction=v), query=True)
