@@ -277,3 +277,15 @@ def test_chat_with_an_llm_request_as_the_readme_does(llm, upstream):
     two = llm.chat(None, byzerllm.LLMRequest(instruction=["a", "b"]), extract_params={"gen.top_k": 3})
     assert len(two) == 2 and upstream.bodies[-1]["top_k"] == 3
     assert llm.raw_chat(None, "plain")[0].output == upstream.text
+
+
+def test_a_verbose_client_logs_what_it_sends(upstream, caplog):
+    # R-bc:1913 a verbose client prints "Send to model[...]" with the request
+    client = byzerllm.SimpleByzerLLM("v", verbose=True)
+    deploy(client, upstream, "v")
+    try:
+        with caplog.at_level("INFO", logger="byzerllm.client"):
+            ask(client, "logged question")
+        assert "Send to model[v]" in caplog.text and "logged question" in caplog.text
+    finally:
+        client.close()

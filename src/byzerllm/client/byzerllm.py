@@ -64,7 +64,8 @@ class ByzerLLM(StructuredMixin):
         byzer_engine_url: str | None = None,
     ) -> None:
         """``url`` and ``byzer_engine_url`` (a Byzer-SQL engine, for Byzer-LLM's SQL mode) are kept
-        for compatibility and not used; ``default_max_output_length`` caps every request's
+        for compatibility and not used; ``verbose`` logs each chat request's messages (INFO, logger
+        ``byzerllm.client``) before it is sent; ``default_max_output_length`` caps every request's
         max_length (tokens) unless ``setup_max_output_length`` sets one for the model."""
         self.url = url or byzer_engine_url
         self.verbose = verbose
@@ -222,6 +223,8 @@ class ByzerLLM(StructuredMixin):
         return None
 
     def _before_call(self, name: str, request: ChatRequest, llm_config: dict | None) -> list[LLMResponse] | None:
+        if self.verbose:  # Byzer-LLM's verbose client prints what it sends
+            log.info("Send to model[%s]: %s", name, request.prompt or request.messages)
         if not self.event_callbacks.get(EventName.BEFORE_CALL_MODEL):
             return None
         answer = self._trigger_event(EventName.BEFORE_CALL_MODEL, self, name, [_event_input(request, llm_config)])
