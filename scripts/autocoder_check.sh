@@ -51,8 +51,9 @@ FAILED=()
 # ---------------------------------------------------------------- 1. the auto-coder venv
 setup_venv() {
   local stamp_file="$VENV/.autocoder-check-stamp" stamp
-  stamp=$(cat "$REPO/scripts/autocoder_check.sh" "$DRIVER" "$REPO/pyproject.toml" "$REPO/scripts/constraints.txt" \
-          | sha256sum | cut -c1-16)
+  # the checkout's path too: the venv holds it as an editable install
+  stamp=$({ echo "$REPO"; cat "$REPO/scripts/autocoder_check.sh" "$DRIVER" "$REPO/pyproject.toml" \
+          "$REPO/scripts/constraints.txt"; } | sha256sum | cut -c1-16)
   if [[ -x "$VENV/bin/python" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]]; then
     log "venv: reusing $VENV"
     return
