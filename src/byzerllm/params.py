@@ -111,6 +111,19 @@ def _number(name: str, value: Any, kind: type, low: float | None = None, high: f
     return number
 
 
+def check_text(text: str, param: str) -> None:
+    """Raise ``InvalidRequestError`` naming ``param`` when ``text`` is not valid Unicode (a lone
+    surrogate such as ``"\\ud800"``, which JSON can carry but UTF-8 cannot); the message holds the
+    position, not the text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{param} is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}",
+            param=param,
+        ) from None
+
+
 def validate_messages(conversations: Any) -> list[dict[str, Any]]:
     """Check OpenAI-shaped messages: a non-empty list of ``{"role", "content"}`` dicts.
 
@@ -134,6 +147,7 @@ def validate_messages(conversations: Any) -> list[dict[str, Any]]:
         if content is None and not msg.get("tool_calls"):
             raise InvalidRequestError(f"conversations[{i}].content is missing", param=f"conversations[{i}].content")
         if isinstance(content, str):
+            check_text(content, f"conversations[{i}].content")
             parts = legacy_parts(content)
             if parts is None and role == "user" and ("<_image_>" in content or "<_audio_>" in content):
                 try:  # Byzer-LLM's tagged attachments (``Image.load_image_from_path``) become parts
@@ -144,7 +158,11 @@ def validate_messages(conversations: Any) -> list[dict[str, Any]]:
                     ) from None
             if parts is not None:
                 msg = {**msg, "content": parts}
-        elif content is not None and not isinstance(content, list):
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    check_text(part["text"], f"conversations[{i}].content[{j}].text")
+        elif content is not None:
             raise InvalidRequestError(
                 f"conversations[{i}].content must be a string or a list of parts", param=f"conversations[{i}].content"
             )

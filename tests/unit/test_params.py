@@ -52,6 +52,8 @@ def test_bad_values_name_the_field(config, param):
         ([{"role": "bot", "content": "x"}], "conversations[0].role"),
         ([{"role": "user"}], "conversations[0].content"),
         ([{"role": "user", "content": "a"}, {"role": "user", "content": 3}], "conversations[1].content"),
+        ([{"role": "user", "content": "secret \ud800 prompt"}], "conversations[0].content"),
+        ([{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}], "conversations[0].content[0].text"),
     ],
 )
 def test_bad_messages_name_the_message(messages, param):
@@ -122,3 +124,9 @@ def test_response_format_and_prefill_are_typed():
     assert req.response_format == {"type": "json_object"} and req.continue_final_message
     with pytest.raises(InvalidRequestError, match="response_format"):
         build_chat_request(MSG, {"response_format": "json"})
+
+
+def test_a_lone_surrogate_is_named_by_position_not_by_text():
+    with pytest.raises(InvalidRequestError, match=r"lone surrogate U\+D800 at character 7") as info:
+        validate_messages([{"role": "user", "content": "secret \ud800 prompt"}])
+    assert "secret" not in str(info.value)

@@ -1,6 +1,8 @@
 """Status mapping of the server, with the client replaced at its boundary (no model needed)."""
 
 import asyncio
+import contextlib
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -63,3 +65,41 @@ def test_validation_errors_are_400_naming_the_field():
     assert r.status_code == 400 and r.json()["error"]["param"] == "top_p"
     r = post(create_app(FailingLLM()), messages=[])
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+class RaisingBackendLLM:
+    """The real client path down to a worker whose engine raises with the prompt in its message."""
+
+    def list_deployments(self):
+        return ["m"]
+
+    async def async_chat_oai(self, messages, **kwargs):
+        from byzerllm.params import build_chat_request
+        from byzerllm.runtime.worker import Worker
+
+        worker = Worker.__new__(Worker)  # the real worker around an engine that fails
+        worker.init_error, worker._lock = None, contextlib.nullcontext()
+        worker._cancelled, worker._active = set(), set()
+        worker.backend = ExplodingBackend()
+        return [worker.chat(build_chat_request(messages))]
+
+
+class ExplodingBackend:
+    name = "exploding"
+
+    def check_request(self, request):
+        pass
+
+    def chat(self, request, cancelled):
+        raise ValueError(f"cannot encode {request.messages[0]['content']!r} in /srv/engine/core.py")
+
+
+def test_error_bodies_carry_no_traceback_path_or_prompt():
+    r = post(create_app(RaisingBackendLLM()), messages=[{"role": "user", "content": "my private prompt"}])
+    body = json.dumps(r.json())
+    assert r.status_code == 500 and "ValueError" in body
+    assert "private prompt" not in body and "/srv/engine" not in body and "Traceback" not in body
+    raw = '{"model": "m", "messages": [{"role": "user", "content": "my private \\ud800 prompt"}]}'
+    with TestClient(create_app(RaisingBackendLLM())) as http:
+        r = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "private" not in r.text and "surrogate" in r.json()["error"]["message"]

@@ -7,9 +7,9 @@ can be cancelled between two generated tokens.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -17,6 +17,16 @@ from typing import Any
 from ..backends import Backend, create_backend
 from ..errors import BackendError, ByzerLLMError, RequestCancelledError
 from ..types import ChatChunk, ChatRequest, ChatResponse
+
+log = logging.getLogger("byzerllm.worker")
+
+
+def _failure(backend: str, what: str, exc: Exception) -> BackendError:
+    """The error a caller sees for an engine's own exception: its type only (the message of an engine
+    error can hold prompt text, paths or a traceback, none of which may reach an error body); the
+    whole exception goes to the worker's log."""
+    log.error("%s backend failed to %s", backend, what, exc_info=exc)
+    return BackendError(f"{backend} backend failed to {what}: {type(exc).__name__} (details in the worker's log)")
 
 
 class Worker:
@@ -69,9 +79,7 @@ class Worker:
         except ByzerLLMError:
             raise
         except Exception as exc:
-            raise BackendError(
-                f"{self.backend.name} backend failed: {exc!r}\n{traceback.format_exc(limit=3)}"
-            ) from None
+            raise _failure(self.backend.name, "chat", exc) from None
         finally:
             self._active.discard(request.request_id)
             self._cancelled.discard(request.request_id)
@@ -89,7 +97,7 @@ class Worker:
         except ByzerLLMError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self.backend.name} backend failed: {exc!r}") from None
+            raise _failure(self.backend.name, "stream", exc) from None
         finally:
             self._active.discard(rid)
             self._cancelled.discard(rid)
@@ -111,7 +119,7 @@ class Worker:
         except ByzerLLMError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self.backend.name} backend failed to {what}: {exc!r}") from None
+            raise _failure(self.backend.name, what, exc) from None
 
     def close(self) -> None:
         if self.backend is not None:
