@@ -239,3 +239,19 @@ def test_keys_inside_fallback_models_are_masked(faults):
         info = json.dumps(llm.deployment_info("fb"))
         assert "***2222" in info and "sk-backup" not in info and "sk-main" not in info
         assert llm.get_meta(model="fb")["fallback_models"] == ["b"]
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "least_busy", "lru"])
+def test_simple_client_balances_with_the_deployment_strategy(faults, strategy):
+    faults.reset("ok")
+    with byzerllm.SimpleByzerLLM().setup_num_workers(2).setup_load_balance_way(strategy) as llm:
+        llm.deploy(
+            model_path="",
+            pretrained_model_type="saas/openai",
+            udf_name="balanced",
+            infer_params={"saas.base_url": faults.url, "saas.model": "m"},
+        )
+        for _ in range(4):
+            llm.chat_oai(ASK, model="balanced")
+        stat = llm.stat("balanced")
+        assert stat["load_balance_strategy"] == strategy and stat["total_requests"] == [2, 2]

@@ -3,14 +3,15 @@
 It has the methods of ``RayRuntime`` that the client uses (deploy, undeploy, info, stat, meta,
 chat, stream, embed, rerank and their async twins), so ``SimpleByzerLLM`` is ``ByzerLLM`` with
 this runtime. A deployment is ``num_workers`` ``Worker`` objects; a request takes a slot (at
-most ``worker_concurrency`` per worker, the least recently used worker first), waits while every
-slot is busy, and is refused with ``QueueFullError`` beyond ``max_queue`` waiting requests, as on
+most ``worker_concurrency`` per worker, the worker chosen by the deployment's load-balancing
+strategy as on Ray), waits while every slot is busy, and is refused with ``QueueFullError`` beyond ``max_queue`` waiting requests, as on
 Ray. Deployments last as long as the runtime object (one per client).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError, QueueFullError
 from ..types import ChatChunk, ChatRequest, ChatResponse
-from .spec import DeploymentSpec, mask_secrets
+from .spec import DeploymentSpec, mask_secrets, pick_worker
 from .worker import Worker
 
 
@@ -35,6 +36,7 @@ class _Deployment:
         self.total_requests = [0] * n
         self.last_work = [time.time()] * n
         self.waiting = 0
+        self._rr = itertools.cycle(range(n))
         self.stopping = False
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "failed_requests": 0}
         self.cond = threading.Condition()
@@ -45,9 +47,8 @@ class _Deployment:
             while True:
                 if self.stopping:
                     raise DeploymentUndeployedError(f"deployment {self.spec.name!r} is being undeployed")
-                free = [i for i in range(len(self.workers)) if self.in_flight[i] < k]
-                if free:
-                    idx = min(free, key=lambda i: self.last_work[i])
+                idx = pick_worker(self.spec.load_balance, self.in_flight, self.last_work, k, self._rr)
+                if idx is not None:
                     break
                 if self.waiting >= self.spec.max_queue:
                     raise QueueFullError(
@@ -159,7 +160,7 @@ class InProcessRuntime:
             "total_workers": len(dep.workers),
             "busy_workers": busy,
             "idle_workers": len(dep.workers) - busy,
-            "load_balance_strategy": "lru",
+            "load_balance_strategy": dep.spec.load_balance,
             "total_requests": list(dep.total_requests),
             "state": [k - c for c in dep.in_flight],
             "worker_max_concurrency": k,
