@@ -12,6 +12,8 @@ from ..errors import BackendNotFoundError
 from .base import Backend
 
 GROUP = "byzerllm.backends"
+# engines Byzer-LLM deploys on (``InferBackend``) that have no backend here yet
+PLANNED = {"ray/vllm": "vLLM", "vllm": "vLLM", "ray/deepspeed": "DeepSpeed", "transformers": "transformers"}
 
 
 def available_backends() -> list[str]:
@@ -27,8 +29,9 @@ def get_backend_class(name: str) -> type[Backend]:
     """
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
+        what = f"the {PLANNED[name]} engine has no backend yet" if name in PLANNED else "unknown infer_backend"
         raise BackendNotFoundError(
-            f"unknown infer_backend {name!r}; installed: {', '.join(available_backends()) or 'none'}",
+            f"{what} ({name!r}); installed: {', '.join(available_backends()) or 'none'}",
             param="infer_backend",
             available=available_backends(),
         )
