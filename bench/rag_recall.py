@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     import byzerllm
     from byzerllm.rag import DocumentIndex
-    from byzerllm.rag.corpora import fetch_corpus
+
+    sys.path.insert(0, str(ROOT))  # the corpus fetcher is a tool of the tests and benchmarks
     from byzerllm.rag.evaluation import answers, load_eval_set
+    from tests.corpora import fetch_corpus
 
     rows, out = [], {}
     with ray_cluster(), tempfile.TemporaryDirectory() as store:

@@ -11,10 +11,10 @@ import pytest
 
 from byzerllm.errors import InvalidRequestError
 from byzerllm.rag import DocumentIndex
-from byzerllm.rag.corpora import fetch_corpus
 from byzerllm.rag.evaluation import answers, load_eval_set, recall_at_k
 
 from ..conftest import ROOT, run_cli
+from ..corpora import fetch_corpus
 
 pytestmark = pytest.mark.integration
 EVAL = ROOT / "tests" / "data" / "eval"

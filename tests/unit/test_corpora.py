@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from byzerllm.errors import InvalidRequestError
-from byzerllm.rag import corpora
-from byzerllm.rag.corpora import CORPORA, MANIFEST, Corpus, CorpusFetchError, fetch_corpus
+
+from .. import corpora
+from ..corpora import CORPORA, MANIFEST, Corpus, CorpusFetchError, fetch_corpus
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,8 @@ def test_unfinished_folder_is_never_taken_as_complete(tmp_path: Path) -> None:
 
 def test_module_entry_prints_the_folder(cache: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "byzerllm.rag.corpora", "debian-reference-zh", "--dest", str(cache)],
+        [sys.executable, "-m", "tests.corpora", "debian-reference-zh", "--dest", str(cache)],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from byzerllm.rag.corpora import fetch_corpus, markdown_section, normalize_text, pdf_page_texts
+from ..corpora import fetch_corpus, markdown_section, normalize_text, pdf_page_texts
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "data" / "eval"
 SETS = {  # eval file -> (corpus name, location field, question language pattern)

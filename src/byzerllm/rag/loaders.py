@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidRequestError
-from .corpora import normalize_text, pdf_page_texts
+from .text import normalize_text, pdf_page_texts
 
 SUFFIXES = {
     ".pdf": "pdf",
@@ -74,7 +74,7 @@ def load(path: Path, source: str) -> list[Section]:
 def _pdf(path: Path, source: str) -> list[Section]:
     # pypdf warns about a TeX math font it cannot fully decode; the text does not depend on it
     logging.getLogger("pypdf").setLevel(logging.ERROR)
-    # pypdf breaks lines inside Chinese words; normalize_text rejoins them (see corpora.py)
+    # pypdf breaks lines inside Chinese words; normalize_text rejoins them (see text.py)
     return [
         Section(source, normalize_text(t), page=i) for i, t in enumerate(pdf_page_texts(path), 1) if normalize_text(t)
     ]

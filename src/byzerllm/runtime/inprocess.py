@@ -4,8 +4,8 @@ It has the methods of ``RayRuntime`` that the client uses (deploy, undeploy, inf
 chat, stream, embed, rerank and their async twins), so ``SimpleByzerLLM`` is ``ByzerLLM`` with
 this runtime. A deployment is ``num_workers`` ``Worker`` objects; a request takes a slot (at
 most ``worker_concurrency`` per worker, the worker chosen by the deployment's load-balancing
-strategy as on Ray), waits while every slot is busy, and is refused with ``QueueFullError`` beyond ``max_queue`` waiting requests, as on
-Ray. Deployments last as long as the runtime object (one per client).
+strategy as on Ray), waits while every slot is busy, and is refused with ``QueueFullError``
+beyond ``max_queue`` waiting requests, as on Ray. Deployments last as long as the runtime object (one per client).
 """
 
 from __future__ import annotations

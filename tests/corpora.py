@@ -11,28 +11,10 @@ Two corpora, each a flat folder of files:
 in a temporary folder and moves the result into a cache folder in one rename, so a folder that
 exists is complete. A hidden ``.corpus.json`` in it records the package, its version and the files.
 
-Text positions (the evaluation sets in ``tests/data/eval/``) are checked with ``normalize_text``,
-``pdf_page_texts`` and ``markdown_section`` from this module.
-
-What pypdf (7.1) makes of the Chinese PDF (measured on debian-reference-zh-cn 2.100):
-
-- The text is readable and in reading order: 249 of 251 pages have text (pages 1-2, the cover,
-  have none), ~103k CJK characters in all, no mojibake. Tables come out one row per line
-  ("命令 说明" then "pwd 显示当前/工作目录的名称").
-- pypdf puts a line break where the PDF wraps a line, also in the middle of a Chinese word
-  (~1400 CJK-newline-CJK joins in the book, e.g. "独立登\\n录账户"), and a space where a table
-  cell wraps (~1100 CJK-space-CJK joins, e.g. "必 须存在"). Spacing around Latin words is not
-  kept as typeset either: "类 VT100字符控制台" (space before, none after), and cross references
-  come out with double spaces ("参见第  1.1.4  节"). ``normalize_text`` therefore drops every
-  whitespace run next to a CJK character or CJK punctuation and collapses the rest to one space.
-- Spaces between Latin words are sometimes lost ("MidnightCommander", "DomainNameSystem"), and
-  some get added after "=" or "(" in commands ("LANG= fr_FR.UTF-8", "ALL=( ALL)"): full-text search
-  for multi-word English phrases or exact command lines on this PDF can miss; single words work.
-- Straight quotes in commands come out as typographic ones (”penguin ALL...”).
-- PDF page numbers are not the printed ones: the printed page "23/ 223" is PDF page 51 (roman-numbered
-  front matter first). Positions here are 1-based PDF page indexes.
-- Extracting all pages takes ~10 s on one core. pypdf logs "fontTools is required ..." for a TeX
-  math font (CMMI9) that only draws a minus sign; the Chinese text does not depend on it.
+Text positions (the evaluation sets in ``tests/data/eval/``) are checked with ``normalize_text``
+and ``pdf_page_texts`` (``byzerllm.rag.text``, which the document loaders use too) and
+``markdown_section`` from this module. This is a tool of the tests and benchmarks, not of the
+package: ``python -m tests.corpora NAME`` from the repository's root.
 """
 
 from __future__ import annotations
@@ -41,7 +23,6 @@ import argparse
 import gzip
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from byzerllm.errors import ByzerLLMError, InvalidRequestError
+from byzerllm.rag.text import normalize_text, pdf_page_texts
 
 __all__ = [
     "CORPORA",
@@ -225,29 +207,6 @@ def _collect(corpus: Corpus, unpacked: Path, out: Path) -> list[str]:
 
 # --- locating text in a corpus (used to verify the evaluation sets) ---------------------------------
 
-# CJK ideographs, CJK symbols and punctuation, full-width forms
-_CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
-_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """Text with whitespace made comparable across extractors: whitespace next to a CJK character
-    or CJK punctuation is removed, any other whitespace run becomes one space.
-
-    PDF text extraction splits Chinese words with line breaks and spaces where lines wrap (see the
-    module docstring); after this both the page text and a phrase from it compare equal.
-    """
-    return _SPACES.sub(" ", _SPACE_NEAR_CJK.sub("", text)).strip()
-
-
-def pdf_page_texts(path: str | os.PathLike[str]) -> list[str]:
-    """The extracted text of every page of the PDF at ``path``, in page order (index 0 is page 1),
-    as pypdf returns it (not normalised). ~10 s for the 251-page Debian Reference."""
-    from pypdf import PdfReader  # extra "rag"
-
-    return [page.extract_text() or "" for page in PdfReader(str(path)).pages]
-
 
 def markdown_section(text: str, heading: str) -> str:
     """The raw markdown of the section under ``heading`` in the document ``text``: from the heading
@@ -278,8 +237,8 @@ def markdown_section(text: str, heading: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m byzerllm.rag.corpora NAME [--dest DIR]``: fetch a corpus, print its folder."""
-    parser = argparse.ArgumentParser(prog="python -m byzerllm.rag.corpora", description=main.__doc__)
+    """``python -m tests.corpora NAME [--dest DIR]``: fetch a corpus, print its folder."""
+    parser = argparse.ArgumentParser(prog="python -m tests.corpora", description=main.__doc__)
     parser.add_argument("name", choices=sorted(CORPORA))
     parser.add_argument("--dest", default=None, help="cache folder for all corpora (default: corpora_dir())")
     args = parser.parse_args(argv)
