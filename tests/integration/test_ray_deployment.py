@@ -235,7 +235,8 @@ def test_requests_on_a_dying_worker(llm):
         with pytest.raises(WorkerDiedError, match="died"):
             for _ in stream:
                 pass
-        assert llm.chat_oai(ASK, model=name, llm_config={"max_length": 3})[0].output is not None
+        after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 3, **ENDLESS})[0]
+        assert after.metadata["generated_tokens_count"] == 3 and after.metadata["finish_reason"] == "length"
         assert llm.stat(name)["state"] == [1]  # the leases of the failed requests were returned
     finally:
         llm.undeploy(name)
@@ -325,7 +326,8 @@ def test_a_client_killed_mid_stream_gives_its_slot_back(llm, smollm2_chat):
         while llm.stat(name)["state"] != [1] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert llm.stat(name)["state"] == [1]
-        assert llm.chat_oai(ASK, model=name, llm_config={"max_length": 2})[0].output is not None
+        after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 2, **ENDLESS})[0]
+        assert after.metadata["generated_tokens_count"] == 2
     finally:
         llm.undeploy(name)
 

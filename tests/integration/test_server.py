@@ -171,7 +171,8 @@ def test_tools_non_stream_and_stream(client, smollm2_chat):
             {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 degrees"},
         ],
     )
-    assert follow.choices[0].message.content is not None
+    assert follow.choices[0].finish_reason in ("stop", "length") and follow.usage.completion_tokens > 0
+    assert follow.choices[0].message.role == "assistant" and isinstance(follow.choices[0].message.content, str)
 
 
 def test_response_format_json_schema_and_json_object(client, smollm2_chat):
