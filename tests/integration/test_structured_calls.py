@@ -47,16 +47,18 @@ def test_tool_calls_without_execution_and_with_a_forced_tool(client):
     assert isinstance(call["arguments"]["count"], int) and call["arguments"]["unit"] in ("day", "week", "month", "year")
 
 
-def test_prompt_strategy_answers_or_says_why(client, smollm2_chat):
+def test_prompt_strategy_says_why_when_no_call_came_out(client, smollm2_chat):
+    # seeded: without a grammar the 135M model answers in prose (no JSON call), which the layer reports
     client = byzerllm.ByzerLLM.from_default_model(smollm2_chat).setup_structured_strategy(smollm2_chat, "prompt")
     [t] = client.chat_oai(
         [{"content": "计算当前时间", "role": "user"}],
         tools=[compute_date_range, compute_now],
         execute_tool=True,
-        llm_config={"max_length": 120},
+        llm_config={"max_length": 120, "seed": 0},
     )
     assert t.metadata["strategy"] == "prompt"
-    assert (t.values and t.metadata["reason"] == "") or (not t.values and t.metadata["reason"])
+    assert t.values == [] and t.metadata["selected_functions"] == []
+    assert "no JSON value found" in t.metadata["reason"]
 
 
 def test_streamed_tool_call_deltas(client):
@@ -102,46 +104,38 @@ def test_response_class_as_a_json_schema_string(client):
     assert set(t.value) == {"city", "population"} and isinstance(t.value["population"], int)
 
 
-def test_impl_examples_answer_or_say_why_and_cache_what_worked(client, tmp_path, monkeypatch):
-    """SmolLM2-135M rarely writes working code: each call returns a validated value or raises
-    ImplError with the sandbox's reason; a function that worked is served from the cache."""
+def test_impl_examples_say_why_the_code_failed_and_cache_nothing(client, tmp_path, monkeypatch):
+    """SmolLM2-135M rarely writes working code (seeded here: it never does): each call raises
+    ImplError with the sandbox's reason and no code is cached. Code that worked being cached and
+    served is tested with scripted answers in tests/unit/test_structured.py."""
     monkeypatch.setenv("BYZERLLM_CACHE_DIR", str(tmp_path))
 
-    @client.impl()
+    @client.impl(llm_config={"seed": 0})
     def calculate_current_time() -> Time:
         """
         计算当前时间
         """
 
-    @client.impl()
+    @client.impl(llm_config={"seed": 0})
     def add_one_day(current_day: str) -> Time:
         """
         给传入的日期加一天，得到明天的时间
         """
 
-    @client.impl()
+    @client.impl(llm_config={"seed": 0})
     def calculate_time_range() -> TimeRange:
         """
         计算时间范围，时间格式为 yyyy-MM-dd. 返回的是一个包含开始时间和截止时间的字典
         """
 
-    for fn, args, tp in (
-        (calculate_current_time, (), Time),
-        (add_one_day, ("2024-10-11",), Time),
-        (calculate_time_range, (), TimeRange),
+    for fn, args in (
+        (calculate_current_time, ()),
+        (add_one_day, ("2024-10-11",)),
+        (calculate_time_range, ()),
     ):
-        try:
-            value = fn(*args)
-        except ImplError as err:
-            assert err.reason and not list(tmp_path.glob(f"impl/{fn.__name__}-*.py"))
-            continue
-        assert isinstance(value, tp)
-        assert list(tmp_path.glob(f"impl/{fn.__name__}-*.py"))
-        client.runtime.chat = None  # the cached code must not need the model
-        try:
-            assert isinstance(fn(*args), tp)
-        finally:
-            del client.runtime.chat
+        with pytest.raises(ImplError) as info:
+            fn(*args)
+        assert info.value.reason and not list(tmp_path.glob(f"impl/{fn.__name__}-*.py"))
 
 
 def test_chat_oai_impl_func_reports_in_metadata(client, tmp_path, monkeypatch):
@@ -153,8 +147,12 @@ def test_chat_oai_impl_func_reports_in_metadata(client, tmp_path, monkeypatch):
         """
 
     [t] = client.chat_oai(
-        [{"role": "user", "content": "now"}], impl_func=calculate_current_time, execute_impl_func=True
+        [{"role": "user", "content": "now"}],
+        impl_func=calculate_current_time,
+        execute_impl_func=True,
+        llm_config={"seed": 0},
     )
     assert isinstance(t, LLMFunctionCallResponse)
     assert t.metadata["code"].startswith("def calculate_current_time() -> Time:")
-    assert (t.values and isinstance(t.values[0], Time)) or t.metadata["reason"]
+    # seeded: the model's code does not run (as above); the reason says so and nothing is returned
+    assert t.values == [] and t.metadata["reason"]
