@@ -55,3 +55,34 @@ def test_a_failed_wait_in_the_queue_is_uncounted():
     with pytest.raises(RuntimeError), r.waiting():
         raise RuntimeError("queue full")
     assert r.queued == 0
+
+
+class GonePool:
+    """A pool actor handle whose every call finds the actor dead."""
+
+    class acquire:  # the shape of a Ray actor method: pool.acquire.remote()
+        @staticmethod
+        def remote():
+            from ray.exceptions import RayActorError
+
+            async def dead():
+                raise RayActorError()
+
+            return dead()
+
+
+def full_route() -> _Route:
+    return _Route(GonePool(), {"workers": [0], "state": "running", "capacity": 1, "load_balance": "lru"})
+
+
+async def test_a_pool_lost_twice_is_an_undeployed_deployment_in_async_code_too(monkeypatch):
+    # the sync path gave DeploymentUndeployedError; the async one let the second RayActorError out raw
+    from byzerllm.errors import DeploymentUndeployedError
+    from byzerllm.runtime.ray import RayRuntime
+
+    runtime = RayRuntime()
+    lookups = []
+    monkeypatch.setattr(runtime, "_lookup", lambda name, refresh=False: lookups.append(refresh) or full_route())
+    with pytest.raises(DeploymentUndeployedError, match="'m' is gone"):
+        await runtime._atake("m", via_pool=True)
+    assert lookups == [False, True]  # found once, looked up again after the first loss, then given up

@@ -643,40 +643,66 @@ class RayRuntime:
             )
         return exc
 
+    def _take_steps(self, name: str, route: _Route):
+        """The one rule for leasing a slot from the pool, as a plan its drivers run: yields
+        ``("acquire", route)`` (the driver sends back ``(lease, idx)`` or throws in the Ray error) and
+        ``("lookup", None)`` (the driver sends back a fresh route). A pool that is gone is looked up
+        once more (it may have been restarted); a second loss is the deployment's end
+        (``DeploymentUndeployedError``); an error the pool raised (``QueueFullError``...) reaches the
+        caller as is."""
+        for attempt in (0, 1):
+            try:
+                with route.waiting():
+                    lease, idx = yield "acquire", route
+                return route.leased_slot(lease, idx)
+            except RayActorError:
+                if attempt == 1:
+                    raise DeploymentUndeployedError(f"deployment {name!r} is gone") from None
+                route = yield "lookup", None
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+        raise AssertionError("unreachable")
+
     def _take(self, name: str, via_pool: bool) -> _Slot:
         """A slot for one attempt: a worker picked here (direct) unless ``via_pool`` or this client
         filled every worker, else a lease from the pool (waits in its queue)."""
         route = self._lookup(name)
         if slot := route.direct_slot(via_pool):
             return slot
-        for attempt in (0, 1):
-            try:
-                with route.waiting():
-                    lease, idx = ray.get(route.pool.acquire.remote())
-                return route.leased_slot(lease, idx)
-            except RayActorError:
-                if attempt == 1:
-                    raise self._failure(name, DeploymentUndeployedError(f"deployment {name!r} is gone")) from None
-                route = self._lookup(name, refresh=True)
-            except RayTaskError as exc:
-                raise _unwrap(exc) from None
-        raise AssertionError("unreachable")
+        steps, reply, error = self._take_steps(name, route), None, None
+        try:
+            while True:
+                what, route = steps.throw(error) if error else steps.send(reply)
+                reply, error = None, None
+                try:
+                    if what == "acquire":
+                        reply = ray.get(route.pool.acquire.remote())
+                    else:
+                        reply = self._lookup(name, refresh=True)
+                except (RayActorError, RayTaskError) as exc:
+                    error = exc
+        except StopIteration as done:
+            return done.value
 
     async def _atake(self, name: str, via_pool: bool) -> _Slot:
-        """``_take`` for asyncio code."""
-        route = self._lookup(name)
+        """``_take`` for asyncio code: Ray lookups run in a thread, so the event loop never blocks."""
+        route = self._handles.get(name) or await asyncio.to_thread(self._lookup, name)
         if slot := route.direct_slot(via_pool):
             return slot
+        steps, reply, error = self._take_steps(name, route), None, None
         try:
-            with route.waiting():
-                lease, idx = await route.pool.acquire.remote()
-        except RayActorError:
-            route = await asyncio.to_thread(self._lookup, name, True)
-            with route.waiting():
-                lease, idx = await route.pool.acquire.remote()
-        except RayTaskError as exc:
-            raise _unwrap(exc) from None
-        return route.leased_slot(lease, idx)
+            while True:
+                what, route = steps.throw(error) if error else steps.send(reply)
+                reply, error = None, None
+                try:
+                    if what == "acquire":
+                        reply = await route.pool.acquire.remote()
+                    else:
+                        reply = await asyncio.to_thread(self._lookup, name, True)
+                except (RayActorError, RayTaskError) as exc:
+                    error = exc
+        except StopIteration as done:
+            return done.value
 
     def _call(self, name: str, method: str, *args: Any) -> Any:
         """A unary worker call (``chat_leased``, ``embed_leased``, ``rerank_leased``) in a slot, sent
