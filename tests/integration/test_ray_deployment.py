@@ -357,3 +357,47 @@ def test_a_worker_busy_with_another_clients_request_sends_the_request_to_the_poo
         assert s["total_requests"] == [2] and s["busy_workers"] == 0 and s["queued_requests"] == 0
     finally:
         llm.undeploy(name)
+
+
+def wait_stat(llm, name, want, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        s = llm.stat(name)
+        if all(s[k] == v for k, v in want.items()):
+            return s
+        time.sleep(0.1)
+    return llm.stat(name)
+
+
+def test_a_queued_request_that_gives_up_leaves_no_slot_behind(llm):
+    """A request waiting in the pool's queue that is cancelled (a server's request timeout) or
+    whose process is killed must not keep the slot the pool grants it later."""
+    name = "queue_chat"
+    llm.deploy(model_path="builtin:smollm2", udf_name=name)
+    try:
+        busy = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
+        next(busy)  # the one slot is taken
+
+        async def give_up():
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(llm.async_chat_oai(ASK, model=name, llm_config={"max_length": 2}), 1.0)
+
+        asyncio.run(give_up())
+        code = (
+            "import byzerllm\n"
+            "byzerllm.connect_cluster()\n"
+            f"byzerllm.ByzerLLM().chat_oai([{{'role': 'user', 'content': 'hi'}}], model={name!r},"
+            " llm_config={'max_length': 2})\n"
+        )
+        waiter = subprocess.Popen([sys.executable, "-c", code])
+        assert wait_stat(llm, name, {"queued_requests": 1})["queued_requests"] == 1
+        waiter.send_signal(signal.SIGKILL)
+        waiter.wait()
+        busy.close()  # the slot comes free; neither waiter may keep it
+        s = wait_stat(llm, name, {"state": [1], "queued_requests": 0})
+        assert s["state"] == [1] and s["queued_requests"] == 0 and s["busy_workers"] == 0
+        start = time.monotonic()
+        after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 2, **ENDLESS})[0]
+        assert after.metadata["generated_tokens_count"] == 2 and time.monotonic() - start < 5
+    finally:
+        llm.undeploy(name)

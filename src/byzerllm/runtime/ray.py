@@ -71,6 +71,10 @@ VIA_POOL_AFTER_BUSY = 0.2
 POOL_MESSAGE_WINDOW = 0.005
 # Slot returns that arrived before the worker's claim (kept to cancel the late claim), at most.
 EARLY_RELEASES = 4096
+# A slot the pool leased must reach its worker within this long (seconds), else the pool takes it
+# back: its caller gave up (a cancelled or timed-out wait) or died while it waited in the queue.
+# A caller sends its request at once, and the worker says so within POOL_MESSAGE_WINDOW.
+LEASE_USE_TIMEOUT = 3.0
 
 
 class RayWorker(Worker):
@@ -132,6 +136,7 @@ class RayWorker(Worker):
 
     def _admit(self, lease: int | str, direct: bool) -> bool:
         if not direct:
+            self._tell_pool("use", lease, self._index)  # the lease reached its worker: keep it
             self._slots.acquire()  # the pool reserved it; a direct request may hold it a moment longer
             return True
         if not self._slots.acquire(blocking=False):
@@ -215,6 +220,11 @@ class DeploymentPool:
         self.total_requests = [0] * n
         self.last_work = [time.time()] * n
         self.leases: dict[int | str, int] = {}
+        # leases granted by ``acquire`` whose request has not reached the worker: lease -> grant time
+        self._unused: dict[int, float] = {}
+        # leases taken back unused (lease -> worker), should their request reach the worker after all
+        self._taken_back: OrderedDict[int, int] = OrderedDict()
+        self._reaper: asyncio.Task | None = None
         self._early_releases: OrderedDict[str, None] = OrderedDict()
         self._lease_ids = itertools.count(1)
         self._rr = itertools.cycle(range(n))
@@ -291,13 +301,42 @@ class DeploymentPool:
                     self.waiting -= 1
             lease = next(self._lease_ids)
             self._count(lease, idx)
+            self._unused[lease] = time.monotonic()
+            if self._reaper is None:
+                self._reaper = asyncio.get_running_loop().create_task(self._take_back_unused())
             return lease, idx
 
+    async def _take_back_unused(self) -> None:
+        """Return the slots of leases whose request never reached a worker (``LEASE_USE_TIMEOUT``)."""
+        while self.state != "stopping":
+            await asyncio.sleep(LEASE_USE_TIMEOUT / 3)
+            now = time.monotonic()
+            for lease in [lease for lease, t in self._unused.items() if now - t > LEASE_USE_TIMEOUT]:
+                del self._unused[lease]
+                idx = self.leases.pop(lease, None)
+                if idx is None:
+                    continue
+                self._taken_back[lease] = idx
+                if len(self._taken_back) > EARLY_RELEASES:
+                    self._taken_back.popitem(last=False)
+                self.in_flight[idx] -= 1
+                async with self._cond:
+                    self._cond.notify()
+
+    def use(self, lease: int, idx: int) -> None:
+        """A leased request reached its worker: the lease is kept until its release. One taken back
+        meanwhile (a caller slower than ``LEASE_USE_TIMEOUT``) is counted again, since it runs."""
+        if self._unused.pop(lease, None) is None and self._taken_back.pop(lease, None) is not None:
+            self.leases[lease] = idx
+            self.in_flight[idx] += 1
+
     async def apply(self, messages: list[tuple[str, tuple]]) -> None:
-        """Messages from a worker, in order: ``("claim", args)`` and ``("release", args)``."""
+        """Messages from a worker, in order: ``("claim", args)``, ``("use", args)`` and ``("release", args)``."""
         for method, args in messages:
             if method == "claim":
                 self.claim(*args)
+            elif method == "use":
+                self.use(*args)
             else:
                 await self.release(*args)
 
@@ -320,6 +359,7 @@ class DeploymentPool:
         self.usage["prompt_tokens"] += prompt_tokens
         self.usage["completion_tokens"] += completion_tokens
         self.usage["failed_requests"] += int(failed)
+        self._unused.pop(lease, None)
         idx = self.leases.pop(lease, None)
         if idx is None:
             if isinstance(lease, str):  # a direct request's slot, returned before its claim arrived
@@ -696,7 +736,14 @@ class RayRuntime:
                 reply, error = None, None
                 try:
                     if what == "acquire":
-                        reply = await route.pool.acquire.remote()
+                        ref = route.pool.acquire.remote()
+                        try:
+                            reply = await ref
+                        except asyncio.CancelledError:
+                            # the caller gave up: leave the queue now (a slot granted meanwhile goes
+                            # back unused after LEASE_USE_TIMEOUT)
+                            ray.cancel(ref)
+                            raise
                     else:
                         reply = await asyncio.to_thread(self._lookup, name, True)
                 except (RayActorError, RayTaskError) as exc:
