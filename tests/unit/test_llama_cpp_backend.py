@@ -353,3 +353,16 @@ def test_an_engine_of_infer_backend_without_a_backend_says_so():
         with pytest.raises(BackendNotFoundError, match="engine has no backend yet .*installed: .*llama_cpp") as info:
             get_backend_class(engine.value)
         assert "llama_cpp" in info.value.available
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_it_is_tokenized(backend, monkeypatch):
+    assert 1 < backend.max_token_chars < 100
+    monkeypatch.setattr(backend.llm, "tokenize", lambda *a, **k: pytest.fail("tokenized"))
+    text = "x" * (backend.n_ctx * backend.max_token_chars + 1)
+    with pytest.raises(InvalidRequestError, match="more than 4096 tokens can hold") as info:
+        list(backend.stream(req(text)))
+    assert info.value.param == "messages"
+    limited = req("y" * (10 * backend.max_token_chars + 1))
+    limited.max_input_tokens = 10
+    with pytest.raises(InvalidRequestError, match="more than 10 tokens can hold"):
+        list(backend.stream(limited))

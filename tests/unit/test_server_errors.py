@@ -103,3 +103,29 @@ def test_error_bodies_carry_no_traceback_path_or_prompt():
     with TestClient(create_app(RaisingBackendLLM())) as http:
         r = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "private" not in r.text and "surrogate" in r.json()["error"]["message"]
+
+
+def test_a_body_without_content_length_is_refused_at_the_size_limit():
+    calls = []
+
+    class CountingLLM(FailingLLM):
+        async def async_chat_oai(self, *args, **kwargs):
+            calls.append(1)
+            raise QueueFullError("x")
+
+    def chunks():  # a chunked body: no Content-Length
+        yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}]}'
+
+    with TestClient(create_app(CountingLLM(), max_body_bytes=10_000)) as http:
+        r = http.post("/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "larger than 10000 bytes" in r.json()["error"]["message"]
+        small = http.post(
+            "/v1/chat/completions",
+            content=iter([b'{"model": "m", "messages": []}']),
+            headers={"Content-Type": "application/json"},
+        )
+        assert small.status_code == 400
+    assert calls == []

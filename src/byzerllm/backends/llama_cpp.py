@@ -148,6 +148,9 @@ class LlamaCppBackend(Backend):
         self.pooling = POOLING_NAMES.get(self.llm.pooling_type()) if pooling else None
         # llama.cpp may round its context up; the Python-side buffers keep the requested size
         self.n_ctx = min(int(n_ctx), self.llm.n_ctx())
+        # the most characters one token stands for: a text longer than max_model_len times this
+        # cannot fit, which is known without tokenizing it (a 7 MB prompt takes 13 s to tokenize)
+        self.max_token_chars = max(len(self._token_text(t)) for t in range(self.llm.n_vocab())) or 1
         self._eog = llama_cpp.llama_vocab_is_eog
         self.path = path
         self._grammars: dict[str, Any] = {}
@@ -190,9 +193,22 @@ class LlamaCppBackend(Backend):
             return ""
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
+    def _fits(self, text: str, request: ChatRequest) -> str:
+        """``text`` when it may fit; raise ``InvalidRequestError`` when it has more characters than the
+        context (or the request's max input length) could hold at ``max_token_chars`` per token."""
+        limit = min(self.n_ctx, request.max_input_tokens or self.n_ctx)
+        if len(text) > limit * self.max_token_chars:
+            raise InvalidRequestError(
+                f"the prompt is {len(text)} characters, more than {limit} tokens can hold (a token of this model "
+                f"is at most {self.max_token_chars} characters); max_model_len is {self.n_ctx}",
+                param="messages",
+            )
+        return text
+
     def _prompt_tokens(self, request: ChatRequest) -> list[int]:
         if request.prompt is not None:
-            return self.llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
+            prompt = self._fits(request.prompt, request)
+            return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         if self.formatter is None:
             raise InvalidRequestError(
                 f"{self.path} has no chat template; set one with infer_params chat_template=... "
@@ -208,7 +224,7 @@ class LlamaCppBackend(Backend):
                 )
             prefill = messages.pop()["content"]
         rendered = self.formatter(messages=messages)
-        text = rendered.prompt + prefill
+        text = self._fits(rendered.prompt + prefill, request)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def _grammar(self, response_format: dict[str, Any] | None):

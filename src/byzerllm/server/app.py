@@ -154,7 +154,8 @@ def _response_format(body: ChatCompletionRequest) -> dict[str, Any] | None:
 
 class Guard:
     """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on every request): the
-    API key check (401) and the request size limit by Content-Length (413)."""
+    API key check (401) and the request size limit (413): by Content-Length before reading, and
+    while reading a body sent without one (chunked), which stops at the limit."""
 
     OPEN_PATHS = ("/health", "/docs", "/openapi.json")
 
@@ -187,7 +188,19 @@ class Guard:
                 status_code=401,
             )
             return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if length.isdigit():
+            return await self.app(scope, receive, send)
+        read = 0
+
+        async def limited_receive():
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.max_body_bytes:  # the app's error handler answers 413
+                raise StarletteHTTPException(413, f"request body is larger than {self.max_body_bytes} bytes")
+            return message
+
+        return await self.app(scope, limited_receive, send)
 
 
 def create_app(
