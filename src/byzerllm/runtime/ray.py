@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -59,6 +60,7 @@ from .cluster import NAMESPACE
 from .spec import LOAD_BALANCE_STRATEGIES, DeploymentSpec, mask_secrets, pick_worker  # noqa: F401 - re-exported
 from .worker import Worker
 
+log = logging.getLogger("byzerllm.runtime")
 PREFIX = "deployment:"
 # A request whose worker died before it produced output is sent again, after these pauses
 # (seconds): Ray needs a moment to notice a dead process before it routes to its replacement.
@@ -120,8 +122,10 @@ class RayWorker(Worker):
                 if flushed:  # the pool's stat waits until what was sent is counted
                     ray.get(list(sent), timeout=2)
                     sent.clear()
-            except Exception:  # the pool is gone: the deployment was removed
+            except (RayActorError, GetTimeoutError, ValueError):  # the pool is gone: the deployment was removed
                 pass
+            except Exception:  # keep sending later counts; say what went wrong
+                log.exception("worker %s could not send its counts to pool %s", self._index, self._pool_name)
             for done in flushed:
                 done.set()
 
@@ -621,7 +625,7 @@ class RayRuntime:
     def _kill(self, pool) -> None:
         try:
             ray.get(pool.shutdown.remote(), timeout=30)
-        except Exception:
+        except (RayActorError, RayTaskError, GetTimeoutError):  # a pool that cannot shut down is killed anyway
             pass
         ray.kill(pool, no_restart=True)
 
