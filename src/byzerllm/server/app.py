@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hmac
 import json
+import re
 import struct
 import time
 import uuid
@@ -33,6 +34,31 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+# pydantic's names of union members in an error's location (``str``, ``list[str]``, a model class)
+_UNION_MEMBER = re.compile(r"^([a-z-]+\[.*\]|str|int|float|bool|none|[A-Z]\w*)$")
+
+
+def body_param(loc: Any) -> str | None:
+    """OpenAI's ``param`` for a location in the request body: fields joined by dots, list indexes
+    as ``[i]`` (OpenAI writes ``messages.[1].content``), without pydantic's union member names."""
+    parts = [f"[{x}]" if isinstance(x, int) else str(x) for x in loc if x != "body"]
+    parts = [p for p in parts if p.startswith("[") or not _UNION_MEMBER.match(p)]
+    return ".".join(parts) or None
+
+
+def request_param(param: str | None, path: str) -> str | None:
+    """OpenAI's ``param`` for a client error's field (``conversations[0].content``, ``max_length``):
+    the request's own field at ``path``, written as ``body_param`` writes it."""
+    if not param:
+        return param
+    if path.endswith("/completions") and not path.endswith("/chat/completions"):
+        param = re.sub(r"^conversations\[0\]\.content.*", "prompt", param)
+    param = re.sub(r"^conversations\b", "messages", param)
+    param = re.sub(r"^(max_length|max_new_tokens)$", "max_tokens", param)
+    param = re.sub(r"^instruction$", "input", param)
+    return re.sub(r"\.?\[(\d+)\]", r".[\1]", param)
 
 
 def _now() -> int:
@@ -76,6 +102,19 @@ class Server:
         """The deployment a request's model names (an unknown one is reported by the client with
         the list of deployed names)."""
         return self.aliases.get(model, model)
+
+    async def check_max_tokens(self, name: str, body: Any) -> None:
+        """Refuse ``max_tokens`` above the deployment's context length (OpenAI answers 400 too)."""
+        asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
+        if not asked:
+            return
+        context = (await asyncio.to_thread(self.llm.get_meta, name)).get("max_model_len")
+        if context and asked > context:
+            field = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
+            raise InvalidRequestError(
+                f"{field} is too large: {asked}. The model {body.model!r} has a context of {context} tokens",
+                param=field,
+            )
 
     async def timed(self, awaitable):
         try:
@@ -224,18 +263,17 @@ def create_app(
     @app.exception_handler(ByzerLLMError)
     async def byzer_error(request: Request, exc: ByzerLLMError):
         srv.metrics.error(request.url.path, getattr(exc, "status_code", 500))
-        return JSONResponse(
-            error_body(str(exc), exc.error_type, getattr(exc, "param", None)), status_code=exc.status_code
-        )
+        param = request_param(getattr(exc, "param", None), request.url.path)
+        return JSONResponse(error_body(str(exc), exc.error_type, param), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
+        param = None if first.get("type") == "json_invalid" else body_param(first.get("loc", ()))
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         srv.metrics.error(request.url.path, 400)
         return JSONResponse(
-            error_body(f"{param or 'body'}: {first.get('msg')}", "invalid_request_error", param), status_code=400
+            error_body(f"{param or 'body'}: {message}", "invalid_request_error", param), status_code=400
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -285,6 +323,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
         name = srv.deployment(body.model)
+        await srv.check_max_tokens(name, body)
         config, extra = _sampling(body), {}
         rf = _response_format(body)
         if rf is not None:
@@ -361,6 +400,7 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         name = srv.deployment(body.model)
+        await srv.check_max_tokens(name, body)
         config, extra = _sampling(body), {}
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:

@@ -1,20 +1,26 @@
 """Request bodies of the OpenAI-compatible API (the subset byzerllm serves).
 
-Unknown fields are refused with a 400 that names them, as OpenAI's API does; known fields whose
-value the deployments cannot honour (``n > 1``, ``logprobs``) are refused by the endpoints.
+Unknown fields are refused with a 400 that names them, as OpenAI's API does, and values are not
+coerced (``"max_tokens": "8"`` is refused, as OpenAI refuses it); the limits OpenAI's API reference
+states are checked here too (at most 4 stop sequences, tool names ``^[a-zA-Z0-9_-]{1,64}$``,
+``tool_choice`` only with tools, ``stream_options`` only with ``stream``, a valid JSON schema in
+``response_format``). Known fields whose value the deployments cannot honour (``n > 1``,
+``logprobs``) are refused by the endpoints.
 Shapes follow the OpenAI API reference (chat completions, completions, embeddings) and the
 Jina / Cohere rerank APIs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON string is not taken for a number or a boolean
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FunctionCall(_Strict):
@@ -39,7 +45,7 @@ class Message(_Strict):
 
 
 class FunctionDef(_Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -65,6 +71,16 @@ class JsonSchemaFormat(_Strict):
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
 
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "the schema"
+            raise ValueError(f"not a valid JSON schema at {where}: {exc.message}") from None
+        return schema
+
 
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
@@ -80,7 +96,7 @@ class _Sampling(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=128)
     stream: bool = False
@@ -95,6 +111,13 @@ class _Sampling(_Strict):
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)
     ignore_eos: bool | None = None
 
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options_need_stream(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true")
+        return value
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
@@ -107,6 +130,14 @@ class ChatCompletionRequest(_Sampling):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     top_logprobs: int | None = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_needs_tools(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in (None, "none") and not info.data.get("tools"):
+            raise ValueError("tool_choice is only allowed when tools are given")
+        return value
+
     metadata: dict[str, str] | None = None
     store: bool | None = None
     service_tier: str | None = None
