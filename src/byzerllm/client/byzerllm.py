@@ -555,8 +555,9 @@ class ByzerLLM(StructuredMixin):
         ``LLMResponse`` whose ``output`` is ``[pair, score]`` for one pair, or ``[[pair, score], ...]``
         sorted by score for a list (the Byzer-LLM documents' shape). Scores are the backend's: a
         cross-encoder's logit, an LLM judge's mean log-probability of the query, or a cosine similarity for an
-        embedding model (see docs/embeddings.md). Raises ``InvalidRequestError`` for a malformed
-        pair."""
+        embedding model (see docs/embeddings.md). ``extract_params`` (Byzer-LLM's per-request engine
+        options) has no meaning for the rerank backends here and is ignored. Raises
+        ``InvalidRequestError`` for a malformed pair."""
         name, pairs, single = self._rerank_inputs(model, sentence_pairs)
         start = time.perf_counter()
         scores, tokens = self.runtime.rerank(name, pairs)

@@ -321,7 +321,7 @@ class PromptFunction:
                 text = yield from self._text_plan(retry, **extra)
             return parse_as(tp, self._extractor(text) if self._extractor else text)
 
-    def _record(self, meta: dict[str, Any], responses: list[LLMResponse]) -> None:
+    def _record(self, responses: list[LLMResponse]) -> None:
         if self._meta_holder is None or not responses:
             return
         ms = [r.metadata for r in responses]
@@ -359,7 +359,7 @@ class PromptFunction:
         try:
             return run_plan(self._plan(self._messages(rendered), meta), client, model, responses)
         finally:
-            self._record(meta, responses)
+            self._record(responses)
 
     __call__ = run
 
@@ -376,7 +376,7 @@ class PromptFunction:
         try:
             return await arun_plan(self._plan(self._messages(rendered), meta), client, model, responses)
         finally:
-            self._record(meta, responses)
+            self._record(responses)
 
     def _stream_call(self, messages: list[dict[str, Any]]) -> tuple[_Call, str]:
         if self._markers is not None:
@@ -418,7 +418,7 @@ class PromptFunction:
 
     def _record_stream(self, meta: Any, start: float) -> None:
         if meta is not None:
-            self._record({}, [LLMResponse("", {}, {**meta.to_dict(), "time_cost": time.perf_counter() - start})])
+            self._record([LLMResponse("", {}, {**meta.to_dict(), "time_cost": time.perf_counter() - start})])
 
 
 class _AsyncStream:
