@@ -111,6 +111,7 @@ async def one_request(http: httpx.AsyncClient, url: str, rng: random.Random) -> 
                     return "completed" if event["choices"][0]["finish_reason"] == "length" else "unexpected finish"
             return "stream ended without finish"
     except (httpx.TransportError, httpx.RemoteProtocolError):
+        await asyncio.sleep(0.2)  # the server is down: do not spin while it starts again
         return "connection cut (server killed)"
 
 

@@ -101,6 +101,9 @@ class RayWorker(Worker):
         # worth per message: submitting an actor call costs about 0.5 ms, kept off the request path.
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._send_to_pool, name="pool-messages", daemon=True).start()
+        # a restarted worker holds no request: the pool forgets the slots its previous process held,
+        # whose last messages (a release within the last few milliseconds) died with it
+        self._tell_pool("start", index)
 
     def _send_to_pool(self) -> None:
         sent: deque = deque(maxlen=64)  # the latest messages, which the pool may not have applied yet
@@ -327,6 +330,17 @@ class DeploymentPool:
                 async with self._cond:
                     self._cond.notify()
 
+    async def worker_started(self, idx: int) -> None:
+        """Worker ``idx`` (re)started with every slot free: its earlier leases are void (their callers
+        saw it die; returning them again is harmless)."""
+        for lease in [lease for lease, i in self.leases.items() if i == idx]:
+            del self.leases[lease]
+            self._unused.pop(lease, None)
+        if self.in_flight[idx]:
+            self.in_flight[idx] = 0
+            async with self._cond:
+                self._cond.notify_all()
+
     def use(self, lease: int, idx: int) -> None:
         """A leased request reached its worker: the lease is kept until its release. One taken back
         meanwhile (a caller slower than ``LEASE_USE_TIMEOUT``) is counted again, since it runs."""
@@ -335,10 +349,13 @@ class DeploymentPool:
             self.in_flight[idx] += 1
 
     async def apply(self, messages: list[tuple[str, tuple]]) -> None:
-        """Messages from a worker, in order: ``("claim", args)``, ``("use", args)`` and ``("release", args)``."""
+        """Messages from a worker, in order: ``("start", (idx,))`` when its process (re)starts, and
+        ``("claim", args)``, ``("use", args)``, ``("release", args)`` for its requests."""
         for method, args in messages:
             if method == "claim":
                 self.claim(*args)
+            elif method == "start":
+                await self.worker_started(*args)
             elif method == "use":
                 self.use(*args)
             else:
