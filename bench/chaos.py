@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 from _common import print_table, ray_cluster, write_result
+from ray.exceptions import RayError
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "chaos_echo"
@@ -153,7 +154,10 @@ def run_chaos(
                 await asyncio.sleep(0.2)
                 now = time.monotonic() - start
                 if now >= next_kill and now < seconds:
-                    pids = await asyncio.to_thread(llm.runtime.worker_pids, DEPLOYMENT)
+                    try:
+                        pids = await asyncio.to_thread(llm.runtime.worker_pids, DEPLOYMENT)
+                    except RayError:  # a worker is still restarting from the last kill: try again
+                        continue
                     os.kill(random.Random(seed + int(now)).choice(pids), signal.SIGKILL)
                     faults["workers_killed"] += 1
                     next_kill += kill_every
