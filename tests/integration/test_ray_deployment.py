@@ -237,7 +237,10 @@ def test_requests_on_a_dying_worker(llm):
                 pass
         after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 3, **ENDLESS})[0]
         assert after.metadata["generated_tokens_count"] == 3 and after.metadata["finish_reason"] == "length"
-        assert llm.stat(name)["state"] == [1]  # the leases of the failed requests were returned
+        stat = llm.stat(name)
+        assert stat["state"] == [1]
+        # the attempt the worker's death ended and the stream it cut are failures, counted once each
+        assert stat["failed_requests"] == 2  # the leases of the failed requests were returned
     finally:
         llm.undeploy(name)
 

@@ -86,3 +86,15 @@ async def test_a_pool_lost_twice_is_an_undeployed_deployment_in_async_code_too(m
     with pytest.raises(DeploymentUndeployedError, match="'m' is gone"):
         await runtime._atake("m", via_pool=True)
     assert lookups == [False, True]  # found once, looked up again after the first loss, then given up
+
+
+def test_stat_free_slots_are_never_negative():
+    # a pool lease can meet a slot another client's direct request took a moment earlier: the worker
+    # then has more requests assigned than slots, and none free
+    from byzerllm.runtime.spec import DeploymentSpec, stat_counts
+
+    spec = DeploymentSpec(name="m", backend="echo", model_path="", worker_concurrency=2)
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "failed_requests": 1}
+    s = stat_counts(spec, [3, 0], [5, 2], [0.0, 0.0], 1, usage)
+    assert s["state"] == [0, 2] and s["busy_workers"] == 1 and s["idle_workers"] == 1
+    assert s["total_tokens"] == 7 and s["failed_requests"] == 1 and s["queued_requests"] == 1

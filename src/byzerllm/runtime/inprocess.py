@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError, QueueFullError
 from ..types import ChatChunk, ChatRequest, ChatResponse
-from .spec import DeploymentSpec, mask_secrets, pick_worker
+from .spec import DeploymentSpec, mask_secrets, pick_worker, stat_counts
 from .worker import Worker
 
 
@@ -153,21 +153,8 @@ class InProcessRuntime:
 
     def stat(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)
-        k = dep.spec.worker_concurrency
-        busy = sum(1 for c in dep.in_flight if c > 0)
-        now = time.time()
-        return {
-            "total_workers": len(dep.workers),
-            "busy_workers": busy,
-            "idle_workers": len(dep.workers) - busy,
-            "load_balance_strategy": dep.spec.load_balance,
-            "total_requests": list(dep.total_requests),
-            "state": [k - c for c in dep.in_flight],
-            "worker_max_concurrency": k,
-            "workers_last_work_time": [f"{now - t}s" for t in dep.last_work],
-            "queued_requests": dep.waiting,
-            **dep.usage_totals(),
-        }
+        with dep.cond:
+            return stat_counts(dep.spec, dep.in_flight, dep.total_requests, dep.last_work, dep.waiting, dep.usage)
 
     def meta(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)

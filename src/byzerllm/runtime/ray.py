@@ -57,7 +57,13 @@ from ..errors import (
 )
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .cluster import NAMESPACE
-from .spec import LOAD_BALANCE_STRATEGIES, DeploymentSpec, mask_secrets, pick_worker  # noqa: F401 - re-exported
+from .spec import (  # noqa: F401 - LOAD_BALANCE_STRATEGIES re-exported
+    LOAD_BALANCE_STRATEGIES,
+    DeploymentSpec,
+    mask_secrets,
+    pick_worker,
+    stat_counts,
+)
 from .worker import Worker
 
 log = logging.getLogger("byzerllm.runtime")
@@ -375,13 +381,15 @@ class DeploymentPool:
     async def release(
         self, lease: int, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False
     ) -> None:
-        """Return a lease (idempotent); the worker adds its request's token counts (or a failure) to
-        the totals in the same message."""
-        self.usage["prompt_tokens"] += prompt_tokens
-        self.usage["completion_tokens"] += completion_tokens
-        self.usage["failed_requests"] += int(failed)
+        """Return a lease (idempotent: a lease returned twice is counted once); the worker adds its
+        request's token counts (or a failure) to the totals in the same message, the caller a failure
+        when the worker died."""
         self._unused.pop(lease, None)
         idx = self.leases.pop(lease, None)
+        if idx is not None or (isinstance(lease, str) and lease not in self._early_releases):
+            self.usage["prompt_tokens"] += prompt_tokens
+            self.usage["completion_tokens"] += completion_tokens
+            self.usage["failed_requests"] += int(failed)
         if idx is None:
             if isinstance(lease, str):  # a direct request's slot, returned before its claim arrived
                 self._early_releases[lease] = None
@@ -402,21 +410,7 @@ class DeploymentPool:
             )
         except TimeoutError:  # a worker restarting: its counts arrive later
             pass
-        k = self.spec.worker_concurrency
-        busy = sum(1 for c in self.in_flight if c > 0)
-        now = time.time()
-        return {
-            "total_workers": len(self.workers),
-            "busy_workers": busy,
-            "idle_workers": len(self.workers) - busy,
-            "load_balance_strategy": self.spec.load_balance,
-            "total_requests": list(self.total_requests),
-            "state": [k - c for c in self.in_flight],
-            "worker_max_concurrency": k,
-            "workers_last_work_time": [f"{now - t}s" for t in self.last_work],
-            "queued_requests": self.waiting,
-            **self.usage_totals(),
-        }
+        return stat_counts(self.spec, self.in_flight, self.total_requests, self.last_work, self.waiting, self.usage)
 
     async def shutdown(self) -> None:
         """Stop taking requests and kill the workers; running requests end with an error."""
@@ -543,7 +537,8 @@ class _Slot:
         the pool hears of it from the worker's batched messages, and a return that overtook the
         worker's claim would drop the request from the counts."""
         if isinstance(error, RayActorError) or (not ok and not self.direct):
-            self.route.pool.release.remote(self.lease)
+            # a failure: counted once, by whichever of the worker and the caller returns it first
+            self.route.pool.release.remote(self.lease, 0, 0, True)
         self.route.done(self.idx)
 
 
