@@ -340,3 +340,34 @@ def test_openapi_schema_fuzzed_without_server_errors(server):
     paths = {p for p, _ in calls}
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/models"} <= paths
     assert any(status == 200 for _, status in calls)
+
+
+def test_bad_input_is_answered_by_the_server_and_the_ray_workers_keep_serving(server, llm, smollm2_chat):
+    """The fuzz list of tests/unit/test_server_fuzz.py through ``byzerllm serve`` and Ray workers."""
+    from ..unit.test_server_fuzz import CASES
+
+    user = [{"role": "user", "content": "hi"}]
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as http:
+        for case, fields, status, param in CASES:
+            r = http.post("/v1/chat/completions", json={"model": smollm2_chat, "messages": user, **fields})
+            assert (r.status_code, r.json()["error"]["param"]) == (status, param), case
+
+        def chunked():  # 12 MB without Content-Length
+            yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+            for _ in range(12):
+                yield b"x" * (1024 * 1024)
+            yield b'"}]}'
+
+        json_headers = {"Content-Type": "application/json"}
+        assert http.post("/v1/chat/completions", content=chunked(), headers=json_headers).status_code == 413
+        surrogate = b'{"model": "%s", "messages": [{"role": "user", "content": "a \\ud800 b"}]}' % smollm2_chat.encode()
+        r = http.post("/v1/chat/completions", content=surrogate, headers=json_headers)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages.[0].content"
+        seven_mb = [{"role": "user", "content": "word " * 1_400_000}]
+        long_prompt = json.dumps({"model": smollm2_chat, "messages": seven_mb})
+        start = time.monotonic()
+        r = http.post("/v1/chat/completions", content=long_prompt.encode(), headers=json_headers)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages" and time.monotonic() - start < 10
+        ok = http.post("/v1/chat/completions", json={"model": smollm2_chat, "messages": user, "max_tokens": 3})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] > 0
+    assert llm.stat(smollm2_chat)["state"] == [1, 1]
