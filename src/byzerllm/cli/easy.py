@@ -25,7 +25,7 @@ import click
 from ..backends.saas_presets import preset_options, presets
 from ..errors import ByzerLLMError, ClusterNotFoundError, InvalidRequestError
 from ..params import parse_key_values
-from .main import MultiValueCommand, _connect, _fail, _opt, err
+from .common import MultiValueCommand, _connect, _fail, _opt, err
 
 
 @functools.cache

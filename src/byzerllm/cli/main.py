@@ -6,7 +6,6 @@ dashed spellings (``--num-workers``) work too. Errors print one line and exit wi
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -17,60 +16,9 @@ from rich.console import Console
 from ..backends.models import DEFAULT_CHAT_MODEL
 from ..errors import ByzerLLMError
 from ..params import parse_key_values
-
-err = Console(stderr=True, highlight=False)
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
-    sys.exit(1)
-
-
-def handle_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ByzerLLMError as exc:
-            _fail(str(exc))
-
-    return wrapper
-
-
-class MultiValueCommand(click.Command):
-    """Lets ``--infer_params a=1 b=2`` take several values, as argparse ``nargs='+'`` did."""
-
-    multi = ("--infer_params", "--infer-params")
-
-    def parse_args(self, ctx, args):
-        out, current = [], None
-        for arg in args:
-            if arg in self.multi:
-                current = arg
-                continue
-            if current and not arg.startswith("--"):
-                out += [current, arg]
-                continue
-            current = None
-            out.append(arg)
-        return super().parse_args(ctx, out)
-
-
-def _connect(address: str, start_local: bool = False) -> None:
-    from ..runtime.cluster import connect_cluster
-
-    if connect_cluster(address, start_local=start_local):
-        err.print(
-            "No Ray cluster was running: started a local Ray head on this machine "
-            "(stop it with `byzerllm cluster stop`).",
-            soft_wrap=True,
-        )
-
-
-def _opt(name: str, **kw):
-    dashed = name.replace("_", "-")
-    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
-    return click.option(*names, name, **kw)
+from .common import MultiValueCommand, _connect, _fail, _opt, err, handle_errors
+from .rag import rag
+from .storage import storage
 
 
 @click.group()
@@ -343,13 +291,7 @@ def cluster_stop():
     click.echo("Ray cluster stopped.")
 
 
-# subcommand groups in their own modules (they import the helpers above)
-from .rag import rag  # noqa: E402
-
 cli.add_command(rag)
-
-from .storage import storage  # noqa: E402 - the group imports the helpers above
-
 cli.add_command(storage)
 
 

