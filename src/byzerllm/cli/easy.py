@@ -23,9 +23,9 @@ from typing import Any
 import click
 
 from ..backends.saas_presets import preset_options, presets
-from ..errors import ByzerLLMError, ClusterNotFoundError, InvalidRequestError
+from ..errors import ClusterNotFoundError, InvalidRequestError
 from ..params import parse_key_values
-from .common import MultiValueCommand, _connect, _fail, _opt, err
+from .common import MultiValueCommand, _connect, _opt, err, handle_errors
 
 
 @functools.cache
@@ -73,17 +73,6 @@ def _masked(token: str | None) -> str:
     return f"***{token[-4:]}" if token else "none"
 
 
-def _handle(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ByzerLLMError as exc:
-            _fail(str(exc))
-
-    return wrapper
-
-
 @click.group()
 @click.version_option(package_name="byzerllm")
 def cli() -> None:
@@ -106,7 +95,7 @@ def cli() -> None:
 )
 @_opt("infer_params", multiple=True, help="More saas.* options key=value (saas.deadline=60 ...).")
 @_opt("ray_address", default="auto", show_default=True)
-@_handle
+@handle_errors
 def deploy(model, token, alias, provider, base_url, num_workers, worker_concurrency, infer_params, ray_address):
     """Deploy MODEL (e.g. deepseek-chat) as a SaaS deployment on the Ray cluster."""
     from ..client import ByzerLLM
@@ -130,7 +119,7 @@ def deploy(model, token, alias, provider, base_url, num_workers, worker_concurre
 @cli.command()
 @click.argument("alias")
 @_opt("ray_address", default="auto", show_default=True)
-@_handle
+@handle_errors
 def undeploy(alias, ray_address):
     """Remove deployment ALIAS."""
     from ..client import ByzerLLM
@@ -149,7 +138,7 @@ def undeploy(alias, ray_address):
 @_opt("max_length", default=None, type=int, help="Max tokens to generate.")
 @click.option("--local", is_flag=True, help="Run the model in this process; do not look for a Ray deployment.")
 @_opt("ray_address", default="auto", show_default=True)
-@_handle
+@handle_errors
 def chat(name, query, token, provider, base_url, max_length, local, ray_address):
     """Ask NAME (a deployment, or a well-known model run in this process) one question; the
     answer streams to stdout, counts go to stderr."""
