@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from byzerllm.runtime.ray import VIA_POOL_AFTER_BUSY, _Route
-from byzerllm.runtime.spec import pick_worker
+from byzerllm.runtime.ray.routing import EMIT, VIA_POOL_AFTER_BUSY, Route, take_plan
+from byzerllm.runtime.slots import pick_worker
 
 
 def test_strategies_pick_among_workers_with_a_free_slot():
@@ -22,8 +22,8 @@ def test_strategies_pick_among_workers_with_a_free_slot():
     assert pick_worker("lru", [2, 2], [0.0, 0.0], 2, rr) is None
 
 
-def route(state: str = "running", workers: int = 2, capacity: int = 1) -> _Route:
-    return _Route(
+def route(state: str = "running", workers: int = 2, capacity: int = 1) -> Route:
+    return Route(
         None, {"workers": list(range(workers)), "state": state, "capacity": capacity, "load_balance": "round_robin"}
     )
 
@@ -71,8 +71,8 @@ class GonePool:
             return dead()
 
 
-def full_route() -> _Route:
-    return _Route(GonePool(), {"workers": [0], "state": "running", "capacity": 1, "load_balance": "lru"})
+def full_route() -> Route:
+    return Route(GonePool(), {"workers": [0], "state": "running", "capacity": 1, "load_balance": "lru"})
 
 
 async def test_a_pool_lost_twice_is_an_undeployed_deployment_in_async_code_too(monkeypatch):
@@ -83,18 +83,44 @@ async def test_a_pool_lost_twice_is_an_undeployed_deployment_in_async_code_too(m
     runtime = RayRuntime()
     lookups = []
     monkeypatch.setattr(runtime, "_lookup", lambda name, refresh=False: lookups.append(refresh) or full_route())
+
+    def plan():
+        slot = yield from take_plan("m", via_pool=True)
+        yield EMIT, slot
+
     with pytest.raises(DeploymentUndeployedError, match="'m' is gone"):
-        await runtime._atake("m", via_pool=True)
+        await anext(runtime._adrive(plan()))
     assert lookups == [False, True]  # found once, looked up again after the first loss, then given up
 
 
 def test_stat_free_slots_are_never_negative():
     # a pool lease can meet a slot another client's direct request took a moment earlier: the worker
     # then has more requests assigned than slots, and none free
-    from byzerllm.runtime.spec import DeploymentSpec, stat_counts
+    from byzerllm.runtime.slots import SlotCounts
+    from byzerllm.runtime.spec import DeploymentSpec
 
-    spec = DeploymentSpec(name="m", backend="echo", model_path="", worker_concurrency=2)
-    usage = {"prompt_tokens": 3, "completion_tokens": 4, "failed_requests": 1}
-    s = stat_counts(spec, [3, 0], [5, 2], [0.0, 0.0], 1, usage)
-    assert s["state"] == [0, 2] and s["busy_workers"] == 1 and s["idle_workers"] == 1
+    counts = SlotCounts(DeploymentSpec(name="m", backend="echo", model_path="", num_workers=2, worker_concurrency=2))
+    for idx in (0, 0, 0, 1, 1):
+        counts.take(idx)
+    counts.give_back(1)
+    counts.add_usage(3, 4)
+    counts.add_usage(failed=True)
+    counts.waiting = 1
+    s = counts.stat()
+    assert s["state"] == [0, 1] and s["busy_workers"] == 2 and s["idle_workers"] == 0
+    assert s["total_requests"] == [3, 2]
     assert s["total_tokens"] == 7 and s["failed_requests"] == 1 and s["queued_requests"] == 1
+
+
+def test_a_full_queue_is_refused_with_its_size():
+    from byzerllm.errors import QueueFullError
+    from byzerllm.runtime.slots import SlotCounts
+    from byzerllm.runtime.spec import DeploymentSpec
+
+    counts = SlotCounts(DeploymentSpec(name="m", backend="echo", model_path="", max_queue=1))
+    assert counts.pick() == 0
+    counts.take(0)
+    assert counts.pick() is None  # the request waits
+    counts.waiting = 1
+    with pytest.raises(QueueFullError, match="max_queue 1"):
+        counts.pick()

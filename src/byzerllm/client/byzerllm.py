@@ -13,6 +13,7 @@ from typing import Any
 from ..backends.models import DEFAULT_CHAT_MODEL, default_backend_for
 from ..errors import InvalidRequestError
 from ..params import build_chat_request, normalize_infer_params
+from ..runtime.base import Runtime
 from ..runtime.cluster import connect_cluster, is_connected
 from ..types import (
     ChatChunk,
@@ -87,7 +88,7 @@ class ByzerLLM(StructuredMixin):
         self.sub_clients: dict[str, Any] = {}
         self.event_callbacks: dict[EventName, list[EventCallback]] = {}
         self._meta_cache: dict[str, dict[str, Any]] = {}
-        self._runtime = None
+        self._runtime: Runtime | None = None
         self._init_structured()
         self.default_emb_model_name: str | None = None
 
@@ -239,7 +240,8 @@ class ByzerLLM(StructuredMixin):
 
     # --- deployments -----------------------------------------------------------------
     @property
-    def runtime(self):
+    def runtime(self) -> Runtime:
+        """The runtime the deployments of this client live on (Ray, connected on first use)."""
         if self._runtime is None:
             if not is_connected():
                 connect_cluster()
@@ -336,10 +338,7 @@ class ByzerLLM(StructuredMixin):
         return self.runtime.exists(udf_name)
 
     def list_deployments(self) -> list[str]:
-        from ..runtime.ray import list_deployments
-
-        self.runtime  # noqa: B018
-        return list_deployments()
+        return self.runtime.list_deployments()
 
     def deployment_info(self, udf_name: str) -> dict[str, Any]:
         """The spec, state and meta of a deployment."""
@@ -358,12 +357,9 @@ class ByzerLLM(StructuredMixin):
         return dict(self._meta_cache[name])
 
     # --- requests --------------------------------------------------------------------
-    async def _aruntime(self, name: str):
-        """The runtime with ``name``'s handles looked up, off the event loop when not cached."""
-        runtime = self._runtime or await asyncio.to_thread(lambda: self.runtime)
-        if name not in runtime._handles:
-            await asyncio.to_thread(runtime._lookup, name)
-        return runtime
+    async def _aruntime(self) -> Runtime:
+        """The runtime, connected off the event loop on first use."""
+        return self._runtime or await asyncio.to_thread(lambda: self.runtime)
 
     def _model(self, model: str | None) -> str:
         name = model or self.default_model_name
@@ -534,7 +530,7 @@ class ByzerLLM(StructuredMixin):
     ) -> list[LLMResponse]:
         """``emb`` for asyncio code; the batches run concurrently (on several workers if any)."""
         name, texts = self._emb_inputs(model, request)
-        runtime = await self._aruntime(name)
+        runtime = await self._aruntime()
         start = time.perf_counter()
         parts = await asyncio.gather(
             *(runtime.aembed(name, texts[i : i + EMB_BATCH_SIZE], query) for i in range(0, len(texts), EMB_BATCH_SIZE))
@@ -571,7 +567,7 @@ class ByzerLLM(StructuredMixin):
     ) -> list[LLMResponse]:
         """``emb_rerank`` for asyncio code."""
         name, pairs, single = self._rerank_inputs(model, sentence_pairs)
-        runtime = await self._aruntime(name)
+        runtime = await self._aruntime()
         start = time.perf_counter()
         scores, tokens = await runtime.arerank(name, pairs)
         return [_rerank_response(name, pairs, scores, single, tokens, time.perf_counter() - start)]
@@ -620,7 +616,7 @@ class ByzerLLM(StructuredMixin):
         """Complete raw text (no chat template): the ``/v1/completions`` path. Metadata as
         ``chat_oai``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
-        runtime = await self._aruntime(name)
+        runtime = await self._aruntime()
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
         return _llm_response(name, request, resp, time.perf_counter() - start)
@@ -634,7 +630,7 @@ class ByzerLLM(StructuredMixin):
     ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``async_completion`` streamed as ``(delta, meta)``."""
         name, request = self._completion_request(prompt, model, llm_config, extra_request_params)
-        runtime = await self._aruntime(name)
+        runtime = await self._aruntime()
         async for item in _atuples(runtime.astream(name, request), delta_mode=True):
             yield item
 
@@ -737,7 +733,7 @@ class ByzerLLM(StructuredMixin):
         answered = self._before_call(name, request, llm_config)
         if answered is not None:
             return answered
-        runtime = await self._aruntime(name)
+        runtime = await self._aruntime()
         start = time.perf_counter()
         resp = await runtime.achat(name, request)
         return self._after_call(name, [_llm_response(name, request, resp, time.perf_counter() - start)])
@@ -758,7 +754,7 @@ class ByzerLLM(StructuredMixin):
             for item in _answered_tuples(answered, delta_mode):
                 yield item
             return
-        runtime = await self._aruntime(name)
+        runtime = await self._aruntime()
         text, meta = "", None
         async for piece, meta in _atuples(runtime.astream(name, request), delta_mode):
             text = text + piece if delta_mode else piece

@@ -46,9 +46,6 @@ class SimpleByzerLLM(ByzerLLM):
     def runtime(self):
         return self._runtime
 
-    def list_deployments(self) -> list[str]:
-        return self._runtime.list_deployments()
-
     def close(self) -> None:
         """Undeploy every deployment of this client."""
         for name in self._runtime.list_deployments():

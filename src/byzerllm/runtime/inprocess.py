@@ -1,7 +1,6 @@
 """The in-process runtime: deployments live in the caller's process, no Ray.
 
-It has the methods of ``RayRuntime`` that the client uses (deploy, undeploy, info, stat, meta,
-chat, stream, embed, rerank and their async twins), so ``SimpleByzerLLM`` is ``ByzerLLM`` with
+A ``Runtime`` (runtime/base.py), as ``RayRuntime`` is, so ``SimpleByzerLLM`` is ``ByzerLLM`` with
 this runtime. A deployment is ``num_workers`` ``Worker`` objects; a request takes a slot (at
 most ``worker_concurrency`` per worker, the worker chosen by the deployment's load-balancing
 strategy as on Ray), waits while every slot is busy, and is refused with ``QueueFullError``
@@ -11,16 +10,15 @@ beyond ``max_queue`` waiting requests, as on Ray. Deployments last as long as th
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError, QueueFullError
+from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError
 from ..types import ChatChunk, ChatRequest, ChatResponse
-from .spec import DeploymentSpec, mask_secrets, pick_worker, stat_counts
+from .slots import SlotCounts
+from .spec import DeploymentSpec, mask_secrets
 from .worker import Worker
 
 
@@ -31,52 +29,31 @@ class _Deployment:
         self.spec = spec
         self.workers = workers
         self.meta = meta
-        n = len(workers)
-        self.in_flight = [0] * n
-        self.total_requests = [0] * n
-        self.last_work = [time.time()] * n
-        self.waiting = 0
-        self._rr = itertools.cycle(range(n))
+        self.counts = SlotCounts(spec)
         self.stopping = False
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "failed_requests": 0}
         self.cond = threading.Condition()
 
     def acquire(self) -> int:
-        k = self.spec.worker_concurrency
         with self.cond:
             while True:
                 if self.stopping:
                     raise DeploymentUndeployedError(f"deployment {self.spec.name!r} is being undeployed")
-                idx = pick_worker(self.spec.load_balance, self.in_flight, self.last_work, k, self._rr)
+                idx = self.counts.pick()
                 if idx is not None:
                     break
-                if self.waiting >= self.spec.max_queue:
-                    raise QueueFullError(
-                        f"deployment {self.spec.name!r} is busy: all {len(self.workers)} workers are serving and "
-                        f"{self.waiting} requests are queued (max_queue {self.spec.max_queue})"
-                    )
-                self.waiting += 1
+                self.counts.waiting += 1
                 try:
                     self.cond.wait()
                 finally:
-                    self.waiting -= 1
-            self.in_flight[idx] += 1
-            self.total_requests[idx] += 1
-            self.last_work[idx] = time.time()
+                    self.counts.waiting -= 1
+            self.counts.take(idx)
             return idx
 
     def release(self, idx: int, prompt: int = 0, completion: int = 0, failed: bool = False) -> None:
         with self.cond:
-            self.in_flight[idx] -= 1
-            self.last_work[idx] = time.time()
-            self.usage["prompt_tokens"] += prompt
-            self.usage["completion_tokens"] += completion
-            self.usage["failed_requests"] += int(failed)
+            self.counts.give_back(idx)
+            self.counts.add_usage(prompt, completion, failed)
             self.cond.notify()
-
-    def usage_totals(self) -> dict[str, int]:
-        u = self.usage
-        return {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
 
 
 class InProcessRuntime:
@@ -148,13 +125,13 @@ class InProcessRuntime:
             "spec": spec,
             "state": "stopping" if dep.stopping else "running",
             "meta": dep.meta,
-            "usage": dep.usage_totals(),
+            "usage": dep.counts.usage_totals(),
         }
 
     def stat(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)
         with dep.cond:
-            return stat_counts(dep.spec, dep.in_flight, dep.total_requests, dep.last_work, dep.waiting, dep.usage)
+            return dep.counts.stat()
 
     def meta(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)

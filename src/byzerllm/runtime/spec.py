@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,58 +47,6 @@ class DeploymentSpec:
                 f"accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
                 param="load_balance",
             )
-
-
-def pick_worker(
-    strategy: str, in_flight: list[int], last_work: list[float], capacity: int, rr: Iterator[int]
-) -> int | None:
-    """The index of the worker the next request goes to under a load-balancing strategy, among
-    those with fewer than ``capacity`` requests in flight; ``None`` when every worker is full.
-    ``rr`` is an endless cycle over the worker indexes (the round-robin position)."""
-    free = [i for i, c in enumerate(in_flight) if c < capacity]
-    if not free:
-        return None
-    if strategy == "round_robin":
-        for _ in range(len(in_flight)):
-            i = next(rr)
-            if in_flight[i] < capacity:
-                return i
-    if strategy == "least_busy":
-        return min(free, key=lambda i: (in_flight[i], last_work[i]))
-    if strategy == "random":
-        return random.choice(free)
-    return min(free, key=lambda i: last_work[i])  # lru
-
-
-def stat_counts(
-    spec: DeploymentSpec,
-    in_flight: list[int],
-    total_requests: list[int],
-    last_work: list[float],
-    waiting: int,
-    usage: dict[str, int],
-) -> dict[str, Any]:
-    """The ``stat`` dict of a deployment (the shape of ``byzerllm stat`` in Byzer-LLM's blog post 002),
-    from the counts both runtimes keep. ``in_flight`` counts the requests assigned to each worker,
-    running or waiting at the worker for a slot (a pool lease can meet a slot another client's direct
-    request took a moment earlier), so ``state``, the free slots, is never below 0. docs/deployment.md
-    defines each field."""
-    k = spec.worker_concurrency
-    busy = sum(1 for c in in_flight if c > 0)
-    now = time.time()
-    return {
-        "total_workers": len(in_flight),
-        "busy_workers": busy,
-        "idle_workers": len(in_flight) - busy,
-        "load_balance_strategy": spec.load_balance,
-        "total_requests": list(total_requests),
-        "state": [max(k - c, 0) for c in in_flight],
-        "worker_max_concurrency": k,
-        "workers_last_work_time": [f"{now - t}s" for t in last_work],
-        "queued_requests": waiting,
-        **usage,
-        "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
-    }
 
 
 _SECRET_WORDS = ("key", "token", "secret", "password")

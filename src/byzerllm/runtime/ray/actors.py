@@ -1,0 +1,359 @@
+"""The actors of a Ray deployment, the code that runs on the cluster (see ``byzerllm.runtime.ray``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from ...errors import DeploymentStartingError, DeploymentUndeployedError
+from ...types import ChatChunk, ChatRequest, ChatResponse
+from ..cluster import NAMESPACE
+from ..slots import SlotCounts
+from ..spec import DeploymentSpec, mask_secrets
+from ..worker import Worker
+
+log = logging.getLogger("byzerllm.runtime")
+PREFIX = "deployment:"
+# How long a worker gathers slot counts before sending them to its pool in one message (seconds):
+# stat and the pool's routing see a request this much later at most.
+POOL_MESSAGE_WINDOW = 0.005
+# Slot returns that arrived before the worker's claim (kept to cancel the late claim), at most.
+EARLY_RELEASES = 4096
+# A slot the pool leased must reach its worker within this long (seconds), else the pool takes it
+# back: its caller gave up (a cancelled or timed-out wait) or died while it waited in the queue.
+# A caller sends its request at once, and the worker says so within POOL_MESSAGE_WINDOW.
+LEASE_USE_TIMEOUT = 3.0
+
+
+def actor_name(name: str) -> str:
+    """The name of deployment ``name``'s pool actor (namespace ``byzerllm``)."""
+    return PREFIX + name
+
+
+def list_deployments() -> list[str]:
+    """Names of the deployments on the connected cluster, sorted."""
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(
+        a["name"][len(PREFIX) :] for a in actors if a.get("namespace") == NAMESPACE and a["name"].startswith(PREFIX)
+    )
+
+
+class RayWorker(Worker):
+    """A worker as a Ray actor with ``capacity`` slots. It returns the slot of each request to its
+    pool when the request ends, so a slot comes back even when the caller's process died
+    mid-request.
+
+    Every request method takes ``lease`` (the slot's id) and ``direct``: a direct request (routed
+    by the client) takes a free slot or none, and then returns ``None`` (streams yield ``None``)
+    meaning "busy, ask the pool"; a leased request (routed by the pool) waits for its slot.
+    """
+
+    def __init__(
+        self, pool_name: str, index: int, capacity: int, backend: str, model_path: str, options: dict[str, Any]
+    ) -> None:
+        super().__init__(backend, model_path, options)
+        self._pool_name = pool_name
+        self._pool = None
+        self._index = index
+        self._slots = threading.BoundedSemaphore(capacity)
+        # Slot counts and token totals go to the pool from one thread, in order, a few requests'
+        # worth per message: submitting an actor call costs about 0.5 ms, kept off the request path.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._send_to_pool, name="pool-messages", daemon=True).start()
+        # a restarted worker holds no request: the pool forgets the slots its previous process held,
+        # whose last messages (a release within the last few milliseconds) died with it
+        self._tell_pool("start", index)
+
+    def _send_to_pool(self) -> None:
+        sent: deque = deque(maxlen=64)  # the latest messages, which the pool may not have applied yet
+        while True:
+            batch = [self._outbox.get()]
+            deadline = time.monotonic() + POOL_MESSAGE_WINDOW
+            while batch[-1][0] != "flush" and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self._outbox.get(timeout=left))
+                except queue.Empty:
+                    break
+            flushed = [args[0] for method, args in batch if method == "flush"]
+            batch = [m for m in batch if m[0] != "flush"]
+            try:
+                if batch:
+                    if self._pool is None:
+                        self._pool = ray.get_actor(self._pool_name, namespace=NAMESPACE)
+                    sent.append(self._pool.apply.remote(batch))
+                if flushed:  # the pool's stat waits until what was sent is counted
+                    ray.get(list(sent), timeout=2)
+                    sent.clear()
+            except (RayActorError, GetTimeoutError, ValueError):  # the pool is gone: the deployment was removed
+                pass
+            except Exception:  # keep sending later counts; say what went wrong
+                log.exception("worker %s could not send its counts to pool %s", self._index, self._pool_name)
+            for done in flushed:
+                done.set()
+
+    def flush_counts(self) -> None:
+        """Send the slot counts gathered so far to the pool now (``stat`` asks before answering)."""
+        done = threading.Event()
+        self._outbox.put(("flush", (done,)))
+        done.wait(1.0)
+
+    def _tell_pool(self, method: str, *args: Any) -> None:
+        self._outbox.put((method, args))
+
+    def _admit(self, lease: int | str, direct: bool) -> bool:
+        if not direct:
+            self._tell_pool("use", lease, self._index)  # the lease reached its worker: keep it
+            self._slots.acquire()  # the pool reserved it; a direct request may hold it a moment longer
+            return True
+        if not self._slots.acquire(blocking=False):
+            return False
+        self._tell_pool("claim", lease, self._index)
+        return True
+
+    def _release(self, lease: int | str, *usage: Any) -> None:
+        self._slots.release()
+        self._tell_pool("release", lease, *usage)
+
+    def chat_leased(self, request: ChatRequest, lease: int | str, direct: bool = False) -> ChatResponse | None:
+        if not self._admit(lease, direct):
+            return None
+        usage = (0, 0, True)  # a failure unless it returns
+        try:
+            resp = self.chat(request)
+            usage = (resp.input_tokens, resp.generated_tokens, False)
+            return resp
+        finally:
+            self._release(lease, *usage)
+
+    def embed_leased(
+        self, texts: list[str], query: bool, lease: int | str, direct: bool = False
+    ) -> tuple[list[list[float]], int] | None:
+        if not self._admit(lease, direct):
+            return None
+        try:
+            return self.embed(texts, query)
+        finally:
+            self._release(lease)
+
+    def rerank_leased(
+        self, pairs: list[tuple[str, str]], lease: int | str, direct: bool = False
+    ) -> tuple[list[float], int] | None:
+        if not self._admit(lease, direct):
+            return None
+        try:
+            return self.rerank(pairs)
+        finally:
+            self._release(lease)
+
+    def stream_leased(self, request: ChatRequest, lease: int | str, direct: bool = False) -> Iterator[ChatChunk | None]:
+        if not self._admit(lease, direct):
+            yield None
+            return
+        last = None
+        failed = False
+        try:
+            for last in self.stream(request):
+                yield last
+        except Exception:
+            failed = True
+            raise
+        finally:
+            done = last is not None and last.finish_reason is not None
+            self._release(lease, last.input_tokens if done else 0, last.generated_tokens if done else 0, failed)
+
+
+class DeploymentPool:
+    """The pool actor of one deployment (async: one event loop, no locks)."""
+
+    def __init__(self, spec: DeploymentSpec) -> None:
+        self.spec = spec
+        self.state = "starting"
+        n, k = spec.num_workers, spec.worker_concurrency
+        worker_cls = ray.remote(RayWorker)
+        self.workers = [
+            worker_cls.options(
+                num_cpus=spec.cpus_per_worker,
+                num_gpus=spec.gpus_per_worker,
+                # k running, leased requests waiting out a direct one, and ready/meta/cancel calls
+                max_concurrency=2 * k + 4,
+                max_restarts=-1,
+                max_task_retries=0,
+                namespace=NAMESPACE,
+            ).remote(actor_name(spec.name), i, k, spec.backend, spec.model_path, spec.options)
+            for i in range(n)
+        ]
+        self.counts = SlotCounts(spec)
+        self.leases: dict[int | str, int] = {}
+        # leases granted by ``acquire`` whose request has not reached the worker: lease -> grant time
+        self._unused: dict[int, float] = {}
+        # leases taken back unused (lease -> worker), should their request reach the worker after all
+        self._taken_back: OrderedDict[int, int] = OrderedDict()
+        self._reaper: asyncio.Task | None = None
+        self._early_releases: OrderedDict[str, None] = OrderedDict()
+        self._lease_ids = itertools.count(1)
+        self._cond = asyncio.Condition()
+        self.meta_cache: dict[str, Any] | None = None
+
+    def get_workers(self) -> list:
+        return self.workers
+
+    def routing(self) -> dict[str, Any]:
+        """What a client needs to send requests straight to the workers."""
+        return {
+            "workers": self.workers,
+            "state": self.state,
+            "capacity": self.spec.worker_concurrency,
+            "load_balance": self.spec.load_balance,
+        }
+
+    async def wait_ready(self) -> dict[str, Any]:
+        """Wait for every worker's backend; return worker 0's meta. Raises its start-up error."""
+        infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
+        self.meta_cache = infos[0]["meta"]
+        self.state = "running"
+        return self.meta_cache
+
+    def status(self) -> str:
+        return self.state
+
+    def info(self) -> dict[str, Any]:
+        """Spec (secrets masked), state and meta."""
+        spec = asdict(self.spec)
+        spec["options"] = mask_secrets(spec["options"])
+        return {"spec": spec, "state": self.state, "meta": self.meta_cache, "usage": self.counts.usage_totals()}
+
+    async def worker_pids(self) -> list[int]:
+        infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
+        return [i["pid"] for i in infos]
+
+    def _count(self, lease: int | str, idx: int) -> None:
+        self.leases[lease] = idx
+        self.counts.take(idx)
+
+    async def acquire(self) -> tuple[int, int]:
+        """Lease a worker slot: ``(lease_id, worker_index)``; waits while every slot is busy, up to
+        ``max_queue`` waiting requests (``QueueFullError`` beyond)."""
+        if self.state == "starting":
+            raise DeploymentStartingError(f"deployment {self.spec.name!r} is starting; retry shortly")
+        async with self._cond:
+            while True:
+                if self.state == "stopping":
+                    raise DeploymentUndeployedError(f"deployment {self.spec.name!r} is being undeployed")
+                idx = self.counts.pick()
+                if idx is not None:
+                    break
+                self.counts.waiting += 1
+                try:
+                    await self._cond.wait()
+                finally:
+                    self.counts.waiting -= 1
+            lease = next(self._lease_ids)
+            self._count(lease, idx)
+            self._unused[lease] = time.monotonic()
+            if self._reaper is None:
+                self._reaper = asyncio.get_running_loop().create_task(self._take_back_unused())
+            return lease, idx
+
+    async def _take_back_unused(self) -> None:
+        """Return the slots of leases whose request never reached a worker (``LEASE_USE_TIMEOUT``)."""
+        while self.state != "stopping":
+            await asyncio.sleep(LEASE_USE_TIMEOUT / 3)
+            now = time.monotonic()
+            for lease in [lease for lease, t in self._unused.items() if now - t > LEASE_USE_TIMEOUT]:
+                del self._unused[lease]
+                idx = self.leases.pop(lease, None)
+                if idx is None:
+                    continue
+                self._taken_back[lease] = idx
+                if len(self._taken_back) > EARLY_RELEASES:
+                    self._taken_back.popitem(last=False)
+                self.counts.give_back(idx)
+                async with self._cond:
+                    self._cond.notify()
+
+    async def worker_started(self, idx: int) -> None:
+        """Worker ``idx`` (re)started with every slot free: its earlier leases are void (their callers
+        saw it die; returning them again is harmless)."""
+        for lease in [lease for lease, i in self.leases.items() if i == idx]:
+            del self.leases[lease]
+            self._unused.pop(lease, None)
+        if self.counts.in_flight[idx]:
+            self.counts.in_flight[idx] = 0
+            async with self._cond:
+                self._cond.notify_all()
+
+    def use(self, lease: int, idx: int) -> None:
+        """A leased request reached its worker: the lease is kept until its release. One taken back
+        meanwhile (a caller slower than ``LEASE_USE_TIMEOUT``) is counted again, since it runs."""
+        if self._unused.pop(lease, None) is None and self._taken_back.pop(lease, None) is not None:
+            self.leases[lease] = idx
+            self.counts.in_flight[idx] += 1
+
+    async def apply(self, messages: list[tuple[str, tuple]]) -> None:
+        """Messages from a worker, in order: ``("start", (idx,))`` when its process (re)starts, and
+        ``("claim", args)``, ``("use", args)``, ``("release", args)`` for its requests."""
+        for method, args in messages:
+            if method == "claim":
+                self.claim(*args)
+            elif method == "start":
+                await self.worker_started(*args)
+            elif method == "use":
+                self.use(*args)
+            else:
+                await self.release(*args)
+
+    def claim(self, lease: str, idx: int) -> None:
+        """A worker took a slot for a request sent to it directly (``lease`` is the client's id)."""
+        if self._early_releases.pop(lease, 0) is None:
+            return  # its caller already gave it back (the worker died or the request failed)
+        self._count(lease, idx)
+
+    async def release(
+        self, lease: int, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False
+    ) -> None:
+        """Return a lease (idempotent: a lease returned twice is counted once); the worker adds its
+        request's token counts (or a failure) to the totals in the same message, the caller a failure
+        when the worker died."""
+        self._unused.pop(lease, None)
+        idx = self.leases.pop(lease, None)
+        if idx is not None or (isinstance(lease, str) and lease not in self._early_releases):
+            self.counts.add_usage(prompt_tokens, completion_tokens, failed)
+        if idx is None:
+            if isinstance(lease, str):  # a direct request's slot, returned before its claim arrived
+                self._early_releases[lease] = None
+                if len(self._early_releases) > EARLY_RELEASES:
+                    self._early_releases.popitem(last=False)
+            return
+        self.counts.give_back(idx)
+        async with self._cond:
+            self._cond.notify()
+
+    async def stat(self) -> dict[str, Any]:
+        """Counts in the shape of ``byzerllm stat`` (blog post 002), with every request that ended
+        before the call counted (the workers send what they gathered first)."""
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(w.flush_counts.remote() for w in self.workers), return_exceptions=True), 1.0
+            )
+        except TimeoutError:  # a worker restarting: its counts arrive later
+            pass
+        return self.counts.stat()
+
+    async def shutdown(self) -> None:
+        """Stop taking requests and kill the workers; running requests end with an error."""
+        self.state = "stopping"
+        async with self._cond:
+            self._cond.notify_all()
+        for w in self.workers:
+            ray.kill(w, no_restart=True)

@@ -1,0 +1,322 @@
+"""The Ray runtime's client side: deployments by name, and the drivers that run request plans."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from ...errors import (
+    ByzerLLMError,
+    DeploymentError,
+    DeploymentExistsError,
+    DeploymentUndeployedError,
+    ModelNotFoundError,
+    WorkerDiedError,
+)
+from ...types import ChatChunk, ChatRequest, ChatResponse
+from ..cluster import NAMESPACE
+from ..spec import DeploymentSpec
+from .actors import DeploymentPool, actor_name, list_deployments
+from .routing import (
+    ACQUIRE,
+    EMIT,
+    END,
+    FAILURE,
+    GET,
+    NEXT,
+    REFRESH,
+    ROUTE,
+    SLEEP,
+    Plan,
+    Route,
+    stream_plan,
+    unary_plan,
+    unwrap,
+)
+
+
+class RayRuntime:
+    """Client side of the Ray runtime (a ``Runtime``): finds deployments by name and routes requests."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, Route] = {}
+
+    # --- deployments -----------------------------------------------------------------
+    def _pool(self, name: str):
+        try:
+            return ray.get_actor(actor_name(name), namespace=NAMESPACE)
+        except ValueError:
+            deployed = list_deployments()
+            raise ModelNotFoundError(
+                f"model {name!r} is not deployed; deployed: {', '.join(deployed) or 'none'}",
+                param="model",
+                available=deployed,
+            ) from None
+
+    def _lookup(self, name: str, refresh: bool = False) -> Route:
+        route = None if refresh else self._handles.get(name)
+        if route is None:
+            pool = self._pool(name)
+            route = Route(pool, ray.get(pool.routing.remote()))
+            if route.running:  # a starting deployment is looked up again on the next request
+                self._handles[name] = route
+        return route
+
+    def list_deployments(self) -> list[str]:
+        return list_deployments()
+
+    def exists(self, name: str) -> bool:
+        return name in list_deployments()
+
+    def deploy(
+        self, spec: DeploymentSpec, timeout: float = 600.0, on_progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
+        """Create the pool and wait for every worker to load its backend.
+
+        ``on_progress(ready, total)`` is called as workers become ready. Returns the model
+        meta. Raises ``DeploymentExistsError``, ``DeploymentError`` (resources, timeout) or the
+        backend's start-up error (``ModelPathError``, ``UnsupportedParameterError``...); on any
+        failure nothing of the deployment is left on the cluster.
+        """
+        spec.validate()
+        if self.exists(spec.name):
+            raise DeploymentExistsError(f"deployment {spec.name!r} already exists; undeploy it first", param="udf_name")
+        total = ray.cluster_resources()
+        for res, per in (("CPU", spec.cpus_per_worker), ("GPU", spec.gpus_per_worker)):
+            need = per * spec.num_workers
+            if need > total.get(res, 0) + 1e-9:
+                raise DeploymentError(
+                    f"deployment {spec.name!r} needs {need:g} {res} ({spec.num_workers} workers x {per:g}); "
+                    f"the cluster has {total.get(res, 0):g}",
+                    param=f"{res.lower()}s_per_worker",
+                )
+        pool = (
+            ray.remote(DeploymentPool)
+            .options(
+                name=actor_name(spec.name),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                num_cpus=0,
+                max_restarts=0,
+                max_concurrency=1000,
+            )
+            .remote(spec)
+        )
+        try:
+            workers = ray.get(pool.get_workers.remote())
+            pending = {w.ready.remote(): i for i, w in enumerate(workers)}
+            done = 0
+            deadline = time.monotonic() + timeout
+            if on_progress:
+                on_progress(0, len(workers))
+            while pending:
+                left = deadline - time.monotonic()
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(left, 0))
+                if not ready:
+                    avail = ray.available_resources()
+                    raise DeploymentError(
+                        f"deployment {spec.name!r}: {len(pending)} of {len(workers)} workers "
+                        f"not ready after {timeout:g}s "
+                        f"(available: {avail.get('CPU', 0):g} CPU, {avail.get('GPU', 0):g} GPU)"
+                    )
+                for ref in ready:
+                    pending.pop(ref)
+                    ray.get(ref)
+                    done += 1
+                    if on_progress:
+                        on_progress(done, len(workers))
+            return ray.get(pool.wait_ready.remote())
+        except BaseException as exc:
+            self._kill(pool)
+            raise unwrap(exc) from None
+
+    def _kill(self, pool) -> None:
+        try:
+            ray.get(pool.shutdown.remote(), timeout=30)
+        except (RayActorError, RayTaskError, GetTimeoutError):  # a pool that cannot shut down is killed anyway
+            pass
+        ray.kill(pool, no_restart=True)
+
+    def undeploy(self, name: str) -> None:
+        """Remove a deployment; running requests end with ``DeploymentUndeployedError``.
+        Raises ``ModelNotFoundError`` when no deployment has this name."""
+        pool = self._pool(name)
+        self._kill(pool)
+        self._handles.pop(name, None)
+        deadline = time.monotonic() + 30
+        while self.exists(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def info(self, name: str) -> dict[str, Any]:
+        return ray.get(self._pool(name).info.remote())
+
+    def stat(self, name: str) -> dict[str, Any]:
+        return ray.get(self._pool(name).stat.remote())
+
+    def worker_pids(self, name: str) -> list[int]:
+        return ray.get(self._pool(name).worker_pids.remote())
+
+    def meta(self, name: str) -> dict[str, Any]:
+        info = self.info(name)
+        meta = dict(info["meta"] or {})
+        meta.setdefault("backend", info["spec"]["backend"])
+        meta["model_deploy_type"] = (
+            "saas" if info["spec"]["pretrained_model_type"].startswith("saas/") else "proprietary"
+        )
+        meta["backend"] = "ray/" + info["spec"]["backend"]
+        return meta
+
+    # --- requests --------------------------------------------------------------------
+    def abort(self, name: str, request_id: str) -> None:
+        """Cancel request ``request_id`` on whichever worker of ``name`` runs it (a dead worker has
+        nothing to cancel)."""
+        refs = [w.cancel.remote(request_id) for w in self._lookup(name, refresh=True).workers]
+        for ref in refs:
+            try:
+                ray.get(ref)
+            except RayActorError:
+                pass  # the worker died: its requests already ended
+
+    def _failure(self, name: str, exc: BaseException) -> BaseException:
+        """Map a Ray error during a request to the error the user should see."""
+        exc = unwrap(exc)
+        if isinstance(exc, ByzerLLMError):
+            return exc
+        if isinstance(exc, RayActorError):
+            self._handles.pop(name, None)
+            try:
+                state = ray.get(self._pool(name).status.remote(), timeout=10)
+            except (ModelNotFoundError, RayActorError, GetTimeoutError):
+                state = "gone"
+            if state in ("stopping", "gone"):
+                return DeploymentUndeployedError(f"deployment {name!r} was undeployed while the request was running")
+            return WorkerDiedError(
+                f"the worker of {name!r} serving this request died; it is being replaced, retry the request"
+            )
+        return exc
+
+    # --- the drivers of the request plans (routing.py) ----------------------------------
+    def _do(self, op: str, arg: Any) -> Any:
+        if op == GET:
+            return ray.get(arg)
+        if op == NEXT:
+            ref = next(arg, None)
+            return END if ref is None else ray.get(ref)
+        if op == ROUTE:
+            return self._lookup(arg)
+        if op == REFRESH:
+            return self._lookup(arg, refresh=True)
+        if op == ACQUIRE:
+            return ray.get(arg.pool.acquire.remote())
+        if op == FAILURE:
+            return self._failure(*arg)
+        if op == SLEEP:
+            return time.sleep(arg)
+        raise ValueError(f"unknown effect {op!r}")
+
+    async def _ado(self, op: str, arg: Any) -> Any:
+        if op == GET:
+            return await arg
+        if op == NEXT:
+            try:
+                ref = await arg.__anext__()
+            except StopAsyncIteration:
+                return END
+            return await ref
+        if op == ROUTE:
+            return self._handles.get(arg) or await asyncio.to_thread(self._lookup, arg)
+        if op == REFRESH:
+            return await asyncio.to_thread(self._lookup, arg, True)
+        if op == ACQUIRE:
+            ref = arg.pool.acquire.remote()
+            try:
+                return await ref
+            except asyncio.CancelledError:
+                # the caller gave up: leave the queue now (a slot granted meanwhile goes back unused
+                # after LEASE_USE_TIMEOUT)
+                ray.cancel(ref)
+                raise
+        if op == FAILURE:
+            return await asyncio.to_thread(self._failure, *arg)
+        if op == SLEEP:
+            return await asyncio.sleep(arg)
+        raise ValueError(f"unknown effect {op!r}")
+
+    def _drive(self, plan: Plan) -> Iterator[Any]:
+        """Run ``plan`` to its end, yielding what it emits."""
+        reply, error = None, None
+        try:
+            while True:
+                op, arg = plan.throw(error) if error else plan.send(reply)
+                reply, error = None, None
+                if op == EMIT:
+                    yield arg
+                    continue
+                try:
+                    reply = self._do(op, arg)
+                except (RayActorError, RayTaskError) as exc:
+                    error = exc
+        except StopIteration:
+            return
+        finally:
+            plan.close()
+
+    async def _adrive(self, plan: Plan) -> AsyncIterator[Any]:
+        """``_drive`` for asyncio code."""
+        reply, error = None, None
+        try:
+            while True:
+                op, arg = plan.throw(error) if error else plan.send(reply)
+                reply, error = None, None
+                if op == EMIT:
+                    yield arg
+                    continue
+                try:
+                    reply = await self._ado(op, arg)
+                except (RayActorError, RayTaskError) as exc:
+                    error = exc
+        except StopIteration:
+            return
+        finally:
+            plan.close()
+
+    def _call(self, name: str, method: str, *args: Any) -> Any:
+        with closing(self._drive(unary_plan(name, method, *args))) as outs:
+            return next(outs)
+
+    async def _acall(self, name: str, method: str, *args: Any) -> Any:
+        outs = self._adrive(unary_plan(name, method, *args))
+        try:
+            return await anext(outs)
+        finally:
+            await outs.aclose()
+
+    def chat(self, name: str, request: ChatRequest) -> ChatResponse:
+        return self._call(name, "chat_leased", request)
+
+    def embed(self, name: str, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        return self._call(name, "embed_leased", texts, query)
+
+    def rerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        return self._call(name, "rerank_leased", pairs)
+
+    def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
+        return self._drive(stream_plan(name, request))
+
+    async def achat(self, name: str, request: ChatRequest) -> ChatResponse:
+        return await self._acall(name, "chat_leased", request)
+
+    async def aembed(self, name: str, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
+        return await self._acall(name, "embed_leased", texts, query)
+
+    async def arerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
+        return await self._acall(name, "rerank_leased", pairs)
+
+    def astream(self, name: str, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        return self._adrive(stream_plan(name, request))
