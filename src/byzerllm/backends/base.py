@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from ..errors import InvalidRequestError, UnsupportedParameterError
-from ..params import ENGINE_KEYS, TYPED_KEYS, closest, unknown_key_error
+from ..params import ENGINE_KEYS, TYPED_KEYS, closest
 from ..types import ChatChunk, ChatRequest, ChatResponse
+from .options import BackendOptions, validate_options
 
 Cancelled = Callable[[], bool]
 log = logging.getLogger("byzerllm.backends")
@@ -29,15 +30,20 @@ def _never() -> bool:
 class Backend(ABC):
     """Base class of every backend.
 
-    Subclasses set ``name``, ``options`` (accepted deploy options and their defaults) and
-    ``request_options`` (accepted keys of ``ChatRequest.extra``), and implement ``stream`` and
-    ``meta``. ``thread_safe = False`` makes a worker serialise the requests of one instance.
+    Subclasses set ``name``, ``Options`` (their deploy options as a ``BackendOptions`` model:
+    types, defaults, bounds, descriptions), ``request_options`` (accepted keys of
+    ``ChatRequest.extra``) and their capabilities (``tasks``, ``supports_tool_calls``), and implement
+    ``stream`` and ``meta``. ``thread_safe = False`` makes a worker serialise the requests of one
+    instance. ``self.config`` is the checked options as a dict, defaults filled in.
     """
 
     name: ClassVar[str]
-    options: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
     request_options: ClassVar[frozenset[str]] = frozenset()
     thread_safe: ClassVar[bool] = False
+    # what a deployment serves: "chat" (chat and completions), "embed", "rerank"
+    tasks: ClassVar[tuple[str, ...]] = ("chat",)
+    supports_tool_calls: ClassVar[bool] = False
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
         self.model_path = model_path
@@ -45,17 +51,31 @@ class Backend(ABC):
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``options`` over the defaults; raise ``UnsupportedParameterError`` naming an
-        unknown key and listing the accepted ones."""
-        for key in options:
-            if key not in cls.options:
-                raise unknown_key_error(f"infer_param {key!r} is not known to the {cls.name} backend", key, cls.options)
-        return {**cls.options, **options}
+        """``options`` checked against ``Options`` and merged over its defaults (text values typed,
+        see ``options.validate_options``). Raises ``UnsupportedParameterError`` for an unknown key
+        (naming the closest accepted one) and ``InvalidRequestError`` for a bad value."""
+        return validate_options(cls.name, cls.Options, options)
+
+    def capabilities(self) -> dict[str, Any]:
+        """The meta keys that come from the class's declaration: ``tasks``, ``support_stream``,
+        ``support_tool_calls``; ``meta()`` may refine them for one instance."""
+        return {
+            "tasks": list(self.tasks),
+            "support_stream": "chat" in self.tasks,
+            "support_tool_calls": self.supports_tool_calls,
+        }
+
+    def get_meta(self) -> dict[str, Any]:
+        """``capabilities()`` with ``meta()`` over them, and ``options``: the deploy options in effect
+        (defaults filled in, secrets masked)."""
+        from ..runtime.spec import mask_secrets
+
+        return {**self.capabilities(), **self.meta(), "options": mask_secrets(self.config)}
 
     def check_request(self, request: ChatRequest) -> None:
         """Reject ``request.extra`` keys this backend does not know (by name), and native tools
         on a backend that cannot call them."""
-        if request.tools and not self.meta().get("support_tool_calls"):
+        if request.tools and not self.get_meta().get("support_tool_calls"):
             raise UnsupportedParameterError(
                 f"the {self.name} backend has no native tool calling; use chat_oai(tools=...), which works "
                 "on any backend",

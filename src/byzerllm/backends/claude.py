@@ -18,11 +18,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import InvalidRequestError, UpstreamError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from . import saas_retry
 from .base import Cancelled, _never
-from .openai_compat import COMMON_OPTIONS, SaaSBackend
+from .openai_compat import SaaSBackend, SaaSOptions
 from .saas_retry import RETRYABLE_STATUS, Failure, Target
 
 STOP_REASONS = {
@@ -36,6 +38,12 @@ STOP_REASONS = {
 DEFAULT_MAX_TOKENS = 4096
 
 
+class ClaudeOptions(SaaSOptions):
+    thinking_budget: int | None = Field(
+        None, ge=1, description="tokens of extended thinking (off when unset; Anthropic asks for 1024 or more)"
+    )
+
+
 class ClaudeBackend(SaaSBackend):
     """Deploy options: those of every SaaS backend (``model``, ``api_key`` or ``api_key_env``,
     ``base_url``, ``timeout``, ``max_retries``, ``deadline``, ``backoff``, ``max_backoff``,
@@ -46,7 +54,7 @@ class ClaudeBackend(SaaSBackend):
     """
 
     name = "claude"
-    options = {**COMMON_OPTIONS, "thinking_budget": None}
+    Options = ClaudeOptions
     request_options = frozenset({"top_k"})
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:

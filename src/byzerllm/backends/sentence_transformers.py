@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import BackendError, InvalidRequestError, UnsupportedParameterError
+from pydantic import Field
+
+from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never
 from .models import resolve_model_path
-
-TASKS = ("auto", "embedding", "rerank")
+from .options import BackendOptions
 
 
 def detect_task(folder: Path) -> str:
@@ -30,6 +31,19 @@ def detect_task(folder: Path) -> str:
         return "embedding"
     archs = config.get("architectures") or []
     return "rerank" if any(a.endswith("ForSequenceClassification") for a in archs) else "embedding"
+
+
+class SentenceTransformersOptions(BackendOptions):
+    task: Literal["auto", "embedding", "rerank"] = Field(
+        "auto", description="embedding or rerank (a cross-encoder); auto reads the folder's config"
+    )
+    batch_size: int = Field(32, ge=1, description="texts per forward pass")
+    normalize_embeddings: bool = Field(True, description="L2-normalise the vectors")
+    max_seq_length: int | None = Field(
+        None, ge=1, description="tokens per input, longer ones truncated (default: the model's own)"
+    )
+    n_threads: int | None = Field(None, ge=1, description="torch threads (default: torch's choice)")
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
 
 
 class SentenceTransformersBackend(Backend):
@@ -48,23 +62,13 @@ class SentenceTransformersBackend(Backend):
     """
 
     name = "sentence_transformers"
-    options = {
-        "task": "auto",
-        "batch_size": 32,
-        "normalize_embeddings": True,
-        "max_seq_length": None,
-        "n_threads": None,
-        "device": "cpu",
-    }
+    Options = SentenceTransformersOptions
+    tasks = ("embed", "rerank")
     thread_safe = False
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
         super().__init__(model_path, options)
         cfg = self.config
-        if cfg["task"] not in TASKS:
-            raise UnsupportedParameterError(
-                f"task {cfg['task']!r} is unknown; accepted: {', '.join(TASKS)}", param="task", accepted=list(TASKS)
-            )
         self.path = resolve_model_path(model_path)
         folder = Path(self.path)
         self.task = detect_task(folder) if cfg["task"] == "auto" else cfg["task"]

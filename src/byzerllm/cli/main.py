@@ -1,4 +1,4 @@
-"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, cluster start/stop.
+"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, backends, cluster start/stop.
 
 Flags follow the Byzer-LLM documents (``--num_workers``, ``--infer_params k=v k2=v2``); the
 dashed spellings (``--num-workers``) work too. Errors print one line and exit with status 1.
@@ -38,7 +38,11 @@ def cli() -> None:
 @_opt("gpus_per_worker", default=0.0, type=float, show_default=True)
 @_opt("load_balance", default="lru", show_default=True, help="lru, round_robin, least_busy or random.")
 @_opt("max_queue", default=1024, type=int, show_default=True, help="Requests that may wait for a free slot.")
-@_opt("infer_params", multiple=True, help="Backend options key=value (true/false, numbers, JSON typed).")
+@_opt(
+    "infer_params",
+    multiple=True,
+    help="Backend options key=value, typed by the backend (byzerllm backends NAME lists them).",
+)
 @_opt("ray_address", default="auto", show_default=True)
 @_opt("timeout", default=600.0, type=float, show_default=True, help="Seconds to wait for the workers.")
 @handle_errors
@@ -267,6 +271,22 @@ def serve(host, port, api_key, api_key_file, served_model_name, request_timeout,
         soft_wrap=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@handle_errors
+def backends(name):
+    """List the installed backends, or print one backend's deploy options as a Markdown table."""
+    from ..backends import available_backends, get_backend_class
+    from ..backends.options import options_table
+
+    if name is None:
+        for backend in available_backends():
+            cls = get_backend_class(backend)
+            click.echo(f"{backend}\t{', '.join(cls.tasks)}")
+        return
+    click.echo(options_table(get_backend_class(name).Options))
 
 
 @cli.group()

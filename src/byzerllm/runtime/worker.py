@@ -54,7 +54,7 @@ class Worker:
         """``{"pid", "meta"}`` once the backend is loaded; raises the start-up error otherwise."""
         if self.init_error is not None:
             raise self.init_error
-        return {"pid": os.getpid(), "meta": self.backend.meta()}
+        return {"pid": os.getpid(), "meta": self.backend.get_meta()}
 
     def meta(self) -> dict[str, Any]:
         return self.ready()["meta"]
