@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -17,7 +14,6 @@ import pytest
 import byzerllm
 from byzerllm.errors import (
     DeploymentExistsError,
-    DeploymentUndeployedError,
     InvalidRequestError,
     ModelNotFoundError,
     ModelPathError,
@@ -98,6 +94,9 @@ def test_get_meta(llm, smollm2_chat):
     assert meta["max_model_len"] == 4096
     assert meta["support_stream"] is True and meta["support_chat_template"] is True
     assert meta["architectures"] == ["llama"]
+    assert meta["tasks"] == ["chat"] and meta["options"]["n_ctx"] == 4096  # from the declared options
+    with pytest.raises(InvalidRequestError, match="deployed for chat"):  # refused by the worker
+        llm.emb(smollm2_chat, "a chat deployment has no embeddings")
 
 
 def test_custom_template_role_mapping_and_extra_generation_params(llm, smollm2_chat):
@@ -135,63 +134,6 @@ async def test_async_twins_do_not_block_the_event_loop(llm, smollm2_chat):
     assert ticks > 20  # the loop kept running while both requests were generated
 
 
-def test_stat_counts_equal_requests_and_two_workers_share_load(llm):
-    name = "stat_chat"
-    llm.setup_num_workers(2)
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    llm.setup_num_workers(1)
-    try:
-        threads = [
-            threading.Thread(target=llm.chat_oai, args=(ASK,), kwargs={"model": name, "llm_config": {"max_length": 20}})
-            for _ in range(6)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for _ in range(3):
-            llm.chat_oai(ASK, model=name, llm_config={"max_length": 2})
-        for _ in llm.stream_chat_oai(ASK, model=name, llm_config={"max_length": 2}):
-            pass
-        s = llm.stat(name)
-        assert sum(s["total_requests"]) == 10
-        assert min(s["total_requests"]) >= 3  # both workers served
-        assert s["total_workers"] == 2 and s["busy_workers"] == 0 and s["idle_workers"] == 2
-        assert s["state"] == [1, 1] and s["worker_max_concurrency"] == 1
-        assert s["load_balance_strategy"] == "lru"
-        assert all(x.endswith("s") and float(x[:-1]) >= 0 for x in s["workers_last_work_time"])
-        cli = run_cli("stat", "--model", name, "--interval", "0.1", "--count", "2", check=True)
-        assert cli.stdout.count('"total_workers": 2') == 2
-        for _ in range(5):  # refused by the worker, which still served (and counts) the request
-            with pytest.raises(InvalidRequestError, match="deployed for chat"):
-                llm.emb(name, "a chat deployment has no embeddings")
-        assert sum(llm.stat(name)["total_requests"]) == 15
-    finally:
-        llm.undeploy(name)
-
-
-def test_busy_slots_show_while_a_request_runs_and_early_exit_frees_them(llm):
-    name = "busy_chat"
-    llm.setup_worker_concurrency(2).setup_load_balance_way("round_robin")
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    llm.setup_worker_concurrency(1).setup_load_balance_way("lru")
-    try:
-        stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
-        next(stream)
-        s = llm.stat(name)
-        assert s["busy_workers"] == 1 and s["state"] == [1] and s["load_balance_strategy"] == "round_robin"
-        stream.close()  # stop reading: the generation is cancelled, the slot comes back
-        deadline = time.monotonic() + 10
-        while llm.stat(name)["state"] != [2] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert llm.stat(name)["state"] == [2]
-        start = time.monotonic()
-        llm.chat_oai(ASK, model=name, llm_config={"max_length": 2})
-        assert time.monotonic() - start < 5  # not stuck behind the 400-token generation
-    finally:
-        llm.undeploy(name)
-
-
 def test_abort_stops_a_running_request_on_ray(llm, smollm2_chat):
     from ..compat.test_abort import run_and_abort
 
@@ -199,62 +141,6 @@ def test_abort_stops_a_running_request_on_ray(llm, smollm2_chat):
     assert resp.metadata["finish_reason"] == "cancelled"
     assert 0 < resp.metadata["generated_tokens_count"] < 400 and took < 5
     assert llm.stat(smollm2_chat)["busy_workers"] == 0
-
-
-def test_a_killed_worker_is_replaced_and_the_next_request_succeeds(llm):
-    name = "kill_chat"
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    try:
-        [pid] = llm.runtime.worker_pids(name)
-        os.kill(pid, signal.SIGKILL)
-        [resp] = llm.chat_oai(ASK, model=name, llm_config={"max_length": 5})
-        assert resp.metadata["generated_tokens_count"] > 0
-        [new_pid] = llm.runtime.worker_pids(name)
-        assert new_pid != pid
-        assert sum(llm.stat(name)["total_requests"]) >= 1
-    finally:
-        llm.undeploy(name)
-
-
-def test_requests_on_a_dying_worker(llm):
-    """A non-streamed request is sent again; a stream that already delivered text fails clearly."""
-    from byzerllm.errors import WorkerDiedError
-
-    name = "die_chat"
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    try:
-        [pid] = llm.runtime.worker_pids(name)
-        threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
-        [resp] = llm.chat_oai(ASK, model=name, llm_config={"max_length": 200, **ENDLESS})
-        assert resp.metadata["generated_tokens_count"] > 0
-        assert sum(llm.stat(name)["total_requests"]) >= 2  # the first attempt and the retry
-        [pid] = llm.runtime.worker_pids(name)
-        stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 2000, **ENDLESS})
-        next(stream)
-        os.kill(pid, signal.SIGKILL)
-        with pytest.raises(WorkerDiedError, match="died"):
-            for _ in stream:
-                pass
-        after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 3, **ENDLESS})[0]
-        assert after.metadata["generated_tokens_count"] == 3 and after.metadata["finish_reason"] == "length"
-        stat = llm.stat(name)
-        assert stat["state"] == [1]
-        # the attempt the worker's death ended and the stream it cut are failures, counted once each
-        assert stat["failed_requests"] == 2  # the leases of the failed requests were returned
-    finally:
-        llm.undeploy(name)
-
-
-def test_undeploy_while_requests_run_ends_them_with_a_clear_error(llm):
-    name = "gone_chat"
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 2000, **ENDLESS})
-    next(stream)  # the request is running on the worker
-    threading.Thread(target=byzerllm.ByzerLLM().undeploy, args=(name,)).start()
-    with pytest.raises(DeploymentUndeployedError, match="undeployed while the request was running"):
-        for _ in stream:
-            pass
-    assert not llm.is_model_exist(name)
 
 
 def test_unknown_model_lists_the_deployed_ones(llm, smollm2_chat):
@@ -310,97 +196,3 @@ def test_cli_deploy_list_undeploy(llm, smollm2_chat):
     assert "cli_chat" in run_cli("list", check=True).stdout
     assert "Undeployed cli_chat" in run_cli("undeploy", "--model", "cli_chat", check=True).stdout
     assert not llm.is_model_exist("cli_chat")
-
-
-def test_a_client_killed_mid_stream_gives_its_slot_back(llm, smollm2_chat):
-    name = "orphan_chat"
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    try:
-        code = (
-            "import byzerllm, os, sys\n"
-            "byzerllm.connect_cluster()\n"
-            f"s = byzerllm.ByzerLLM().stream_chat_oai([{{'role': 'user', 'content': 'Tell a story.'}}], model={name!r},"
-            " llm_config={'max_length': 150, 'ignore_eos': True})\n"
-            "next(s); print('streaming', flush=True); os._exit(0)\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        assert "streaming" in out.stdout
-        deadline = time.monotonic() + 30
-        while llm.stat(name)["state"] != [1] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert llm.stat(name)["state"] == [1]
-        after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 2, **ENDLESS})[0]
-        assert after.metadata["generated_tokens_count"] == 2
-    finally:
-        llm.undeploy(name)
-
-
-def test_a_worker_busy_with_another_clients_request_sends_the_request_to_the_pool_queue(llm):
-    """Each client routes its own requests; a worker full with another client's request answers
-    busy, and the request waits in the pool's queue until the slot is free."""
-    name = "two_clients_chat"
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    other = byzerllm.ByzerLLM()  # a second client, with its own view of the workers
-    try:
-        stream = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
-        next(stream)
-        answers = []
-        t = threading.Thread(
-            target=lambda: answers.append(other.chat_oai(ASK, model=name, llm_config={"max_length": 2}))
-        )
-        t.start()
-        deadline = time.monotonic() + 10
-        while llm.stat(name)["queued_requests"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert llm.stat(name)["queued_requests"] == 1 and not answers
-        stream.close()  # the slot comes back; the queued request gets it
-        t.join(30)
-        assert answers and answers[0][0].metadata["generated_tokens_count"] > 0
-        s = llm.stat(name)
-        assert s["total_requests"] == [2] and s["busy_workers"] == 0 and s["queued_requests"] == 0
-    finally:
-        llm.undeploy(name)
-
-
-def wait_stat(llm, name, want, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        s = llm.stat(name)
-        if all(s[k] == v for k, v in want.items()):
-            return s
-        time.sleep(0.1)
-    return llm.stat(name)
-
-
-def test_a_queued_request_that_gives_up_leaves_no_slot_behind(llm):
-    """A request waiting in the pool's queue that is cancelled (a server's request timeout) or
-    whose process is killed must not keep the slot the pool grants it later."""
-    name = "queue_chat"
-    llm.deploy(model_path="builtin:smollm2", udf_name=name)
-    try:
-        busy = llm.stream_chat_oai(LONG, model=name, llm_config={"max_length": 400, **ENDLESS})
-        next(busy)  # the one slot is taken
-
-        async def give_up():
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(llm.async_chat_oai(ASK, model=name, llm_config={"max_length": 2}), 1.0)
-
-        asyncio.run(give_up())
-        code = (
-            "import byzerllm\n"
-            "byzerllm.connect_cluster()\n"
-            f"byzerllm.ByzerLLM().chat_oai([{{'role': 'user', 'content': 'hi'}}], model={name!r},"
-            " llm_config={'max_length': 2})\n"
-        )
-        waiter = subprocess.Popen([sys.executable, "-c", code])
-        assert wait_stat(llm, name, {"queued_requests": 1})["queued_requests"] == 1
-        waiter.send_signal(signal.SIGKILL)
-        waiter.wait()
-        busy.close()  # the slot comes free; neither waiter may keep it
-        s = wait_stat(llm, name, {"state": [1], "queued_requests": 0})
-        assert s["state"] == [1] and s["queued_requests"] == 0 and s["busy_workers"] == 0
-        start = time.monotonic()
-        after = llm.chat_oai(ASK, model=name, llm_config={"max_length": 2, **ENDLESS})[0]
-        assert after.metadata["generated_tokens_count"] == 2 and time.monotonic() - start < 5
-    finally:
-        llm.undeploy(name)
