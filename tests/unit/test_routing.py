@@ -124,3 +124,21 @@ def test_a_full_queue_is_refused_with_its_size():
     counts.waiting = 1
     with pytest.raises(QueueFullError, match="max_queue 1"):
         counts.pick()
+
+
+@pytest.mark.parametrize(
+    "module,cls", [("byzerllm.runtime.ray", "RayRuntime"), ("byzerllm.runtime.inprocess", "InProcessRuntime")]
+)
+def test_both_runtimes_implement_the_runtime_protocol_with_its_signatures(module, cls):
+    import importlib
+    import inspect
+
+    from byzerllm.runtime.base import Runtime
+
+    impl = getattr(importlib.import_module(module), cls)
+    members = [m for m in dir(Runtime) if not m.startswith("_") and callable(getattr(Runtime, m))]
+    assert len(members) == 16
+    for name in members:
+        want, got = inspect.signature(getattr(Runtime, name)), inspect.signature(getattr(impl, name))
+        assert list(want.parameters) == list(got.parameters), f"{cls}.{name}{got} differs from Runtime.{name}{want}"
+        assert inspect.iscoroutinefunction(getattr(Runtime, name)) == inspect.iscoroutinefunction(getattr(impl, name))
