@@ -55,9 +55,7 @@ def wait_stat(llm, name, want, seconds=20):
 
 def test_stat_counts_every_request_and_both_workers_serve(ray_cluster):
     with echo("fast_stat", workers=2) as llm:
-        threads = [
-            threading.Thread(target=llm.chat_oai, args=(ASK,), kwargs={"model": "fast_stat"}) for _ in range(6)
-        ]
+        threads = [threading.Thread(target=llm.chat_oai, args=(ASK,), kwargs={"model": "fast_stat"}) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:

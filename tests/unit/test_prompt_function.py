@@ -11,6 +11,10 @@ import pytest
 import byzerllm
 from byzerllm.errors import InvalidRequestError, OutputParseError
 from byzerllm.multimodal import legacy_parts
+from byzerllm.prompt import AsyncPromptFunction, PromptFunction
+from byzerllm.structured.layers import class_plan
+from byzerllm.structured.plan import run_plan
+from byzerllm.structured.repair import REASK
 from byzerllm.types import ImagePath, LLMResponse, SingleOutputMeta
 
 
@@ -406,3 +410,62 @@ def test_typed_output_cut_off_under_a_grammar_is_sampled_again_with_the_next_see
     assert story == Story(title="T", body="B")
     assert llm.calls[1]["messages"] == llm.calls[0]["messages"]  # the loop is not shown to the model
     assert (llm.calls[0]["llm_config"]["seed"], llm.calls[1]["llm_config"]["seed"]) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("first", "resampled"),
+    [(('{"title": {"a": 1}, "body": "la la la', "length"), True), ('{"title": "T"}', False)],
+    ids=["constrained JSON cut off", "a validation error"],
+)
+def test_typed_prompt_functions_and_response_class_repair_by_one_rule(first, resampled):
+    @byzerllm.prompt()
+    def tell_story() -> Story:
+        """讲一个故事。"""
+
+    good = '{"title": "T", "body": "B"}'
+    grammar = {"support_response_format": ["json_schema"]}
+    by_prompt = ScriptedLLM(first, good, meta=grammar)
+    assert tell_story.with_llm(by_prompt).options({"llm_config": {"seed": 4}}).run() == Story(title="T", body="B")
+    by_client = ScriptedLLM(first, good, meta=grammar)
+    ask = [{"role": "user", "content": "讲一个故事。"}]
+    value, _, reason = run_plan(class_plan(ask, Story, False, "constrained", {"seed": 4}), by_client, "m")
+    assert value == Story(title="T", body="B") and reason == ""
+    for llm in (by_prompt, by_client):
+        again = llm.calls[1]
+        if resampled:
+            assert again["messages"] == llm.calls[0]["messages"] and again["llm_config"]["seed"] == 5
+        else:
+            assert again["messages"][-2] == {"role": "assistant", "content": first}
+            assert "Field required" in last_user(again) and last_user(again).endswith(REASK)
+            assert again["llm_config"]["seed"] == 4
+
+
+def test_a_second_failure_raises_with_the_last_answer_and_notes_a_cut_off():
+    @byzerllm.prompt()
+    def tell_story() -> Story:
+        """讲一个故事。"""
+
+    llm = ScriptedLLM(
+        ('{"title": "la', "length"), ('{"title": "la la', "length"), meta={"support_response_format": ["json_schema"]}
+    )
+    with pytest.raises(OutputParseError, match=r"no JSON value.*\(the output was cut off by max_length\)") as info:
+        tell_story.with_llm(llm).run()
+    assert info.value.output == '{"title": "la la' and len(llm.calls) == 2
+
+
+def test_sync_and_async_functions_get_their_own_class():
+    @byzerllm.prompt()
+    def hello(q: str) -> str:
+        """hi {{ q }}"""
+
+    @byzerllm.prompt
+    async def ahello(q: str) -> str:
+        """hi {{ q }}"""
+
+    assert type(hello) is PromptFunction and type(ahello) is AsyncPromptFunction
+    assert type(hello.with_llm("m").with_max_turns(2)) is PromptFunction
+    assert type(ahello.with_return_type(Story)) is AsyncPromptFunction
+    with pytest.raises(TypeError, match="is async def: wrap it in AsyncPromptFunction"):
+        PromptFunction(ahello.__wrapped__)
+    with pytest.raises(TypeError, match="is not async def: wrap it in PromptFunction"):
+        AsyncPromptFunction(hello.__wrapped__)

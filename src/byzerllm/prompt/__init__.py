@@ -1,5 +1,5 @@
 """Prompt functions: ``@byzerllm.prompt``."""
 
-from .function import PromptFunction, prompt
+from .function import AsyncPromptFunction, AsyncStream, BasePromptFunction, PromptDecorator, PromptFunction, prompt
 
-__all__ = ["PromptFunction", "prompt"]
+__all__ = ["AsyncPromptFunction", "AsyncStream", "BasePromptFunction", "PromptDecorator", "PromptFunction", "prompt"]

@@ -4,8 +4,9 @@ The strategy comes from the deployment's ``get_meta()``: ``constrained`` when it
 ``json_schema`` in ``support_response_format`` (llama.cpp: the JSON schema becomes a grammar,
 so a call of an existing tool with well-typed arguments, or a response of the requested
 schema, is valid by construction); otherwise ``prompt``: the schema is described in the prompt,
-the JSON is found in the text and validated, and on an error the model is asked once more with
-the error. What still fails comes back as ``reason``, not as an exception.
+the JSON is found in the text and validated. JSON that fails is asked for once more by the rule of
+``structured.repair`` (sampled again when constrained output was cut off, else re-asked with the
+error). What still fails comes back as ``reason``, not as an exception.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pydantic
 from ..errors import InvalidRequestError, OutputParseError
 from .output import extract_json, json_schema_for, parse_as
 from .plan import Call, Plan
+from .repair import one_call, parsed_plan
 from .tools import Tool, ToolCall, call_schema, parse_call, tools_prompt
 
 STRATEGIES = ("auto", "native", "constrained", "prompt")
@@ -38,12 +40,6 @@ def pick_strategy(meta: dict[str, Any], forced: str = "auto", for_tools: bool = 
     return "constrained" if "json_schema" in meta.get("support_response_format", ()) else "prompt"
 
 
-def resampled(llm_config: dict[str, Any]) -> dict[str, Any]:
-    """``llm_config`` for sampling the same request again: its ``seed`` (if any) plus one."""
-    seed = llm_config.get("seed")
-    return {**llm_config, "seed": seed + 1} if isinstance(seed, int) else llm_config
-
-
 def _with_system(conversations: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     if conversations and conversations[0].get("role") == "system":
         first = conversations[0]
@@ -58,35 +54,20 @@ def _json_plan(
     llm_config: dict[str, Any],
     validate: Callable[[Any], Any],
 ) -> Plan:
-    """Ask for JSON of ``schema``; ``validate(parsed)`` returns the value or raises
-    ``OutputParseError``. Returns ``(value, text, reason)``."""
+    """Ask for JSON of ``schema`` with ``structured.repair``'s rule; ``validate(parsed)`` returns
+    the value or raises ``OutputParseError``. Returns ``(value, text, reason)``."""
     extra = {}
     if strategy == "constrained":
         extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-    text = ""
-    for attempt in (0, 1):
-        resp = yield Call(messages, dict(llm_config), extra)
-        text = resp.output
-        try:
-            return validate(json.loads(extract_json(text))), text, ""
-        except OutputParseError as exc:
-            error = str(exc)
-        except json.JSONDecodeError as exc:
-            error = f"the output is not valid JSON: {exc}"
-        cut_off = resp.metadata.get("finish_reason") == "length"
-        if cut_off:
-            error += " (the output was cut off by max_length)"
-        if attempt == 0 and strategy == "constrained" and cut_off:
-            # the grammar keeps JSON valid, so it was cut while the model repeated itself: sample
-            # again (a new seed when one was given) rather than show the model its loop
-            llm_config = resampled(llm_config)
-        elif attempt == 0:
-            messages = [
-                *messages,
-                {"role": "assistant", "content": text},
-                {"role": "user", "content": f"{error}\nReply again with only the corrected JSON."},
-            ]
-    return None, text, error
+    return (
+        yield from parsed_plan(
+            one_call(extra),
+            messages,
+            llm_config,
+            lambda text: validate(json.loads(extract_json(text))),
+            constrained=strategy == "constrained",
+        )
+    )
 
 
 def _native_plan(conversations: list[dict[str, Any]], tools: list[Tool], llm_config: dict[str, Any]) -> Plan:
