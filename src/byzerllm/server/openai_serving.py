@@ -5,8 +5,11 @@ Byzer-LLM's users build their own OpenAI-compatible servers with these classes a
 that has the client API (``async_stream_chat_oai``, ``chat_oai``...), e.g. auto-coder's document
 Q&A server around its retrieval pipeline. ``byzerllm serve`` is this package's own server; these
 classes serve one client object, with Byzer-LLM's shapes (lenient models: unknown fields are
-ignored). Wire formats follow the OpenAI API reference (chat completions, completions, models,
-embeddings), with ``reasoning_content`` in messages and deltas as DeepSeek sends it.
+ignored). The response models are the server's own (``responses``), re-exported here, with
+Byzer-LLM's extra fields where its shapes have them (``ModelCard``, ``EmbeddingResponse``) and its
+flat ``ErrorResponse`` (vLLM's former shape, not the server's ``{"error": {...}}``). Wire formats
+follow the OpenAI API reference (chat completions, completions, models, embeddings), with
+``reasoning_content`` in messages and deltas as DeepSeek sends it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ from pydantic import BaseModel, Field
 from ..errors import ByzerLLMError
 from ..helpers import random_uuid
 from ..types import LLMResponse, SingleOutputMeta
+from . import responses
+from .responses import (
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseChoice,
+    CompletionResponseStreamChoice,
+    CompletionStreamResponse,
+    DeltaMessage,
+    UsageInfo,
+)
+from .responses import EmbeddingResponseData as EmbeddingResponseData  # re-exported for Byzer-LLM's path
 
 
 class ErrorResponse(BaseModel):
@@ -47,25 +65,16 @@ class ModelPermission(BaseModel):
     is_blocking: bool = False
 
 
-class ModelCard(BaseModel):
-    id: str
-    object: str = "model"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    owned_by: str = "byzerllm"
+class ModelCard(responses.ModelCard):
+    """The server's model card with Byzer-LLM's ``root``, ``parent`` and ``permission``."""
+
     root: str | None = None
     parent: str | None = None
     permission: list[ModelPermission] = Field(default_factory=list)
 
 
-class ModelList(BaseModel):
-    object: str = "list"
+class ModelList(responses.ModelList):
     data: list[ModelCard] = Field(default_factory=list)
-
-
-class UsageInfo(BaseModel):
-    prompt_tokens: int = 0
-    total_tokens: int = 0
-    completion_tokens: int | None = 0
 
 
 class StreamOptions(BaseModel):
@@ -140,91 +149,12 @@ class EmbeddingCompletionRequest(BaseModel):
     user: str | None = None
 
 
-class ChatMessage(BaseModel):
-    role: str
-    content: str
-    reasoning_content: str | None = None
+class EmbeddingResponse(responses.EmbeddingResponse):
+    """The server's embedding response with Byzer-LLM's ``id``, ``created`` and ``usage``."""
 
-
-class DeltaMessage(BaseModel):
-    role: str | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-
-
-class ChatCompletionResponseChoice(BaseModel):
-    index: int
-    message: ChatMessage
-    finish_reason: str | None = None
-
-
-class ChatCompletionResponse(BaseModel):
-    id: str = Field(default_factory=lambda: f"chatcmpl-{random_uuid()}")
-    object: str = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatCompletionResponseChoice]
-    usage: UsageInfo
-
-
-class ChatCompletionResponseStreamChoice(BaseModel):
-    index: int
-    delta: DeltaMessage
-    finish_reason: str | None = None
-
-
-class ChatCompletionStreamResponse(BaseModel):
-    id: str = Field(default_factory=lambda: f"chatcmpl-{random_uuid()}")
-    object: str = "chat.completion.chunk"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatCompletionResponseStreamChoice]
-    usage: UsageInfo | None = None
-
-
-class CompletionResponseChoice(BaseModel):
-    index: int
-    text: str
-    finish_reason: str | None = None
-
-
-class CompletionResponse(BaseModel):
-    id: str = Field(default_factory=lambda: f"cmpl-{random_uuid()}")
-    object: str = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[CompletionResponseChoice]
-    usage: UsageInfo
-
-
-class CompletionResponseStreamChoice(BaseModel):
-    index: int
-    text: str
-    finish_reason: str | None = None
-
-
-class CompletionStreamResponse(BaseModel):
-    id: str = Field(default_factory=lambda: f"cmpl-{random_uuid()}")
-    object: str = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[CompletionResponseStreamChoice]
-    usage: UsageInfo | None = None
-
-
-class EmbeddingResponseData(BaseModel):
-    index: int
-    object: str = "embedding"
-    embedding: list[float] | str
-
-
-class EmbeddingResponse(BaseModel):
     id: str = Field(default_factory=lambda: f"embd-{random_uuid()}")
-    object: str = "list"
     created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    data: list[EmbeddingResponseData]
-    usage: UsageInfo
+    usage: UsageInfo  # type: ignore[assignment]  # Byzer-LLM's has completion_tokens (0) too
 
 
 def _usage(input_tokens: int, generated_tokens: int) -> UsageInfo:
