@@ -41,11 +41,8 @@ class _Deployment:
                 idx = self.counts.pick()
                 if idx is not None:
                     break
-                self.counts.waiting += 1
-                try:
+                with self.counts.queued():
                     self.cond.wait()
-                finally:
-                    self.counts.waiting -= 1
             self.counts.take(idx)
             return idx
 

@@ -13,6 +13,7 @@ import itertools
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import QueueFullError
@@ -65,6 +66,15 @@ class SlotCounts:
                 f"{self.waiting} requests are queued (max_queue {self.spec.max_queue})"
             )
         return idx
+
+    @contextmanager
+    def queued(self) -> Iterator[None]:
+        """Count a request as waiting for a slot while the block runs."""
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
 
     def take(self, idx: int) -> None:
         """Count a request assigned to worker ``idx``."""

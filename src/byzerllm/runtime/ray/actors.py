@@ -253,11 +253,8 @@ class DeploymentPool:
                 idx = self.counts.pick()
                 if idx is not None:
                     break
-                self.counts.waiting += 1
-                try:
+                with self.counts.queued():
                     await self._cond.wait()
-                finally:
-                    self.counts.waiting -= 1
             lease = next(self._lease_ids)
             self._count(lease, idx)
             self._unused[lease] = time.monotonic()
