@@ -280,3 +280,22 @@ def test_the_protocol_check_finds_what_a_fake_gets_wrong():
         "stream_chat_oai: an async generator where the server iterates in a thread",
     ]
     assert "list_deployments: missing" in protocol_mismatches(type("Bare", (), {}))
+
+
+class CutStreamLLM(FailingLLM):
+    """A stream that delivers one chunk, then fails on a field of the client's own naming."""
+
+    async def async_stream_chat_oai(self, conversations, *, model, llm_config, delta_mode, extra_request_params):
+        yield "partial", SingleOutputMeta()
+        await self._fail("async_stream_chat_oai")
+
+
+def test_an_error_after_the_stream_started_names_the_requests_own_field():
+    from byzerllm.errors import InvalidRequestError
+
+    app = create_app(CutStreamLLM(InvalidRequestError("too long", param="conversations[0].content")))
+    with TestClient(app) as http:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        r = http.post("/v1/chat/completions", json=body)
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert r.status_code == 200 and events[-1]["error"]["param"] == "messages.[0].content"

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from ...errors import ByzerLLMError, InvalidRequestError
 from ...types import SingleOutputMeta
-from ..errors import error_body
+from ..errors import error_body, request_param
 from ..responses import UsageInfo
 from ..schemas import ChatCompletionRequest, CompletionRequest, StreamOptions
 from ..state import Server
@@ -157,7 +157,8 @@ async def sse_stream(
                 yield sse(chunks.chunk([choice]))
     except ByzerLLMError as exc:  # after the headers: the error travels in the stream
         srv.metrics.error(chunks.endpoint, exc.status_code)
-        yield sse(error_body(str(exc), exc.error_type, getattr(exc, "param", None)))
+        param = request_param(getattr(exc, "param", None), chunks.endpoint)
+        yield sse(error_body(str(exc), exc.error_type, param))
         yield DONE
         return
     stats = meta.to_dict() if meta else {}
