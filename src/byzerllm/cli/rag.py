@@ -36,12 +36,11 @@ def _index(name: str, emb_model: str, base_dir: str | None, ray_address: str, mu
 @rag.command()
 @_opt("source_dir", required=True, help="Folder of PDF, Markdown, HTML, DOCX and TXT files.")
 @_opt("emb_model", required=True, help="Embedding deployment, e.g. emb.")
-@_opt("model", default=None, help="Chat deployment used by queries (accepted for compatibility; unused here).")
 @index_name
 @base_dir_option
 @_opt("ray_address", default="auto", show_default=True)
 @handle_errors
-def build(source_dir, emb_model, model, name, base_dir, ray_address):
+def build(source_dir, emb_model, name, base_dir, ray_address):
     """Index SOURCE_DIR; files unchanged since the last build are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
