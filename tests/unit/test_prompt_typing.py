@@ -94,6 +94,15 @@ reveal_type(untyped(1))  # reveal: Any
 reveal_type(RAG().answer("n"))  # reveal: str
 reveal_type(RAG.cls_prompt("n", times=2))  # reveal: str
 reveal_type(RAG.static_prompt(1))  # reveal: str
+llm = byzerllm.SimpleByzerLLM()
+
+
+@llm.prompt()
+def bound(x: int) -> Foo:
+    """{{ x }}"""
+
+
+reveal_type(bound(1))  # reveal: use.Foo
 RAG().cls_prompt(1)  # error: arg-type
 f("1")  # error: arg-type
 f(1, z=2)  # error: call-arg

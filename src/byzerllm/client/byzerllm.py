@@ -6,9 +6,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.models import DEFAULT_CHAT_MODEL, default_backend_for
 from ..errors import InvalidRequestError
@@ -29,6 +29,9 @@ from ..types import (
 )
 from .structured import StructuredMixin
 from .templates import Template
+
+if TYPE_CHECKING:
+    from ..prompt.function import PromptDecorator
 
 # texts per embedding call: bounds one call's time on a worker and its message size
 EMB_BATCH_SIZE = 64
@@ -326,7 +329,7 @@ class ByzerLLM(StructuredMixin):
         render: str = "jinja2",
         check_result: bool = False,
         options: dict[str, Any] | None = None,
-    ) -> Callable[[Callable], Any]:
+    ) -> PromptDecorator:
         """``@llm.prompt()``: ``@byzerllm.prompt`` bound to this client (and to ``model``, else the
         default model)."""
         from ..prompt import prompt
