@@ -25,7 +25,7 @@ from ..types import ChatChunk, ChatRequest, ChatResponse
 from . import saas_retry
 from .base import Cancelled, _never
 from .openai_compat import SaaSBackend, SaaSOptions
-from .saas_retry import RETRYABLE_STATUS, Failure, Target
+from .saas_retry import Failure, Target
 
 STOP_REASONS = {
     "end_turn": "stop",
@@ -213,50 +213,20 @@ class ClaudeBackend(SaaSBackend):
     def classify(self, exc: BaseException, target: Target) -> Failure | None:
         import anthropic
 
-        where = f"{self.provider} ({target.label})"
-        if isinstance(exc, anthropic.APIStatusError):
-            body = exc.body if isinstance(exc.body, dict) else {}
-            message = (body.get("error") or {}).get("message") or str(exc)
-            error = UpstreamError(
-                f"{self.provider} answered {exc.status_code}: {message}",
-                status=exc.status_code,
-                provider=self.provider,
-                model=target.label,
-                upstream_message=message,
-                request_id=exc.response.headers.get("request-id"),
-            )
-            wait = saas_retry.retry_after(exc.response.headers)
-            if wait is not None:
-                error.details["retry_after"] = error.retry_after = wait
-            return Failure(error, exc.status_code in RETRYABLE_STATUS, wait)
-        if isinstance(exc, anthropic.APITimeoutError):
-            return Failure(
-                UpstreamError(
-                    f"{where} did not answer within the attempt's timeout",
-                    status=504,
-                    provider=self.provider,
-                    model=target.label,
-                ),
-                True,
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return Failure(
-                UpstreamError(
-                    f"connection to {where} failed: {exc.__cause__ or exc}",
-                    status=502,
-                    provider=self.provider,
-                    model=target.label,
-                ),
-                True,
-            )
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return Failure(
-                UpstreamError(
-                    f"{where} sent a malformed response: {exc}", status=502, provider=self.provider, model=target.label
-                ),
-                True,
-            )
-        return self.connection_failure(exc, target)
+        return self.sdk_failure(exc, target, anthropic, lambda e: self._status_error(e, target))
+
+    def _status_error(self, exc: Any, target: Target) -> UpstreamError:
+        """Anthropic's status error with its message and ``request-id``."""
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = (body.get("error") or {}).get("message") or str(exc)
+        return UpstreamError(
+            f"{self.provider} answered {exc.status_code}: {message}",
+            status=exc.status_code,
+            provider=self.provider,
+            model=target.label,
+            upstream_message=message,
+            request_id=exc.response.headers.get("request-id"),
+        )
 
     def meta(self) -> dict[str, Any]:
         return {

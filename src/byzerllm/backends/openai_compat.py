@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -160,6 +160,34 @@ class SaaSBackend(Backend):
 
     def classify(self, exc: BaseException, target: Target) -> Failure | None:
         raise NotImplementedError
+
+    def sdk_failure(
+        self, exc: BaseException, target: Target, sdk: Any, status_error: Callable[[Any], UpstreamError]
+    ) -> Failure | None:
+        """The errors of an SDK built like openai's and anthropic's (``APIStatusError``,
+        ``APITimeoutError``, ``APIConnectionError``, ``APIResponseValidationError``), mapped to the
+        retry loop's view; ``status_error`` reads the provider's status error. Others go to
+        ``connection_failure``."""
+        if isinstance(exc, sdk.APIStatusError):
+            error = status_error(exc)
+            wait = saas_retry.retry_after(exc.response.headers)
+            if wait is not None:
+                error.details["retry_after"] = error.retry_after = wait
+            return Failure(error, exc.status_code in RETRYABLE_STATUS, wait)
+        where = f"{self.provider} ({target.label})"
+        for kind, status, message in (  # a timeout is also a connection error: it comes first
+            (
+                sdk.APITimeoutError,
+                504,
+                f"{where} did not answer within the attempt's timeout "
+                f"({self.policy.timeout:g}s, or the deadline's rest)",
+            ),
+            (sdk.APIConnectionError, 502, f"connection to {where} failed: {exc.__cause__ or exc}"),
+            (sdk.APIResponseValidationError, 502, f"{where} sent a malformed response: {exc}"),
+        ):
+            if isinstance(exc, kind):
+                return Failure(UpstreamError(message, status=status, provider=self.provider, model=target.label), True)
+        return self.connection_failure(exc, target)
 
     def connection_failure(self, exc: BaseException, target: Target) -> Failure | None:
         """Timeouts, connection errors and malformed bodies, whatever the SDK."""
@@ -454,45 +482,7 @@ class OpenAICompatBackend(SaaSBackend):
         """Map an exception of the openai client to the retry loop's view of it."""
         import openai
 
-        if isinstance(exc, openai.APIStatusError):
-            error = _upstream(exc, self.provider, target.label)
-            wait = saas_retry.retry_after(exc.response.headers)
-            if wait is not None:
-                error.details["retry_after"] = error.retry_after = wait
-            return Failure(error, exc.status_code in RETRYABLE_STATUS, wait)
-        if isinstance(exc, openai.APITimeoutError):
-            exc = exc.__cause__ or TimeoutError()
-            return Failure(
-                UpstreamError(
-                    f"{self.provider} ({target.label}) did not answer within the attempt's "
-                    f"timeout ({self.policy.timeout:g}s, or the deadline's rest)",
-                    status=504,
-                    provider=self.provider,
-                    model=target.label,
-                ),
-                True,
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return Failure(
-                UpstreamError(
-                    f"connection to {self.provider} ({target.label}) failed: {exc.__cause__ or exc}",
-                    status=502,
-                    provider=self.provider,
-                    model=target.label,
-                ),
-                True,
-            )
-        if isinstance(exc, openai.APIResponseValidationError):
-            return Failure(
-                UpstreamError(
-                    f"{self.provider} ({target.label}) sent a malformed response: {exc}",
-                    status=502,
-                    provider=self.provider,
-                    model=target.label,
-                ),
-                True,
-            )
-        return self.connection_failure(exc, target)
+        return self.sdk_failure(exc, target, openai, lambda e: _upstream(e, self.provider, target.label))
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """The provider's ``/embeddings``: one vector per text (as many floats as the model's
