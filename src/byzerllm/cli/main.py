@@ -1,4 +1,4 @@
-"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, backends, cluster start/stop.
+"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, backends, sql, cluster start/stop.
 
 Flags follow the Byzer-LLM documents (``--num_workers``, ``--infer_params k=v k2=v2``); the
 dashed spellings (``--num-workers``) work too. Errors print one line and exit with status 1.
@@ -18,6 +18,7 @@ from ..errors import ByzerLLMError
 from ..params import parse_key_values
 from .common import MultiValueCommand, _connect, _fail, _opt, err, handle_errors
 from .rag import rag
+from .sql import sql
 from .storage import storage
 
 
@@ -313,6 +314,7 @@ def cluster_stop():
 
 cli.add_command(rag)
 cli.add_command(storage)
+cli.add_command(sql)
 
 
 def main() -> None:
