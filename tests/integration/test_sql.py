@@ -168,8 +168,8 @@ def test_the_guides_statements_and_row_errors_on_spark(spark, short, smollm2_cha
     [first] = spark.sql("select response from table1").collect()
     [second] = spark.sql("select response from table2").collect()
     check_follow_up(first.response, second.response)
-    hundred = HUNDRED.replace("range(100) t(i)", "range(100) as t(i)").replace("[", "array(").replace("]", ")")
-    rows = spark.sql(f"select i, llm_result(r) as a, llm_error(r) as e from ({hundred.format(fn=echo_chat)})").collect()
+    hundred = SPARK_HUNDRED.format(fn=echo_chat)
+    rows = spark.sql(f"select i, llm_result(r) as a, llm_error(r) as e from ({hundred})").collect()
     assert sorted(r.i for r in rows) == list(range(100))
     assert sorted(r.i for r in rows if r.e is not None) == [13, 71]
     assert sum(1 for r in rows if r.a == f"row {r.i}") == 98

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd  # module level: Spark reads the pandas UDFs' type hints to type them
+
 from . import calls
 
 # per Python worker process: (ray address, model, options) -> ModelFunction
@@ -33,7 +35,6 @@ def register_functions(
     """Register the helper functions and one pandas UDF per deployment in ``models`` (its name) and
     per entry of ``typed`` (function name -> ``(deployment, response_class)``) on ``spark``. The
     executors' clients cap outputs as ``llm`` does (``default_max_output_length``)."""
-    import pandas as pd
     import ray
     from pyspark.sql.functions import pandas_udf, udf
 
@@ -45,25 +46,32 @@ def register_functions(
     spark.udf.register("llm_error", udf(calls.llm_error, "string"))
     spark.udf.register("llm_stack", udf(calls.llm_stack, "string"))
     for model in models:
-
-        def answer(requests: pd.Series, m: str = model) -> pd.Series:
-            f = _function(address, m, concurrency, cache, None, max_output)
-            return pd.Series(f.batch([None if pd.isna(r) else r for r in requests]), dtype=object)
-
-        spark.udf.register(model, pandas_udf(answer, "string").asNondeterministic())
+        spark.udf.register(model, pandas_udf(_answers(address, model, concurrency, cache, max_output), "string"))
     for name, (model, response_class) in typed.items():
         from .schema import spark_type, struct_of
 
         kind = ("struct", [("value", struct_of(response_class)), ("error", "string")])
+        fn = _typed_answers(address, model, concurrency, cache, max_output, response_class)
+        spark.udf.register(name, pandas_udf(fn, spark_type(kind)))
 
-        def answer_typed(requests: pd.Series, m: str = model, rc: Any = response_class) -> pd.DataFrame:
-            f = _function(address, m, concurrency, cache, rc, max_output)
-            rows = f.typed_batch([None if pd.isna(r) else r for r in requests])
-            return pd.DataFrame(
-                {
-                    "value": [r["value"] if r else None for r in rows],
-                    "error": [r["error"] if r else None for r in rows],
-                }
-            )
 
-        spark.udf.register(name, pandas_udf(answer_typed, spark_type(kind)).asNondeterministic())
+# pandas UDFs are typed by their signature: one Series parameter, no defaults
+def _answers(address: str, model: str, concurrency: int, cache: bool, max_output: int | None) -> Any:
+    def answers(requests: pd.Series) -> pd.Series:
+        f = _function(address, model, concurrency, cache, None, max_output)
+        return pd.Series(f.batch([None if pd.isna(r) else r for r in requests]), dtype=object)
+
+    return answers
+
+
+def _typed_answers(
+    address: str, model: str, concurrency: int, cache: bool, max_output: int | None, response_class: Any
+) -> Any:
+    def answers(requests: pd.Series) -> pd.DataFrame:
+        f = _function(address, model, concurrency, cache, response_class, max_output)
+        rows = f.typed_batch([None if pd.isna(r) else r for r in requests])
+        return pd.DataFrame(
+            {"value": [r["value"] if r else None for r in rows], "error": [r["error"] if r else None for r in rows]}
+        )
+
+    return answers
