@@ -7,7 +7,7 @@ One run deploys the built-in model with 2 workers on Ray and answers the same ``
   registered (each Arrow batch's rows sent concurrently; the pool spreads them over the workers);
 - Spark local[2]: the same query through the pandas UDFs (executors call the deployment on Ray).
 
-    .venv/bin/python bench/sql.py [--rows 400] [--max_length 8]
+    .venv/bin/python bench/sql.py [--rows 400] [--max_length 8] [--concurrency N]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--max_length", type=int, default=8)
+    ap.add_argument("--concurrency", type=int, default=None, help="rows in flight (default: 2 x the slots)")
     args = ap.parse_args()
     with ray_cluster():
         llm = byzerllm.ByzerLLM().setup_num_workers(2)
@@ -69,14 +70,14 @@ def main() -> None:
             llm.chat_oai([{"role": "user", "content": "warm up"}], model=NAME, llm_config={"max_length": 2})
             answers, t_loop = timed(lambda: loop(llm, args.rows, args.max_length))
             con = duckdb.connect()
-            reg = sql.register(con, llm=llm, models=[NAME])
+            reg = sql.register(con, llm=llm, models=[NAME], concurrency=args.concurrency)
             rows, t_duck = timed(lambda: con.sql(query(args.rows, args.max_length, "duckdb")).fetchall())
             reg.close()
             from pyspark.sql import SparkSession
 
             os.environ["PYSPARK_PYTHON"] = sys.executable
             spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
-            sql.register(spark, llm=llm, models=[NAME])
+            sql.register(spark, llm=llm, models=[NAME], concurrency=args.concurrency)
             spark_rows, t_spark = timed(lambda: spark.sql(query(args.rows, args.max_length, "spark")).collect())
             spark.stop()
         finally:
@@ -104,6 +105,7 @@ def main() -> None:
             "rows": args.rows,
             "max_length": args.max_length,
             "workers": 2,
+            "concurrency": args.concurrency or "2 x slots (4)",
             "results": results,
             "duckdb_vs_loop": ratio,
             "spark_vs_loop": t_loop / t_spark,

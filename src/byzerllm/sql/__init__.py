@@ -56,13 +56,18 @@ def _chat_models(llm: Any, models: list[str] | None) -> list[str]:
     return list(models)
 
 
+def _slots(llm: Any, model: str) -> int:
+    spec = llm.deployment_info(model)["spec"]
+    return spec["num_workers"] * spec["worker_concurrency"]
+
+
 def register(
     con: Any,
     llm: Any = None,
     models: list[str] | None = None,
     *,
     typed: dict[str, tuple[str, Any]] | None = None,
-    concurrency: int = 16,
+    concurrency: int | None = None,
     cache: bool = False,
 ) -> Registration:
     """Register the SQL functions on a DuckDB connection or a SparkSession.
@@ -72,7 +77,9 @@ def register(
     deployments to register (default: every chat deployment). ``typed``: extra functions, SQL name ->
     ``(deployment, response_class)`` (a pydantic model or a JSON schema of an object), each returning
     ``STRUCT(value STRUCT(...), error VARCHAR)``. ``concurrency``: rows of one batch in flight at once
-    (per executor on Spark). ``cache``: reuse answers to requests with ``temperature`` 0.
+    (per executor on Spark); default twice the deployment's slots (``num_workers`` x
+    ``worker_concurrency``), which keeps every slot busy with the next row waiting. ``cache``: reuse
+    answers to requests with ``temperature`` 0.
 
     Raises ``InvalidRequestError`` (a connection of another kind, a SimpleByzerLLM for Spark, a
     schema that is not an object) and ``ModelNotFoundError`` (a listed deployment that is not there).
@@ -87,6 +94,7 @@ def register(
     for name, (model, _) in typed.items():
         _chat_models(llm, [model])
     functions = {**{m: m for m in names}, **{name: model for name, (model, _) in typed.items()}}
+    limits = {name: concurrency or 2 * _slots(llm, model) for name, model in functions.items()}
     if engine == "spark":
         from ..client.simple import SimpleByzerLLM
 
@@ -102,12 +110,12 @@ def register(
             from .schema import struct_of
 
             struct_of(response_class)
-        register_functions(con, llm, names, concurrency, cache, typed)
+        register_functions(con, llm, names, limits, cache, typed)
         return Registration("spark", functions)
-    caller = Caller(concurrency)
-    model_functions = {m: ModelFunction(llm, m, caller, cache) for m in names}
+    caller = Caller()
+    model_functions = {m: ModelFunction(llm, m, caller, limits[m], cache) for m in names}
     for name, (model, response_class) in typed.items():
-        model_functions[name] = ModelFunction(llm, model, caller, cache, response_class)
+        model_functions[name] = ModelFunction(llm, model, caller, limits[name], cache, response_class)
     from .duckdb import register_functions
 
     register_functions(con, model_functions)

@@ -148,13 +148,9 @@ ROW_ERRORS = (ByzerLLMError, ValueError, TypeError)
 
 class Caller:
     """Runs the model calls of a batch of rows concurrently on one event loop thread of its own (so
-    engines that call from any thread, or from inside a running loop, share one loop), at most
-    ``concurrency`` at a time; the deployment's pool queues what its workers cannot take."""
+    engines that call from any thread, or from inside a running loop, share one loop)."""
 
-    def __init__(self, concurrency: int) -> None:
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidRequestError(f"concurrency must be an integer >= 1, got {concurrency!r}", param="concurrency")
-        self.concurrency = concurrency
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self.rows_done = 0
@@ -167,11 +163,11 @@ class Caller:
                 self._loop = loop
             return self._loop
 
-    def map(self, call: Callable[[Any], Awaitable[Any]], rows: Sequence[Any]) -> list[Any]:
-        """``[await call(row) for row in rows]``, concurrently, in order."""
+    def map(self, call: Callable[[Any], Awaitable[Any]], rows: Sequence[Any], concurrency: int) -> list[Any]:
+        """``[await call(row) for row in rows]``, in order, at most ``concurrency`` at a time."""
 
         async def run() -> list[Any]:
-            gate = asyncio.Semaphore(self.concurrency)
+            gate = asyncio.Semaphore(concurrency)
 
             async def one(row: Any) -> Any:
                 async with gate:
@@ -191,7 +187,9 @@ class Caller:
 
 
 class ModelFunction:
-    """The SQL function of one chat deployment: one ``async_chat_oai`` per row, ``Caller``-bounded.
+    """The SQL function of one chat deployment: one ``async_chat_oai`` per row, at most
+    ``concurrency`` rows of a batch in flight (the deployment's pool queues what its workers cannot
+    take at once).
 
     With ``cache``, answers to requests that set ``temperature`` 0 are kept (by deployment and
     request) for the life of the registration and reused. With ``response_class`` (a pydantic model
@@ -199,8 +197,19 @@ class ModelFunction:
     and ``typed_batch`` gives ``{"value": <object or NULL>, "error": <text or NULL>}`` per row.
     """
 
-    def __init__(self, llm: Any, model: str, caller: Caller, cache: bool = False, response_class: Any = None) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        model: str,
+        caller: Caller,
+        concurrency: int,
+        cache: bool = False,
+        response_class: Any = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise InvalidRequestError(f"concurrency must be an integer >= 1, got {concurrency!r}", param="concurrency")
         self.llm, self.model, self.caller, self.response_class = llm, model, caller, response_class
+        self.concurrency = concurrency
         self._cache: dict[str, Any] | None = {} if cache else None
         self.kind = None
         if response_class is not None:
@@ -262,10 +271,10 @@ class ModelFunction:
         return {"value": conform(out["value"], self.kind), "error": None}
 
     def batch(self, texts: Sequence[str | None]) -> list[str | None]:
-        return self.caller.map(self.answer, texts)
+        return self.caller.map(self.answer, texts, self.concurrency)
 
     def typed_batch(self, texts: Sequence[str | None]) -> list[dict[str, Any] | None]:
-        return self.caller.map(self.answer_typed, texts)
+        return self.caller.map(self.answer_typed, texts, self.concurrency)
 
 
 def _safe_load(text: str) -> Any:

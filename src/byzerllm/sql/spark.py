@@ -25,15 +25,16 @@ def _function(
 
         byzerllm.connect_cluster(address)
         client = byzerllm.ByzerLLM(default_max_output_length=max_output)
-        _FUNCTIONS[key] = calls.ModelFunction(client, model, calls.Caller(concurrency), cache, response_class)
+        _FUNCTIONS[key] = calls.ModelFunction(client, model, calls.Caller(), concurrency, cache, response_class)
     return _FUNCTIONS[key]
 
 
 def register_functions(
-    spark: Any, llm: Any, models: list[str], concurrency: int, cache: bool, typed: dict[str, tuple]
+    spark: Any, llm: Any, models: list[str], concurrency: dict[str, int], cache: bool, typed: dict[str, tuple]
 ) -> None:
     """Register the helper functions and one pandas UDF per deployment in ``models`` (its name) and
-    per entry of ``typed`` (function name -> ``(deployment, response_class)``) on ``spark``. The
+    per entry of ``typed`` (function name -> ``(deployment, response_class)``) on ``spark``; each
+    executor sends at most ``concurrency[function name]`` rows of a batch at once. The
     executors' clients cap outputs as ``llm`` does (``default_max_output_length``)."""
     import ray
     from pyspark.sql.functions import pandas_udf, udf
@@ -46,12 +47,13 @@ def register_functions(
     spark.udf.register("llm_error", udf(calls.llm_error, "string"))
     spark.udf.register("llm_stack", udf(calls.llm_stack, "string"))
     for model in models:
-        spark.udf.register(model, pandas_udf(_answers(address, model, concurrency, cache, max_output), "string"))
+        fn = _answers(address, model, concurrency[model], cache, max_output)
+        spark.udf.register(model, pandas_udf(fn, "string"))
     for name, (model, response_class) in typed.items():
         from .schema import spark_type, struct_of
 
         kind = ("struct", [("value", struct_of(response_class)), ("error", "string")])
-        fn = _typed_answers(address, model, concurrency, cache, max_output, response_class)
+        fn = _typed_answers(address, model, concurrency[name], cache, max_output, response_class)
         spark.udf.register(name, pandas_udf(fn, spark_type(kind)))
 
 
