@@ -61,7 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--max_length", type=int, default=8)
-    ap.add_argument("--concurrency", type=int, default=None, help="rows in flight (default: 2 x the slots)")
+    ap.add_argument("--concurrency", type=int, default=None, help="rows in flight (default: the slots)")
     args = ap.parse_args()
     with ray_cluster():
         llm = byzerllm.ByzerLLM().setup_num_workers(2)
@@ -105,7 +105,7 @@ def main() -> None:
             "rows": args.rows,
             "max_length": args.max_length,
             "workers": 2,
-            "concurrency": args.concurrency or "2 x slots (4)",
+            "concurrency": args.concurrency or "the slots (2)",
             "results": results,
             "duckdb_vs_loop": ratio,
             "spark_vs_loop": t_loop / t_spark,

@@ -21,7 +21,12 @@ FORMATS = {".csv": "CSV", ".parquet": "PARQUET", ".json": "JSON"}
 @_opt("dialect", default="duckdb", show_default=True, help="SQL the query is written in (spark: Byzer-SQL style).")
 @_opt("output", default=None, help="Write the rows to a .csv, .parquet or .json file instead of printing them.")
 @_opt("models", default=None, help="Deployments to register, comma-separated (default: every chat deployment).")
-@_opt("concurrency", default=None, type=int, help="Rows of a batch in flight at once (default: 2 x the slots).")
+@_opt(
+    "concurrency",
+    default=None,
+    type=int,
+    help="Rows of a batch in flight at once (default: the slots of the deployment).",
+)
 @_opt("database", default=":memory:", show_default=True, help="A DuckDB database file to open.")
 @_opt("ray_address", default="auto", show_default=True)
 @handle_errors

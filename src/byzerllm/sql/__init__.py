@@ -76,9 +76,10 @@ def register(
     cluster; Spark needs one, since its executors reach the deployments through Ray). ``models``: the
     deployments to register (default: every chat deployment). ``typed``: extra functions, SQL name ->
     ``(deployment, response_class)`` (a pydantic model or a JSON schema of an object), each returning
-    ``STRUCT(value STRUCT(...), error VARCHAR)``. ``concurrency``: rows of one batch in flight at once
-    (per executor on Spark); default twice the deployment's slots (``num_workers`` x
-    ``worker_concurrency``), which keeps every slot busy with the next row waiting. ``cache``: reuse
+    ``STRUCT(value STRUCT(...), error VARCHAR)``. ``concurrency``: rows in flight at once per function
+    (per executor on Spark); default the deployment's slots (``num_workers`` x ``worker_concurrency``):
+    each row goes straight to a free worker (bench/sql.py measured more to be slower, through the
+    pool's queue). ``cache``: reuse
     answers to requests with ``temperature`` 0.
 
     Raises ``InvalidRequestError`` (a connection of another kind, a SimpleByzerLLM for Spark, a
@@ -94,7 +95,7 @@ def register(
     for name, (model, _) in typed.items():
         _chat_models(llm, [model])
     functions = {**{m: m for m in names}, **{name: model for name, (model, _) in typed.items()}}
-    limits = {name: concurrency or 2 * _slots(llm, model) for name, model in functions.items()}
+    limits = {name: concurrency or _slots(llm, model) for name, model in functions.items()}
     if engine == "spark":
         from ..client.simple import SimpleByzerLLM
 

@@ -163,12 +163,11 @@ class Caller:
                 self._loop = loop
             return self._loop
 
-    def map(self, call: Callable[[Any], Awaitable[Any]], rows: Sequence[Any], concurrency: int) -> list[Any]:
-        """``[await call(row) for row in rows]``, in order, at most ``concurrency`` at a time."""
+    def map(self, call: Callable[[Any], Awaitable[Any]], rows: Sequence[Any], gate: asyncio.Semaphore) -> list[Any]:
+        """``[await call(row) for row in rows]``, in order, as ``gate`` lets them through (one gate
+        per function, shared by the batches an engine runs at once from several threads)."""
 
         async def run() -> list[Any]:
-            gate = asyncio.Semaphore(concurrency)
-
             async def one(row: Any) -> Any:
                 async with gate:
                     out = await call(row)
@@ -188,8 +187,7 @@ class Caller:
 
 class ModelFunction:
     """The SQL function of one chat deployment: one ``async_chat_oai`` per row, at most
-    ``concurrency`` rows of a batch in flight (the deployment's pool queues what its workers cannot
-    take at once).
+    ``concurrency`` rows in flight, across the batches an engine runs at once.
 
     With ``cache``, answers to requests that set ``temperature`` 0 are kept (by deployment and
     request) for the life of the registration and reused. With ``response_class`` (a pydantic model
@@ -210,6 +208,7 @@ class ModelFunction:
             raise InvalidRequestError(f"concurrency must be an integer >= 1, got {concurrency!r}", param="concurrency")
         self.llm, self.model, self.caller, self.response_class = llm, model, caller, response_class
         self.concurrency = concurrency
+        self._gate = asyncio.Semaphore(concurrency)
         self._cache: dict[str, Any] | None = {} if cache else None
         self.kind = None
         if response_class is not None:
@@ -271,10 +270,10 @@ class ModelFunction:
         return {"value": conform(out["value"], self.kind), "error": None}
 
     def batch(self, texts: Sequence[str | None]) -> list[str | None]:
-        return self.caller.map(self.answer, texts, self.concurrency)
+        return self.caller.map(self.answer, texts, self._gate)
 
     def typed_batch(self, texts: Sequence[str | None]) -> list[dict[str, Any] | None]:
-        return self.caller.map(self.answer_typed, texts, self.concurrency)
+        return self.caller.map(self.answer_typed, texts, self._gate)
 
 
 def _safe_load(text: str) -> Any:
