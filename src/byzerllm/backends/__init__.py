@@ -13,7 +13,9 @@ from .base import Backend
 
 GROUP = "byzerllm.backends"
 # engines Byzer-LLM deploys on (``InferBackend``) that have no backend here yet
-PLANNED = {"ray/vllm": "vLLM", "vllm": "vLLM", "ray/deepspeed": "DeepSpeed", "transformers": "transformers"}
+PLANNED = {"ray/deepspeed": "DeepSpeed", "transformers": "transformers"}
+# Byzer-LLM's names of engines that run here without Ray's prefix
+ALIASES = {"ray/vllm": "vllm"}
 
 
 def available_backends() -> list[str]:
@@ -27,6 +29,7 @@ def get_backend_class(name: str) -> type[Backend]:
     Raises ``BackendNotFoundError`` listing the installed backends when ``name`` is unknown, or
     naming the missing package when its module cannot be imported.
     """
+    name = ALIASES.get(name, name)
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
         what = f"the {PLANNED[name]} engine has no backend yet" if name in PLANNED else "unknown infer_backend"

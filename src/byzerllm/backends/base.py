@@ -56,6 +56,13 @@ class Backend(ABC):
         (naming the closest accepted one) and ``InvalidRequestError`` for a bad value."""
         return validate_options(cls.name, cls.Options, options)
 
+    @classmethod
+    def deploy_options(cls, options: dict[str, Any], worker_concurrency: int) -> dict[str, Any]:
+        """The options a deployment's workers get, from the ones given: a backend whose engine needs
+        the deployment's shape (an engine process batching ``worker_concurrency`` sequences) fills it
+        in here. The default is ``options`` unchanged."""
+        return options
+
     def capabilities(self) -> dict[str, Any]:
         """The meta keys that come from the class's declaration: ``tasks``, ``support_stream``,
         ``support_tool_calls``; ``meta()`` may refine them for one instance."""

@@ -291,7 +291,9 @@ class ByzerLLM(StructuredMixin):
         )
         from ..backends import get_backend_class
 
-        get_backend_class(backend).check_options(spec.options)  # fail before touching the cluster
+        backend_cls = get_backend_class(backend)
+        spec.options = backend_cls.deploy_options(spec.options, spec.worker_concurrency)
+        backend_cls.check_options(spec.options)  # fail before touching the cluster
         return self.runtime.deploy(spec, timeout=timeout, on_progress=on_progress)
 
     def undeploy(self, udf_name: str, force: bool = False) -> None:

@@ -1,0 +1,93 @@
+"""GGUF models on llama.cpp's own ``llama-server``: an engine process per worker that decodes the
+worker's concurrent requests together (continuous batching), talked to over its OpenAI-compatible
+API (``backends.engine``). ``scripts/install.sh`` builds the binary with portable CPU flags.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ..errors import BackendError
+from .engine import EngineBackend
+from .models import resolve_model_path
+from .options import BackendOptions
+
+
+class LlamaServerOptions(BackendOptions):
+    n_threads: int = Field(2, ge=1, description="CPU threads of the engine, shared by its sequences")
+    parallel: int | None = Field(
+        None, ge=1, description="sequences decoded together (default: the deployment's worker_concurrency)"
+    )
+    max_model_len: int = Field(4096, ge=64, description="context length of each sequence, in tokens")
+    n_batch: int = Field(512, ge=1, description="prompt tokens per decode call")
+    timeout: float = Field(600.0, gt=0, description="seconds a request may take")
+    start_timeout: float = Field(300.0, gt=0, description="seconds the engine may take to load the model")
+    extra_args: list[str] | None = Field(None, description="more llama-server flags, as on its command line")
+
+
+def llama_server_binary() -> str:
+    """The ``llama-server`` next to this Python (``scripts/install.sh`` links it there), else on PATH."""
+    local = Path(sys.executable).parent / "llama-server"
+    found = str(local) if local.exists() else shutil.which("llama-server")
+    if not found:
+        raise BackendError(
+            "llama-server is not installed: scripts/install.sh builds it (scripts/build_llama_server.sh)"
+        )
+    return found
+
+
+def llama_server_command(binary: str, model: str, port: int, cfg: dict[str, Any]) -> list[str]:
+    """The command line of a llama-server for ``model`` on ``port``: ``parallel`` sequences with
+    continuous batching, each with ``max_model_len`` tokens of context (llama-server divides
+    ``--ctx-size`` among its slots), the GGUF's chat template through its Jinja engine."""
+    parallel = cfg["parallel"] or 1
+    return [
+        binary,
+        "--model", model,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--threads", str(cfg["n_threads"]),
+        "--threads-batch", str(cfg["n_threads"]),
+        "--parallel", str(parallel),
+        "--cont-batching",
+        "--ctx-size", str(cfg["max_model_len"] * parallel),
+        "--batch-size", str(cfg["n_batch"]),
+        "--jinja",
+        *(cfg["extra_args"] or []),
+    ]  # fmt: skip
+
+
+class LlamaServerBackend(EngineBackend):
+    """GGUF chat models on a ``llama-server`` this worker starts (see ``EngineBackend``). Raises
+    ``ModelPathError`` for a missing GGUF and ``BackendError`` when the engine cannot start."""
+
+    name = "llama_server"
+    engine_name = "llama-server"
+    Options = LlamaServerOptions
+    request_options = frozenset({"top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"})
+
+    @classmethod
+    def deploy_options(cls, options: dict[str, Any], worker_concurrency: int) -> dict[str, Any]:
+        """``parallel`` follows the deployment's ``worker_concurrency`` unless set."""
+        return options if options.get("parallel") is not None else {**options, "parallel": worker_concurrency}
+
+    def prepare(self, model_path: str) -> None:
+        self.path = resolve_model_path(model_path)
+        self.binary = llama_server_binary()
+
+    def command(self, port: int) -> list[str]:
+        return llama_server_command(self.binary, self.path, port, self.config)
+
+    def engine_meta(self) -> dict[str, Any]:
+        return {
+            "model_path": self.path,
+            "model_name": Path(self.path).stem,
+            "max_model_len": self.config["max_model_len"],
+            "parallel": self.config["parallel"] or 1,
+            "n_threads": self.config["n_threads"],
+        }
