@@ -69,7 +69,9 @@ class LlamaServerBackend(EngineBackend):
     name = "llama_server"
     engine_name = "llama-server"
     Options = LlamaServerOptions
-    request_options = frozenset({"top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"})
+    request_options = frozenset(
+        {"top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "ignore_eos"}
+    )
 
     @classmethod
     def deploy_options(cls, options: dict[str, Any], worker_concurrency: int) -> dict[str, Any]:
