@@ -32,7 +32,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run_clients(url: str, model: str, clients: int, seconds: float, max_tokens: int) -> dict:
+async def run_clients(
+    url: str, model: str, clients: int, seconds: float, max_tokens: int, extra: dict | None = None
+) -> dict:
     ttfts: list[float] = []
     tokens = requests = errors = 0
     error_samples: list[str] = []
@@ -50,9 +52,11 @@ async def run_clients(url: str, model: str, clients: int, seconds: float, max_to
                 "max_tokens": max_tokens,
                 "ignore_eos": True,
                 "messages": [{"role": "user", "content": f"Client {c}, request {n}: describe the sea."}],
+                **(extra or {}),
             }
             start = time.perf_counter()
             first = None
+            done_tokens = 0
             try:
                 async with http.stream("POST", url, json=body) as r:
                     if r.status_code != 200:
@@ -69,8 +73,9 @@ async def run_clients(url: str, model: str, clients: int, seconds: float, max_to
                             break
                         if first is None and event["choices"] and event["choices"][0]["delta"].get("content"):
                             first = time.perf_counter() - start
-                        if event.get("usage") and event["choices"]:
-                            tokens += event["usage"]["completion_tokens"]
+                        if event.get("usage"):  # the last one seen (a stream may repeat it in a usage-only chunk)
+                            done_tokens = event["usage"]["completion_tokens"]
+                tokens += done_tokens
                 requests += 1
                 if first is not None:
                     ttfts.append(first)

@@ -41,8 +41,9 @@ def wait_ready(url: str) -> None:
 
 def measure(base: str, model: str, args) -> dict:
     url = base + "/v1/chat/completions"
-    asyncio.run(run_clients(url, model, 4, 5, 4))  # warm-up
-    return asyncio.run(run_clients(url, model, args.clients, args.seconds, args.max_tokens))
+    usage = {"stream_options": {"include_usage": True}}  # llama-server sends usage only when asked
+    asyncio.run(run_clients(url, model, 4, 5, 4, usage))  # warm-up
+    return asyncio.run(run_clients(url, model, args.clients, args.seconds, args.max_tokens, usage))
 
 
 def through_server(backend: str, workers: int, concurrency: int, options: dict, args) -> dict:
