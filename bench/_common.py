@@ -35,6 +35,21 @@ def ray_cluster():
             subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True)
 
 
+def wait_ready(url: str, headers: dict | None = None, seconds: float = 120, ok_below: int = 300) -> None:
+    """Wait until ``url`` answers with a status below ``ok_below``; raise after ``seconds``."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code < ok_below:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

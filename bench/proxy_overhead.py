@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import BIN, print_table, ray_cluster, write_result
+from _common import BIN, print_table, ray_cluster, wait_ready, write_result
 
 import byzerllm
 
@@ -41,18 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_ready(url: str, headers: dict | None = None, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, headers=headers, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def ensure_litellm() -> Path:
@@ -105,7 +93,7 @@ def main() -> None:
     try:
         procs.append(subprocess.Popen([sys.executable, str(HERE / "_upstream.py"), "--port", str(up_port)]))
         upstream = f"http://127.0.0.1:{up_port}/v1"
-        wait_ready(upstream + "/models")
+        wait_ready(upstream + "/models", ok_below=500)
         config = Path(tempfile.mkdtemp()) / "litellm.yaml"
         config.write_text(
             f"model_list:\n  - model_name: fixed\n    litellm_params:\n      model: openai/fixed\n"
@@ -153,8 +141,8 @@ def main() -> None:
                     "byzerllm serve": (f"http://127.0.0.1:{our_port}/v1/chat/completions", {}),
                     "LiteLLM proxy": (f"http://127.0.0.1:{lite_port}/v1/chat/completions", headers),
                 }
-                wait_ready(f"http://127.0.0.1:{our_port}/health")
-                wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", seconds=180)
+                wait_ready(f"http://127.0.0.1:{our_port}/health", ok_below=500)
+                wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", seconds=180, ok_below=500)
                 # sequential latency in interleaved rounds, so that machine noise hits every target alike
                 lat: dict[str, list[float]] = {label: [] for label in targets}
                 for _ in range(ROUNDS):

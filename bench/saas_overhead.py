@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-from _common import print_table, ray_cluster, write_result
+from _common import print_table, ray_cluster, wait_ready, write_result
 
 import byzerllm
 
@@ -39,18 +38,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_ready(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import time
 
-import httpx
-from _common import BIN, print_table, ray_cluster, write_result
+from _common import BIN, print_table, ray_cluster, wait_ready, write_result
 from server_load import free_port, run_clients
 
 import byzerllm
@@ -27,16 +25,6 @@ from byzerllm.backends.llama_server import LlamaServerBackend, llama_server_bina
 from byzerllm.backends.models import resolve_model_path
 
 NAME = "bench_serving"
-
-
-def wait_ready(url: str) -> None:
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
 
 
 def measure(base: str, model: str, args) -> dict:
