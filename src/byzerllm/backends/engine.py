@@ -89,6 +89,17 @@ class EngineProcess:
         self.stop()
         raise BackendError(f"{self.name} was not ready after {self.start_timeout:g}s: {self.tail()}")
 
+    def died(self, within: float = 1.0) -> bool:
+        """Whether the engine is dead or dies within ``within`` seconds: a killed process closes its
+        connections a moment before it can be reaped, so a cut connection is followed by this wait."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(within)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def ensure(self) -> bool:
         """Start the engine again if it died; returns whether it did."""
         with self._lock:
@@ -165,6 +176,11 @@ class EngineBackend(Backend):
     def engine_meta(self) -> dict[str, Any]:
         return {}
 
+    def _cut_by_death(self, exc: UpstreamError) -> bool:
+        """Whether a failed request was cut by the engine's death (a connection failure, and the process
+        gone or going), not an answer of the engine (a 4xx)."""
+        return exc.details.get("status") in (502, 504) and self.engine.died()
+
     def _engine_died(self) -> WorkerDiedError:
         """Start the dead engine again (its output, which may hold paths, goes to the log only) and
         return the error for the request it cut."""
@@ -178,8 +194,8 @@ class EngineBackend(Backend):
         self.engine.ensure()
         try:
             yield from self.api.stream(request, cancelled)
-        except UpstreamError:
-            if self.engine.alive():
+        except UpstreamError as exc:
+            if not self._cut_by_death(exc):
                 raise
             raise self._engine_died() from None
 
@@ -187,8 +203,8 @@ class EngineBackend(Backend):
         self.engine.ensure()
         try:
             return self.api.chat(request, cancelled)
-        except UpstreamError:
-            if self.engine.alive():
+        except UpstreamError as exc:
+            if not self._cut_by_death(exc):
                 raise
             raise self._engine_died() from None
 

@@ -77,7 +77,8 @@ def register(
     deployments to register (default: every chat deployment). ``typed``: extra functions, SQL name ->
     ``(deployment, response_class)`` (a pydantic model or a JSON schema of an object), each returning
     ``STRUCT(value STRUCT(...), error VARCHAR)``. ``concurrency``: rows in flight at once per function
-    (per executor on Spark); default the deployment's slots (``num_workers`` x ``worker_concurrency``):
+    (per Spark task, where the default is the slots divided among the tasks that run at once); default the
+    deployment's slots (``num_workers`` x ``worker_concurrency``):
     each row goes straight to a free worker (bench/sql.py measured more to be slower, through the
     pool's queue). ``cache``: reuse
     answers to requests with ``temperature`` 0.
@@ -111,6 +112,9 @@ def register(
             from .schema import struct_of
 
             struct_of(response_class)
+        if concurrency is None:  # the executors share the deployment's slots
+            tasks = max(con.sparkContext.defaultParallelism, 1)
+            limits = {name: max(n // tasks, 1) for name, n in limits.items()}
         register_functions(con, llm, names, limits, cache, typed)
         return Registration("spark", functions)
     caller = Caller()
