@@ -117,10 +117,12 @@ def test_undeploy_while_requests_run_ends_them_with_a_clear_error(ray_cluster):
     with echo("fast_gone", token_delay=0.01) as llm:
         stream = llm.stream_chat_oai(LONG, model="fast_gone", llm_config={"max_length": 2000, **ENDLESS})
         next(stream)
-        threading.Thread(target=byzerllm.ByzerLLM().undeploy, args=("fast_gone",)).start()
+        undeploy = threading.Thread(target=byzerllm.ByzerLLM().undeploy, args=("fast_gone",))
+        undeploy.start()
         with pytest.raises(DeploymentUndeployedError, match="undeployed while the request was running"):
             for _ in stream:
                 pass
+        undeploy.join(30)  # the stream ends as the workers die, a moment before the pool is gone
         assert not llm.is_model_exist("fast_gone")
 
 
