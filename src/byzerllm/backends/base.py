@@ -82,7 +82,7 @@ class Backend(ABC):
     def check_request(self, request: ChatRequest) -> None:
         """Reject ``request.extra`` keys this backend does not know (by name), and native tools
         on a backend that cannot call them."""
-        if request.tools and not self.get_meta().get("support_tool_calls"):
+        if request.tools and not self.meta().get("support_tool_calls", self.supports_tool_calls):
             raise UnsupportedParameterError(
                 f"the {self.name} backend has no native tool calling; use chat_oai(tools=...), which works "
                 "on any backend",

@@ -93,8 +93,8 @@ def register(
         llm = byzerllm.ByzerLLM()
     names = _chat_models(llm, models)
     typed = dict(typed or {})
-    for name, (model, _) in typed.items():
-        _chat_models(llm, [model])
+    if typed:  # the typed functions' deployments must be there too (one lookup for all)
+        _chat_models(llm, sorted({model for model, _ in typed.values()}))
     functions = {**{m: m for m in names}, **{name: model for name, (model, _) in typed.items()}}
     limits = {name: concurrency or _slots(llm, model) for name, model in functions.items()}
     if engine == "spark":
