@@ -8,6 +8,9 @@ each (``ignore_eos``) for ``--seconds`` (60) against the built-in model, with th
 - (c) the same llama-server binary with the same flags, called directly (the reference).
 Targets (issue 17): (b) >= 0.95x (c) and >= 1.5x (a) in tokens/s.
 
+Then one client alone (``--single-seconds``), 1 worker x 2 threads on each backend, for the choice of
+the default backend (docs/deployment.md, Choosing the GGUF backend).
+
     .venv/bin/python bench/serving_throughput.py [--clients 16] [--seconds 60] [--max-tokens 128]
 """
 
@@ -34,7 +37,7 @@ def measure(base: str, model: str, args) -> dict:
     return asyncio.run(run_clients(url, model, args.clients, args.seconds, args.max_tokens, usage))
 
 
-def through_server(backend: str, workers: int, concurrency: int, options: dict, args) -> dict:
+def through_server(backend: str, workers: int, concurrency: int, options: dict, args, clients: int = 0) -> dict:
     llm = byzerllm.ByzerLLM().setup_infer_backend(backend).setup_num_workers(workers)
     llm.setup_worker_concurrency(concurrency)
     llm.deploy(model_path="builtin:smollm2", udf_name=NAME, infer_params=options)
@@ -42,6 +45,8 @@ def through_server(backend: str, workers: int, concurrency: int, options: dict, 
     server = subprocess.Popen([str(BIN / "byzerllm"), "serve", "--port", str(port)])
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
+        if clients:
+            return measure(f"http://127.0.0.1:{port}", NAME, argparse.Namespace(**{**vars(args), "clients": clients}))
         return measure(f"http://127.0.0.1:{port}", NAME, args)
     finally:
         server.terminate()
@@ -67,7 +72,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--single-seconds", type=float, default=30, help="the one-client runs (0: skip)")
     args = parser.parse_args()
+    single: dict[str, dict] = {}
     with ray_cluster():
         results = {
             "(a) llama_cpp pool, 2 workers x 1 thread": through_server("llama_cpp", 2, 1, {"n_threads": 1}, args),
@@ -75,6 +82,12 @@ def main() -> None:
                 "llama_server", 1, args.clients, {"n_threads": 2}, args
             ),
         }
+        if args.single_seconds:
+            one = argparse.Namespace(**{**vars(args), "seconds": args.single_seconds})
+            for backend in ("llama_cpp", "llama_server"):
+                single[f"{backend}, 1 worker x 2 threads, 1 client"] = through_server(
+                    backend, 1, 1, {"n_threads": 2}, one, clients=1
+                )
     results["(c) llama-server directly, same flags"] = direct(args)
     a, b, c = (r["tokens_per_s"] for r in results.values())
     print_table(
@@ -85,6 +98,12 @@ def main() -> None:
             for k, r in results.items()
         ],
     )
+    if single:
+        print_table(
+            f"One client alone, {args.max_tokens} tokens a request, {args.single_seconds:g}s each",
+            ["path", "requests", "tokens/s", "TTFT p50 (s)", "TTFT p99 (s)"],
+            [[k, r["requests"], r["tokens_per_s"], r["ttft_p50_s"], r["ttft_p99_s"]] for k, r in single.items()],
+        )
     ratios = {"b_vs_c": b / c, "b_vs_a": b / a}
     print(f"(b)/(c) {ratios['b_vs_c']:.2f} (target >= 0.95), (b)/(a) {ratios['b_vs_a']:.2f} (target >= 1.5)")
     path = write_result(
@@ -94,6 +113,7 @@ def main() -> None:
             "max_tokens": args.max_tokens,
             "seconds": args.seconds,
             "results": results,
+            "single_client": single,
             "ratios": ratios,
             "targets": {"b_vs_c": ">= 0.95", "b_vs_a": ">= 1.5"},
             "met": {"b_vs_c": ratios["b_vs_c"] >= 0.95, "b_vs_a": ratios["b_vs_a"] >= 1.5},

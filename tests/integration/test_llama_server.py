@@ -101,3 +101,29 @@ def test_undeploy_leaves_no_engine_behind(engine_chat):
     while engines() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not engines()
+
+
+def test_embeddings_through_the_engine_are_llama_cpps(ray_cluster):
+    import numpy as np
+
+    texts = ["The sea is blue.", "Paris is the capital of France."]
+    local = byzerllm.SimpleByzerLLM()
+    local.setup_infer_backend("llama_cpp").deploy(
+        model_path="builtin:smollm2", udf_name="emb_local", infer_params={"embedding": True}
+    )
+    llm = byzerllm.ByzerLLM().setup_infer_backend("llama_server")
+    llm.deploy(model_path="builtin:smollm2", udf_name="engine_emb", infer_params={"n_threads": 1, "embedding": True})
+    try:
+        meta = llm.get_meta(model="engine_emb")
+        assert meta["tasks"] == ["embed", "rerank"] and meta["pooling"] == "mean" and meta["embedding_dim"] == 576
+        ours = np.array([r.output for r in llm.emb("engine_emb", texts)])
+        theirs = np.array([r.output for r in local.emb("emb_local", texts)])
+        assert ours.shape == theirs.shape == (2, 576)
+        cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+        assert (cosine > 0.99).all(), cosine  # one model, one pooling: the same vector up to float error
+        with pytest.raises(byzerllm.errors.InvalidRequestError) as refused:
+            llm.chat_oai(ASK, model="engine_emb")
+        assert refused.value.param == "model" and "serves embed" in str(refused.value)
+    finally:
+        llm.undeploy("engine_emb")
+        local.close()

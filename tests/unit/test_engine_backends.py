@@ -13,7 +13,7 @@ from byzerllm.backends import get_backend_class
 from byzerllm.backends.engine import EngineProcess
 from byzerllm.backends.llama_server import llama_server_command
 from byzerllm.backends.vllm import vllm_command
-from byzerllm.errors import BackendError
+from byzerllm.errors import BackendError, InvalidRequestError
 
 
 def test_llama_server_runs_parallel_sequences_with_their_own_context():
@@ -24,6 +24,19 @@ def test_llama_server_runs_parallel_sequences_with_their_own_context():
     assert flag["--parallel"] == "8" and flag["--ctx-size"] == str(2048 * 8) and flag["--threads"] == "2"
     assert "--cont-batching" in cmd and "--jinja" in cmd and flag["--host"] == "127.0.0.1"
     assert cls.deploy_options({"parallel": 3}, worker_concurrency=8)["parallel"] == 3
+
+
+def test_a_llama_server_embedding_engine_pools_and_checks_its_pooling():
+    cls = get_backend_class("llama_server")
+    cfg = cls.check_options({"embedding": "true", "pooling": "CLS"})
+    cmd = llama_server_command("/bin/llama-server", "/m.gguf", 9000, cfg)
+    assert cmd[cmd.index("--pooling") + 1] == "cls" and "--embeddings" in cmd
+    assert "--embeddings" not in llama_server_command("/bin/llama-server", "/m.gguf", 9000, cls.check_options({}))
+    with pytest.raises(InvalidRequestError, match="per token") as bad:
+        cls.check_options({"embedding": True, "pooling": "none"})
+    assert bad.value.param == "pooling"
+    with pytest.raises(InvalidRequestError, match="add embedding=true"):
+        cls.check_options({"pooling": "mean"})
 
 
 def test_vllm_takes_the_documents_backend_options():
@@ -76,3 +89,21 @@ def test_an_engine_that_exits_at_start_says_why():
     engine = EngineProcess("broken", lambda port: [sys.executable, "-c", "print('bad flag --x'); raise SystemExit(2)"])
     with pytest.raises(BackendError, match="exited with status 2 while starting: bad flag --x"):
         engine.start()
+
+
+def test_a_gguf_serving_concurrent_requests_defaults_to_the_batching_engine(monkeypatch):
+    import byzerllm.backends.llama_server as llama_server
+    from byzerllm.client.byzerllm import _default_backend
+
+    monkeypatch.setattr(llama_server, "llama_server_binary", lambda: "/bin/llama-server")
+    assert _default_backend("builtin:smollm2", "custom/auto", 1, {}) == "llama_cpp"
+    assert _default_backend("builtin:smollm2", "custom/auto", 4, {"n_threads": 2}) == "llama_server"
+    # an option only llama_cpp takes keeps the deploy working as before
+    assert _default_backend("builtin:smollm2", "custom/auto", 4, {"n_ctx": 2048}) == "llama_cpp"
+    assert _default_backend("builtin:all-minilm-l6-v2", "custom/auto", 4, {}) == "sentence_transformers"
+
+    def missing():
+        raise BackendError("llama-server is not installed")
+
+    monkeypatch.setattr(llama_server, "llama_server_binary", missing)
+    assert _default_backend("builtin:smollm2", "custom/auto", 4, {}) == "llama_cpp"

@@ -18,13 +18,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from ..errors import BackendError, UpstreamError, WorkerDiedError
+from ..errors import BackendError, InvalidRequestError, UpstreamError, WorkerDiedError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .base import Backend, Cancelled, _never
 
 log = logging.getLogger("byzerllm.engine")
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -190,7 +191,26 @@ class EngineBackend(Backend):
             log.error("%s did not start again: %s", self.engine_name, exc)
         return WorkerDiedError("the engine process of this worker died; it was started again, retry")
 
+    def _serves(self, task: str) -> None:
+        tasks = self.engine_meta().get("tasks", self.tasks)
+        if task not in tasks:
+            raise InvalidRequestError(
+                f"this {self.name} deployment serves {', '.join(tasks)}, not {task}", param="model", accepted=tasks
+            )
+
+    def _on_engine(self, call: Callable[[], T]) -> T:
+        """``call()`` against the engine, started again first if it died; an ``UpstreamError`` caused by
+        its death becomes ``WorkerDiedError``."""
+        self.engine.ensure()
+        try:
+            return call()
+        except UpstreamError as exc:
+            if not self._cut_by_death(exc):
+                raise
+            raise self._engine_died() from None
+
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
+        self._serves("chat")
         self.engine.ensure()
         try:
             yield from self.api.stream(request, cancelled)
@@ -200,13 +220,14 @@ class EngineBackend(Backend):
             raise self._engine_died() from None
 
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
-        self.engine.ensure()
-        try:
-            return self.api.chat(request, cancelled)
-        except UpstreamError as exc:
-            if not self._cut_by_death(exc):
-                raise
-            raise self._engine_died() from None
+        self._serves("chat")
+        return self._on_engine(lambda: self.api.chat(request, cancelled))
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """The engine's ``/v1/embeddings``: one vector per text and the input token count (see
+        ``OpenAICompatBackend.embed``), on a deployment that serves ``embed``."""
+        self._serves("embed")
+        return self._on_engine(lambda: self.api.embed(texts))
 
     def meta(self) -> dict[str, Any]:
         return {

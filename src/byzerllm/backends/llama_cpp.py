@@ -48,19 +48,25 @@ POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 POOLING_CHOICES = ("auto", *POOLING_TYPES)
 
 
-def _pooling_for(path: str, choice: str) -> str:
+def gguf_metadata(path: str) -> dict[str, Any]:
+    """The key/value header of the GGUF file ``path``, as llama.cpp reads it (``vocab_only`` skips
+    the weights: ~0.2 s for SmolLM2). Raises ``BackendError`` for an unreadable file."""
+    import llama_cpp
+
+    try:
+        return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False).metadata
+    except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
+        raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+
+
+def pooling_for(path: str, choice: str) -> str:
     """The pooling to open ``path`` with: ``choice``, or for ``auto`` the one the GGUF declares
     (``<arch>.pooling_type``) when it is mean / cls / last, and mean when it declares none or
     nothing. Raises ``BackendError`` for an unreadable header, ``InvalidRequestError`` for a
     declared rank pooling."""
     if choice != "auto":
         return choice
-    import llama_cpp
-
-    try:  # llama.cpp reads the GGUF header; vocab_only skips the weights (~0.2 s for SmolLM2)
-        metadata = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False).metadata
-    except Exception as exc:  # llama.cpp reports a bad file as a ValueError/RuntimeError
-        raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+    metadata = gguf_metadata(path)
     declared = metadata.get(f"{metadata.get('general.architecture')}.pooling_type")
     name = POOLING_NAMES.get(int(declared)) if declared is not None and str(declared).isdigit() else None
     if name == "rank":
@@ -70,6 +76,31 @@ def _pooling_for(path: str, choice: str) -> str:
             param="pooling",
         )
     return name if name in POOLING_TYPES else "mean"
+
+
+def check_pooling(config: dict[str, Any]) -> dict[str, Any]:
+    """Checked deploy options of a GGUF backend with ``embedding`` and ``pooling``: ``pooling`` is one
+    of auto, mean, cls, last (lower-cased) and set only on an ``embedding=true`` deployment, checked
+    before any model is loaded. Raises ``InvalidRequestError`` naming ``pooling``."""
+    pooling = config["pooling"]
+    if not isinstance(pooling, str) or pooling.lower() not in POOLING_CHOICES:
+        hint = ""
+        if isinstance(pooling, str) and pooling.lower() == "none":
+            hint = " ('none' gives one vector per token, not per input)"
+        elif isinstance(pooling, str) and pooling.lower() == "rank":
+            hint = " ('rank' is a reranker's classification head, not an embedding)"
+        raise InvalidRequestError(
+            f"infer_param pooling is {pooling!r}{hint}; accepted: {', '.join(POOLING_CHOICES)}",
+            param="pooling",
+            accepted=list(POOLING_CHOICES),
+        )
+    config["pooling"] = pooling.lower()
+    if config["pooling"] != "auto" and not config["embedding"]:
+        raise InvalidRequestError(
+            f"infer_param pooling={pooling} applies to embedding deployments; add embedding=true",
+            param="pooling",
+        )
+    return config
 
 
 def _held_suffix(text: str, stops: list[str]) -> int:
@@ -83,7 +114,16 @@ def _held_suffix(text: str, stops: list[str]) -> int:
     return best
 
 
-class LlamaCppOptions(BackendOptions):
+class GGUFEmbeddingOptions(BackendOptions):
+    """The embedding options of the GGUF backends (``llama_cpp``, ``llama_server``)."""
+
+    embedding: bool = Field(False, description="serve embeddings instead of chat")
+    pooling: str = Field(
+        "auto", description="auto, mean, cls or last: how token vectors become one (embedding deployments)"
+    )
+
+
+class LlamaCppOptions(GGUFEmbeddingOptions):
     max_model_len: int | None = Field(
         None, ge=1, description="context length in tokens, as Byzer-LLM's backend.max_model_len; overrides n_ctx"
     )
@@ -96,10 +136,6 @@ class LlamaCppOptions(BackendOptions):
     chat_template: str | None = Field(None, description="a Jinja chat template (default: the GGUF's own)")
     use_mmap: bool = Field(True, description="memory-map the model file")
     verbose: bool = Field(False, description="llama.cpp's own logging on stderr")
-    embedding: bool = Field(False, description="serve embeddings instead of chat")
-    pooling: str = Field(
-        "auto", description="auto, mean, cls or last: how token vectors become one (embedding deployments)"
-    )
 
 
 class LlamaCppBackend(Backend):
@@ -137,7 +173,7 @@ class LlamaCppBackend(Backend):
         path = resolve_model_path(model_path)
         cfg = self.config
         n_ctx = cfg["max_model_len"] or cfg["n_ctx"]
-        pooling = _pooling_for(path, cfg["pooling"]) if cfg["embedding"] else None
+        pooling = pooling_for(path, cfg["pooling"]) if cfg["embedding"] else None
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path,
@@ -174,28 +210,8 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """As ``Backend.check_options``, and ``pooling`` is one of auto, mean, cls, last and set
-        only on an ``embedding=true`` deployment (checked before any model is loaded)."""
-        config = super().check_options(options)
-        pooling = config["pooling"]
-        if not isinstance(pooling, str) or pooling.lower() not in POOLING_CHOICES:
-            hint = ""
-            if isinstance(pooling, str) and pooling.lower() == "none":
-                hint = " ('none' gives one vector per token, not per input)"
-            elif isinstance(pooling, str) and pooling.lower() == "rank":
-                hint = " ('rank' is a reranker's classification head, not an embedding)"
-            raise InvalidRequestError(
-                f"infer_param pooling is {pooling!r}{hint}; accepted: {', '.join(POOLING_CHOICES)}",
-                param="pooling",
-                accepted=list(POOLING_CHOICES),
-            )
-        config["pooling"] = pooling.lower()
-        if config["pooling"] != "auto" and not config["embedding"]:
-            raise InvalidRequestError(
-                f"infer_param pooling={pooling} applies to embedding deployments; add embedding=true",
-                param="pooling",
-            )
-        return config
+        """As ``Backend.check_options``, and ``check_pooling``."""
+        return check_pooling(super().check_options(options))
 
     def _token_text(self, token: int) -> str:
         if token < 0:

@@ -14,11 +14,11 @@ from pydantic import Field
 
 from ..errors import BackendError
 from .engine import EngineBackend
+from .llama_cpp import GGUFEmbeddingOptions, check_pooling, gguf_metadata, pooling_for
 from .models import resolve_model_path
-from .options import BackendOptions
 
 
-class LlamaServerOptions(BackendOptions):
+class LlamaServerOptions(GGUFEmbeddingOptions):
     n_threads: int = Field(2, ge=1, description="CPU threads of the engine, shared by its sequences")
     parallel: int | None = Field(
         None, ge=1, description="sequences decoded together (default: the deployment's worker_concurrency)"
@@ -44,8 +44,11 @@ def llama_server_binary() -> str:
 def llama_server_command(binary: str, model: str, port: int, cfg: dict[str, Any]) -> list[str]:
     """The command line of a llama-server for ``model`` on ``port``: ``parallel`` sequences with
     continuous batching, each with ``max_model_len`` tokens of context (llama-server divides
-    ``--ctx-size`` among its slots), the GGUF's chat template through its Jinja engine."""
+    ``--ctx-size`` among its slots), the GGUF's chat template through its Jinja engine; with
+    ``embedding``, its ``/v1/embeddings`` pooled as ``pooling`` (mean, cls or last) instead of chat."""
     parallel = cfg["parallel"] or 1
+    # an embedding engine pools each input to one vector (``pooling`` resolved from the GGUF first)
+    embedding = ["--embeddings", "--pooling", cfg["pooling"]] if cfg["embedding"] else []
     return [
         binary,
         "--model", model,
@@ -58,12 +61,14 @@ def llama_server_command(binary: str, model: str, port: int, cfg: dict[str, Any]
         "--ctx-size", str(cfg["max_model_len"] * parallel),
         "--batch-size", str(cfg["n_batch"]),
         "--jinja",
+        *embedding,
         *(cfg["extra_args"] or []),
     ]  # fmt: skip
 
 
 class LlamaServerBackend(EngineBackend):
-    """GGUF chat models on a ``llama-server`` this worker starts (see ``EngineBackend``). Raises
+    """GGUF models on a ``llama-server`` this worker starts (see ``EngineBackend``): chat, or with
+    ``embedding=true`` embeddings (and rerank by their cosine similarity). Raises
     ``ModelPathError`` for a missing GGUF and ``BackendError`` when the engine cannot start."""
 
     name = "llama_server"
@@ -78,9 +83,19 @@ class LlamaServerBackend(EngineBackend):
         """``parallel`` follows the deployment's ``worker_concurrency`` unless set."""
         return options if options.get("parallel") is not None else {**options, "parallel": worker_concurrency}
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """As ``Backend.check_options``, and ``pooling`` as on ``llama_cpp`` (``check_pooling``)."""
+        return check_pooling(super().check_options(options))
+
     def prepare(self, model_path: str) -> None:
         self.path = resolve_model_path(model_path)
         self.binary = llama_server_binary()
+        self.embedding_dim = None
+        if self.config["embedding"]:  # auto pooling as llama_cpp resolves it, so both give one vector
+            self.config["pooling"] = pooling_for(self.path, self.config["pooling"])
+            md = gguf_metadata(self.path)
+            self.embedding_dim = md.get(f"{md.get('general.architecture')}.embedding_length")
 
     def command(self, port: int) -> list[str]:
         return llama_server_command(self.binary, self.path, port, self.config)
@@ -92,4 +107,9 @@ class LlamaServerBackend(EngineBackend):
             "max_model_len": self.config["max_model_len"],
             "parallel": self.config["parallel"] or 1,
             "n_threads": self.config["n_threads"],
+            "model_type": "embedding" if self.config["embedding"] else "chat",
+            "tasks": ["embed", "rerank"] if self.config["embedding"] else ["chat"],
+            "support_stream": not self.config["embedding"],
+            "pooling": self.config["pooling"] if self.config["embedding"] else None,
+            "embedding_dim": int(self.embedding_dim) if self.embedding_dim else None,
         }

@@ -32,7 +32,12 @@ def cli() -> None:
 @_opt("model", required=True, help="Deployment name (udf_name), e.g. smollm2_chat.")
 @_opt("model_path", default=DEFAULT_CHAT_MODEL, show_default=True, help="GGUF file, or builtin:smollm2.")
 @_opt("pretrained_model_type", default="custom/auto", show_default=True)
-@_opt("infer_backend", default=None, help="Inference backend (default: llama_cpp for local models).")
+@_opt(
+    "infer_backend",
+    default=None,
+    help="Inference backend (default: the model's; a GGUF runs on llama_server when worker_concurrency > 1, "
+    "else llama_cpp).",
+)
 @_opt("num_workers", default=1, type=int, show_default=True)
 @_opt("worker_concurrency", default=1, type=int, show_default=True, help="Requests one worker serves at once.")
 @_opt("cpus_per_worker", default=0.001, type=float, show_default=True)

@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..backends.models import DEFAULT_CHAT_MODEL, default_backend_for
-from ..errors import InvalidRequestError
+from ..errors import ByzerLLMError, InvalidRequestError
 from ..params import build_chat_request, normalize_infer_params
 from ..runtime.base import Runtime
 from ..runtime.cluster import connect_cluster, is_connected
@@ -38,12 +38,30 @@ EMB_BATCH_SIZE = 64
 log = logging.getLogger("byzerllm.client")
 
 
-def _default_backend(model_path: str | None, pretrained_model_type: str) -> str:
+def _default_backend(
+    model_path: str | None, pretrained_model_type: str, worker_concurrency: int = 1, options: dict | None = None
+) -> str:
+    """The backend of a deploy without ``infer_backend``: the SaaS preset's, else the one the model
+    implies (``default_backend_for``). A GGUF whose workers serve several requests at once
+    (``worker_concurrency`` > 1) goes on ``llama_server``, which decodes them together, when it is
+    installed and takes every option given; otherwise on ``llama_cpp``, which serves a worker's
+    requests one at a time (the measurement: docs/deployment.md, Choosing the GGUF backend)."""
     if pretrained_model_type.startswith("saas/"):
         from ..backends.saas_presets import resolve
 
         return resolve(pretrained_model_type)[0]
-    return default_backend_for(model_path)
+    backend = default_backend_for(model_path)
+    if backend != "llama_cpp" or worker_concurrency <= 1:
+        return backend
+    from ..backends.llama_server import LlamaServerBackend, llama_server_binary
+
+    try:
+        llama_server_binary()
+        LlamaServerBackend.check_options(options or {})
+    except ByzerLLMError as exc:
+        log.info("deploying %s on llama_cpp, not llama_server: %s", model_path, exc)
+        return "llama_cpp"
+    return "llama_server"
 
 
 class ByzerLLM(StructuredMixin):
@@ -272,7 +290,10 @@ class ByzerLLM(StructuredMixin):
         """
         from ..runtime.spec import DeploymentSpec
 
-        backend = self.infer_backend or _default_backend(model_path, pretrained_model_type)
+        options = _deploy_options(pretrained_model_type, infer_params)
+        backend = self.infer_backend or _default_backend(
+            model_path, pretrained_model_type, self.worker_concurrency, options
+        )
         if backend == "transformers" and default_backend_for(model_path) == "sentence_transformers":
             # the Byzer-LLM documents deploy embedding and rerank folders with InferBackend.Transformers
             backend = "sentence_transformers"
@@ -287,7 +308,7 @@ class ByzerLLM(StructuredMixin):
             worker_concurrency=self.worker_concurrency,
             load_balance=self.load_balance,
             max_queue=self.max_queue,
-            options=_deploy_options(pretrained_model_type, infer_params),
+            options=options,
         )
         from ..backends import get_backend_class
 

@@ -10,8 +10,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
@@ -24,6 +25,7 @@ from ..spec import DeploymentSpec, mask_secrets
 from ..worker import Worker
 
 log = logging.getLogger("byzerllm.runtime")
+T = TypeVar("T")
 PREFIX = "deployment:"
 # How long a worker gathers slot counts before sending them to its pool in one message (seconds):
 # stat and the pool's routing see a request this much later at most.
@@ -49,6 +51,56 @@ def list_deployments() -> list[str]:
     )
 
 
+_END = object()
+
+
+def coalesce(items: Iterator[T], readers: ThreadPoolExecutor) -> Iterator[list[T]]:
+    """The items of ``items`` in lists, each holding every item that was ready when the previous
+    list had been sent: a thread of ``readers`` reads ``items`` while the caller sends. Each message
+    through Ray costs a fixed fraction of a millisecond, so chunks that arrive together (an
+    upstream's burst, tokens produced while the previous message was on its way) travel as one; a
+    lone chunk goes at once. ``items`` runs and is closed in that thread; closing the result stops
+    it at its next item. (A pool, since starting a thread per stream costs about a millisecond.)
+    """
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    stopped = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                ready.put((item, None))
+                if stopped.is_set():
+                    break
+        except BaseException as exc:  # raised again in the caller's thread
+            ready.put((_END, exc))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        ready.put((_END, None))
+
+    readers.submit(read)
+    try:
+        while True:
+            batch: list[T] = []
+            item, exc = ready.get()
+            while item is not _END:
+                batch.append(item)
+                try:
+                    item, exc = ready.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                yield batch
+            if item is _END:
+                if exc is not None:
+                    raise exc
+                return
+    finally:
+        stopped.set()
+
+
 class RayWorker(Worker):
     """A worker as a Ray actor with ``capacity`` slots. It returns the slot of each request to its
     pool when the request ends, so a slot comes back even when the caller's process died
@@ -67,6 +119,8 @@ class RayWorker(Worker):
         self._pool = None
         self._index = index
         self._slots = threading.BoundedSemaphore(capacity)
+        # one reader per running stream; a cancelled stream's reader may outlive its slot briefly
+        self._readers = ThreadPoolExecutor(2 * capacity + 4, thread_name_prefix="stream-reader")
         # Slot counts and token totals go to the pool from one thread, in order, a few requests'
         # worth per message: submitting an actor call costs about 0.5 ms, kept off the request path.
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -156,15 +210,20 @@ class RayWorker(Worker):
         finally:
             self._release(lease)
 
-    def stream_leased(self, request: ChatRequest, lease: int | str, direct: bool = False) -> Iterator[ChatChunk | None]:
+    def stream_leased(
+        self, request: ChatRequest, lease: int | str, direct: bool = False
+    ) -> Iterator[list[ChatChunk] | None]:
+        """The chunks of a streamed chat in lists: each list holds the chunks that were ready
+        together (see ``coalesce``); ``None`` alone for busy."""
         if not self._admit(lease, direct):
             yield None
             return
         last = None
         failed = False
         try:
-            for last in self.stream(request):
-                yield last
+            for batch in coalesce(self.stream(request), self._readers):
+                last = batch[-1]
+                yield batch
         except Exception:
             failed = True
             raise

@@ -122,13 +122,16 @@ def stream_plan(name: str, request: ChatRequest) -> Plan:
         failure = None
         try:
             chunks = slot.worker.stream_leased.options(num_returns="streaming").remote(request, slot.lease, slot.direct)
-            while (chunk := (yield NEXT, chunks)) is not END:
-                if chunk is None:
+            while (batch := (yield NEXT, chunks)) is not END:
+                if batch is None:
                     busy = finished = True
                     break
-                started = True
-                finished = chunk.finish_reason is not None
-                yield EMIT, chunk
+                for chunk in batch:  # the chunks that were ready together on the worker
+                    started = True
+                    finished = chunk.finish_reason is not None
+                    yield EMIT, chunk
+                if finished:  # done: the end of the task's stream (a moment later) need not be awaited
+                    break
         except (RayTaskError, RayActorError) as exc:
             finished, failure = False, exc
         finally:
