@@ -1,12 +1,15 @@
 """64 concurrent streaming clients against `byzerllm serve` and the built-in model, for minutes.
 
-The built-in model deployed on Ray with 2 workers (one llama.cpp thread each), `byzerllm serve` in
-its own process, and CLIENTS asyncio clients that each stream chat completions of MAX_TOKENS
-tokens back to back for SECONDS. Reported: requests, errors (target 0), time to first token
-p50/p99 (it includes the wait for a free worker: 64 clients share 2 workers), aggregate
-tokens/s, and the server's RSS at start and end (target: within 10%).
+The built-in model deployed on Ray without an ``infer_backend`` (the default for the shape: 1
+worker with 64 slots and 2 threads is ``llama_server``, continuous batching; ``--workers 2
+--concurrency 1 --threads 1`` is the earlier ``llama_cpp`` pool), `byzerllm serve` in its own
+process, and CLIENTS asyncio clients that each stream chat completions of MAX_TOKENS tokens back to
+back for SECONDS. Reported: requests, errors (target 0), time to first token p50/p99 (it includes
+any wait for a free slot), aggregate tokens/s, and the server's RSS at start and end (target:
+within 10%).
 
     .venv/bin/python bench/server_load.py [--clients 64] [--seconds 120] [--max-tokens 32]
+        [--workers 1] [--concurrency 64] [--threads 2]
 """
 
 from __future__ import annotations
@@ -105,13 +108,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=64, help="worker_concurrency")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per worker")
     args = parser.parse_args()
     name, port = "bench_load", free_port()
     with ray_cluster():
-        llm = byzerllm.ByzerLLM().setup_num_workers(2)
+        llm = byzerllm.ByzerLLM().setup_num_workers(args.workers).setup_worker_concurrency(args.concurrency)
         if llm.is_model_exist(name):
             llm.undeploy(name)
-        llm.deploy(model_path="builtin:smollm2", udf_name=name, infer_params={"n_threads": 1})
+        # no infer_backend: the default for this shape (docs/deployment.md, Choosing the GGUF backend);
+        # a short context per sequence, since an engine holds the KV cache of all of them at once
+        meta = llm.deploy(
+            model_path="builtin:smollm2", udf_name=name, infer_params={"n_threads": args.threads, "max_model_len": 512}
+        )
         server = subprocess.Popen([str(BIN / "byzerllm"), "serve", "--port", str(port)])
         try:
             base = f"http://127.0.0.1:{port}"
@@ -134,6 +144,10 @@ def main() -> None:
             llm.undeploy(name)
     growth = (rss_end - rss_start) / rss_start
     result.update(
+        backend=meta["backend"],
+        workers=args.workers,
+        worker_concurrency=args.concurrency,
+        threads_per_worker=args.threads,
         clients=args.clients,
         max_tokens=args.max_tokens,
         server_rss_start_mb=rss_start / 2**20,
@@ -143,7 +157,8 @@ def main() -> None:
         met={"errors": result["errors"] == 0, "server_rss_growth": abs(growth) <= 0.10},
     )
     print_table(
-        f"{args.clients} streaming clients for {args.seconds:g}s against byzerllm serve (2 workers)",
+        f"{args.clients} streaming clients for {args.seconds:g}s against byzerllm serve ({meta['backend']}, "
+        f"{args.workers} worker(s) x {args.concurrency} slots x {args.threads} threads)",
         ["requests", "errors", "TTFT p50 (s)", "TTFT p99 (s)", "tokens/s", "RSS start (MB)", "RSS end (MB)"],
         [
             [
