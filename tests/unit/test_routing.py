@@ -142,3 +142,61 @@ def test_both_runtimes_implement_the_runtime_protocol_with_its_signatures(module
         want, got = inspect.signature(getattr(Runtime, name)), inspect.signature(getattr(impl, name))
         assert list(want.parameters) == list(got.parameters), f"{cls}.{name}{got} differs from Runtime.{name}{want}"
         assert inspect.iscoroutinefunction(getattr(Runtime, name)) == inspect.iscoroutinefunction(getattr(impl, name))
+
+
+def test_a_stream_sends_the_chunks_ready_together_in_one_message():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from byzerllm.runtime.ray.actors import coalesce
+
+    burst_sent, first_taken, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def chunks():
+        try:
+            yield "a"
+            first_taken.wait(5)  # the caller is sending the first list while three chunks arrive
+            yield from ("b", "c", "d")
+            burst_sent.set()
+            yield "e"
+            raise ValueError("the upstream broke")
+        finally:
+            closed.set()
+
+    with ThreadPoolExecutor(2) as readers:
+        out = coalesce(chunks(), readers)
+        assert next(out) == ["a"]  # a lone chunk goes at once
+        first_taken.set()
+        burst_sent.wait(5)
+        time.sleep(0.05)  # "e" may be ready by now as well
+        batches = [next(out)]
+        if batches[0] == ["b", "c", "d"]:
+            batches.append(next(out))
+        assert [c for b in batches for c in b] == ["b", "c", "d", "e"] and batches[0][:3] == ["b", "c", "d"]
+        with pytest.raises(ValueError, match="upstream broke"):  # raised after the chunks before it
+            next(out)
+        assert closed.wait(5)
+
+
+def test_closing_a_coalesced_stream_stops_its_reader():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from byzerllm.runtime.ray.actors import coalesce
+
+    closed, produced = threading.Event(), []
+
+    def chunks():
+        try:
+            for i in range(1000):
+                produced.append(i)
+                yield i
+                time.sleep(0.001)
+        finally:
+            closed.set()
+
+    with ThreadPoolExecutor(1) as readers:
+        out = coalesce(chunks(), readers)
+        next(out)
+        out.close()
+        assert closed.wait(5) and len(produced) < 1000
