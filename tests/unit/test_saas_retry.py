@@ -3,6 +3,7 @@ fails on purpose (no Ray: the backend is used directly)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -161,3 +162,31 @@ def test_https_verify_false_means_false(value, verified):
     http = OpenAICompatBackend("", {"model": "m", "https_verify": value}).client._client
     mode = http._transport._pool._ssl_context.verify_mode  # the client's own TLS context
     assert (mode == ssl.CERT_REQUIRED) is verified and (mode == ssl.CERT_NONE) is not verified
+
+
+def test_server_sent_events_are_read_as_the_format_says():
+    from byzerllm.backends.openai_compat import sse_events
+
+    lines = [": keep-alive", 'data: {"a":', "data: 1}", "", "event: error", 'data:{"error": "x"}', "", "data: [DONE]"]
+    assert list(sse_events(iter(lines))) == [(None, '{"a":\n1}'), ("error", '{"error": "x"}'), (None, "[DONE]")]
+
+
+def test_an_error_sent_inside_a_stream_names_the_provider_and_its_message():
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def broken(request):
+        async def events():
+            delta = {"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}
+            yield "data: " + json.dumps(delta) + "\n\n"
+            yield 'data: {"error": {"message": "the model overloaded"}}\n\n'
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    with serve(Starlette(routes=[Route("/v1/chat/completions", broken, methods=["POST"])])) as url:
+        pieces = []
+        with pytest.raises(UpstreamError, match="broke off the stream: the model overloaded") as err:
+            for chunk in OpenAICompatBackend("", {"base_url": url + "/v1", "model": "m"}).stream(ChatRequest(ASK)):
+                pieces.append(chunk.delta)
+    assert pieces == ["Hel"] and err.value.status_code == 502
