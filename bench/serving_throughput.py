@@ -37,7 +37,7 @@ def measure(base: str, model: str, args) -> dict:
     return asyncio.run(run_clients(url, model, args.clients, args.seconds, args.max_tokens, usage))
 
 
-def through_server(backend: str, workers: int, concurrency: int, options: dict, args, clients: int = 0) -> dict:
+def through_server(backend: str, workers: int, concurrency: int, options: dict, args) -> dict:
     llm = byzerllm.ByzerLLM().setup_infer_backend(backend).setup_num_workers(workers)
     llm.setup_worker_concurrency(concurrency)
     llm.deploy(model_path="builtin:smollm2", udf_name=NAME, infer_params=options)
@@ -45,8 +45,6 @@ def through_server(backend: str, workers: int, concurrency: int, options: dict, 
     server = subprocess.Popen([str(BIN / "byzerllm"), "serve", "--port", str(port)])
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
-        if clients:
-            return measure(f"http://127.0.0.1:{port}", NAME, argparse.Namespace(**{**vars(args), "clients": clients}))
         return measure(f"http://127.0.0.1:{port}", NAME, args)
     finally:
         server.terminate()
@@ -83,10 +81,10 @@ def main() -> None:
             ),
         }
         if args.single_seconds:
-            one = argparse.Namespace(**{**vars(args), "seconds": args.single_seconds})
+            one = argparse.Namespace(**{**vars(args), "seconds": args.single_seconds, "clients": 1})
             for backend in ("llama_cpp", "llama_server"):
                 single[f"{backend}, 1 worker x 2 threads, 1 client"] = through_server(
-                    backend, 1, 1, {"n_threads": 2}, one, clients=1
+                    backend, 1, 1, {"n_threads": 2}, one
                 )
     results["(c) llama-server directly, same flags"] = direct(args)
     a, b, c = (r["tokens_per_s"] for r in results.values())

@@ -18,14 +18,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from ..errors import BackendError, InvalidRequestError, UpstreamError, WorkerDiedError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .base import Backend, Cancelled, _never
 
 log = logging.getLogger("byzerllm.engine")
-T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -150,6 +150,7 @@ class EngineBackend(Backend):
         super().__init__(model_path, options)
         from .openai_compat import OpenAICompatBackend
 
+        self.served_tasks: tuple[str, ...] = self.tasks  # ``prepare`` may narrow it for this deployment
         self.prepare(model_path)
         self.engine = EngineProcess(self.engine_name, self.command, self.health_path, self.config["start_timeout"])
         self.engine.start()
@@ -192,18 +193,20 @@ class EngineBackend(Backend):
         return WorkerDiedError("the engine process of this worker died; it was started again, retry")
 
     def _serves(self, task: str) -> None:
-        tasks = self.engine_meta().get("tasks", self.tasks)
-        if task not in tasks:
+        if task not in self.served_tasks:
             raise InvalidRequestError(
-                f"this {self.name} deployment serves {', '.join(tasks)}, not {task}", param="model", accepted=tasks
+                f"this {self.name} deployment serves {', '.join(self.served_tasks)}, not {task}",
+                param="model",
+                accepted=list(self.served_tasks),
             )
 
-    def _on_engine(self, call: Callable[[], T]) -> T:
-        """``call()`` against the engine, started again first if it died; an ``UpstreamError`` caused by
+    @contextmanager
+    def _on_engine(self) -> Iterator[None]:
+        """A call against the engine, started again first if it died; an ``UpstreamError`` caused by
         its death becomes ``WorkerDiedError``."""
         self.engine.ensure()
         try:
-            return call()
+            yield
         except UpstreamError as exc:
             if not self._cut_by_death(exc):
                 raise
@@ -211,23 +214,20 @@ class EngineBackend(Backend):
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         self._serves("chat")
-        self.engine.ensure()
-        try:
+        with self._on_engine():
             yield from self.api.stream(request, cancelled)
-        except UpstreamError as exc:
-            if not self._cut_by_death(exc):
-                raise
-            raise self._engine_died() from None
 
     def chat(self, request: ChatRequest, cancelled: Cancelled = _never) -> ChatResponse:
         self._serves("chat")
-        return self._on_engine(lambda: self.api.chat(request, cancelled))
+        with self._on_engine():
+            return self.api.chat(request, cancelled)
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """The engine's ``/v1/embeddings``: one vector per text and the input token count (see
         ``OpenAICompatBackend.embed``), on a deployment that serves ``embed``."""
         self._serves("embed")
-        return self._on_engine(lambda: self.api.embed(texts))
+        with self._on_engine():
+            return self.api.embed(texts)
 
     def meta(self) -> dict[str, Any]:
         return {

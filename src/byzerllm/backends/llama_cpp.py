@@ -59,14 +59,14 @@ def gguf_metadata(path: str) -> dict[str, Any]:
         raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
 
 
-def pooling_for(path: str, choice: str) -> str:
+def pooling_for(path: str, choice: str, metadata: dict[str, Any] | None = None) -> str:
     """The pooling to open ``path`` with: ``choice``, or for ``auto`` the one the GGUF declares
-    (``<arch>.pooling_type``) when it is mean / cls / last, and mean when it declares none or
-    nothing. Raises ``BackendError`` for an unreadable header, ``InvalidRequestError`` for a
-    declared rank pooling."""
+    (``<arch>.pooling_type``, from ``metadata`` when the header was read already) when it is mean /
+    cls / last, and mean when it declares none or nothing. Raises ``BackendError`` for an unreadable
+    header, ``InvalidRequestError`` for a declared rank pooling."""
     if choice != "auto":
         return choice
-    metadata = gguf_metadata(path)
+    metadata = metadata if metadata is not None else gguf_metadata(path)
     declared = metadata.get(f"{metadata.get('general.architecture')}.pooling_type")
     name = POOLING_NAMES.get(int(declared)) if declared is not None and str(declared).isdigit() else None
     if name == "rank":

@@ -93,8 +93,9 @@ class LlamaServerBackend(EngineBackend):
         self.binary = llama_server_binary()
         self.embedding_dim = None
         if self.config["embedding"]:  # auto pooling as llama_cpp resolves it, so both give one vector
-            self.config["pooling"] = pooling_for(self.path, self.config["pooling"])
+            self.served_tasks = ("embed", "rerank")
             md = gguf_metadata(self.path)
+            self.config["pooling"] = pooling_for(self.path, self.config["pooling"], md)
             self.embedding_dim = md.get(f"{md.get('general.architecture')}.embedding_length")
 
     def command(self, port: int) -> list[str]:
@@ -108,7 +109,7 @@ class LlamaServerBackend(EngineBackend):
             "parallel": self.config["parallel"] or 1,
             "n_threads": self.config["n_threads"],
             "model_type": "embedding" if self.config["embedding"] else "chat",
-            "tasks": ["embed", "rerank"] if self.config["embedding"] else ["chat"],
+            "tasks": list(self.served_tasks),
             "support_stream": not self.config["embedding"],
             "pooling": self.config["pooling"] if self.config["embedding"] else None,
             "embedding_dim": int(self.embedding_dim) if self.embedding_dim else None,
