@@ -2,6 +2,8 @@
 # Builds llama.cpp's llama-server from the llama.cpp sources vendored in the llama-cpp-python sdist
 # (the same version as the wheel), with the portable CPU flags of ENVIRONMENT.md: the default build
 # uses -march=native and segfaults on the first token on VMs that advertise AMX.
+# It also keeps llama.cpp's convert_hf_to_gguf.py (with its gguf-py) from the same sources, which
+# GGUF export of trained models runs; linked as .venv/share/byzerllm.
 # The binary is cached in ~/.cache/byzerllm/engines/<key>/ (key: version and flags) and linked as
 # .venv/bin/llama-server, where the llama_server backend finds it.
 #   bash scripts/build_llama_server.sh VERSION "CMAKE FLAGS"
@@ -25,4 +27,15 @@ if [[ ! -x "$cache/bin/llama-server" ]]; then
   cp "$tmp/build/bin/llama-server" "$cache/bin/"
   rm -rf "$tmp"
 fi
+if [[ ! -d "$cache/convert/conversion" ]]; then
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$VERSION"
+  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+  src=$(echo "$tmp"/llama_cpp_python-*/vendor/llama.cpp)
+  mkdir -p "$cache/convert"
+  cp -r "$src/convert_hf_to_gguf.py" "$src/conversion" "$src/gguf-py" "$cache/convert/"
+  rm -rf "$tmp"
+fi
 ln -sf "$cache/bin/llama-server" .venv/bin/llama-server
+mkdir -p .venv/share
+ln -sfn "$cache/convert" .venv/share/byzerllm

@@ -1,0 +1,343 @@
+"""Training jobs on Ray: named, detached, found by name from any process, like deployments.
+
+A job is a detached actor (``job:<name>`` in the ``byzerllm`` namespace) that runs a Ray Train
+``TorchTrainer`` (``loop.train_worker`` on each worker) and then writes the merged model and its
+GGUF. Everything a job knows lives in its folder, ``<local_stage_path>/<name>/``:
+
+- ``job.json`` the spec; ``status.json`` state, error and outputs (the job actor writes it);
+  ``progress.json`` step, losses, tokens/s, ETA (rank 0 writes it); ``job.log`` one line per event
+- ``ray/`` Ray Train's run (its checkpoints: ``resume`` starts from the last one)
+- ``adapter/`` (LoRA), ``model/`` (merged or fully trained Hugging Face folder), ``<name>.gguf``
+
+A small registry actor maps job names to folders, so ``status("x")`` works from any process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ..errors import InvalidRequestError
+from ..runtime.cluster import NAMESPACE
+from .config import training_config
+from .data import load_rows
+from .loop import LOG, PROGRESS, write_json
+from .models import model_source
+
+PREFIX = "job:"
+REGISTRY = "byzerllm-jobs"
+ACTIVE = ("pending", "running", "exporting")
+States = Literal["pending", "running", "exporting", "succeeded", "failed", "cancelled"]
+
+
+class JobSpec(BaseModel):
+    """What a job runs: ``kind`` sft or pretrain, the base model, the data, the folder, the
+    hyper-parameters (``TrainingConfig`` as a dict) and the Ray Train shape."""
+
+    name: str
+    kind: Literal["sft", "pretrain"]
+    model_path: str
+    data_path: str
+    dir: str
+    config: dict[str, Any]
+    num_workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    gguf: bool = True
+    gguf_type: str = "f16"
+    resume_from: str | None = None
+
+
+def _ray():
+    import ray
+
+    from ..runtime.cluster import connect_cluster
+
+    connect_cluster(start_local=False)
+    return ray
+
+
+def log_line(folder: Path, message: str) -> None:
+    with (Path(folder) / LOG).open("a") as f:
+        f.write(json.dumps({"time": time.time(), "event": message}) + "\n")
+
+
+def _registry():
+    ray = _ray()
+
+    @ray.remote(num_cpus=0)
+    class JobRegistry:
+        def __init__(self) -> None:
+            self.jobs: dict[str, str] = {}
+
+        def put(self, name: str, folder: str) -> None:
+            self.jobs[name] = folder
+
+        def get(self, name: str) -> str | None:
+            return self.jobs.get(name)
+
+        def all(self) -> dict[str, str]:
+            return dict(self.jobs)
+
+    return JobRegistry.options(name=REGISTRY, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote()
+
+
+def _write_status(folder: Path, **fields: Any) -> dict[str, Any]:
+    path = folder / "status.json"
+    status = json.loads(path.read_text()) if path.exists() else {}
+    status.update(fields, updated_at=time.time())
+    write_json(path, status)
+    return status
+
+
+def _latest_checkpoint(folder: Path) -> str | None:
+    """The Hugging Face checkpoint with the highest step among those Ray Train kept."""
+    best, best_step = None, -1
+    for state in folder.glob("ray/*/checkpoint_*/checkpoint/trainer_state.json"):
+        step = json.loads(state.read_text()).get("global_step", -1)
+        if step > best_step:
+            best, best_step = str(state.parent), step
+    return best
+
+
+def _run(spec: JobSpec) -> None:
+    """The job itself (inside the job actor): train on Ray Train, then merge and export."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .export import export_gguf, merge_lora
+    from .loop import train_worker
+
+    folder = Path(spec.dir)
+    try:
+        _write_status(folder, state="running", error=None, started_at=time.time())
+        log_line(folder, f"training on {spec.num_workers} worker(s) x {spec.cpus_per_worker} CPU")
+        resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config=spec.model_dump(),
+            scaling_config=ScalingConfig(
+                num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name="train", storage_path=str(folder / "ray"), failure_config=FailureConfig(max_failures=0)
+            ),
+        )
+        trainer.fit()
+        outputs: dict[str, str] = {}
+        _write_status(folder, state="exporting")
+        if spec.config.get("method", "lora") == "full":
+            outputs["model"] = str(folder / "model")
+        else:
+            outputs["adapter"] = str(folder / "adapter")
+            log_line(folder, "merging the adapter into the base model")
+            outputs["model"] = merge_lora(spec.model_path, outputs["adapter"], str(folder / "model"))
+        if spec.gguf:
+            log_line(folder, f"exporting GGUF ({spec.gguf_type})")
+            outputs["gguf"] = export_gguf(outputs["model"], str(folder / f"{spec.name}.gguf"), spec.gguf_type)  # type: ignore[arg-type]
+        _write_status(folder, state="succeeded", outputs=outputs, finished_at=time.time())
+        log_line(folder, "succeeded")
+    except BaseException as exc:  # noqa: BLE001 - recorded in the job's status, then the actor ends
+        _write_status(folder, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
+        log_line(folder, "failed: " + "".join(traceback.format_exception(exc))[-4000:])
+
+
+def _start(spec: JobSpec) -> None:
+    ray = _ray()
+
+    @ray.remote(num_cpus=0)
+    class TrainingJob:
+        def run(self, spec: JobSpec) -> None:
+            _run(spec)
+            ray.actor.exit_actor()
+
+    actor = TrainingJob.options(name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached").remote()
+    actor.run.remote(spec)
+
+
+def _check_resources(num_workers: int, cpus: int, gpus: int) -> None:
+    ray = _ray()
+    total = ray.cluster_resources()
+    if gpus and total.get("GPU", 0) < gpus:
+        raise InvalidRequestError(
+            f"num_gpus={gpus} but the cluster has {int(total.get('GPU', 0))} GPU(s); use num_gpus=0 to train on CPU",
+            param="num_gpus",
+        )
+    if total.get("CPU", 0) < cpus:
+        raise InvalidRequestError(
+            f"the job needs {cpus} CPU(s) ({num_workers} worker(s)) but the cluster has {int(total.get('CPU', 0))}",
+            param="num_cpus",
+        )
+
+
+def start_job(
+    name: str,
+    kind: Literal["sft", "pretrain"],
+    data_path: str,
+    model_path: str,
+    stage_path: str,
+    *,
+    num_workers: int = 1,
+    num_cpus: int | None = None,
+    num_gpus: int = 0,
+    model_params: dict[str, Any] | None = None,
+    json_config: str | dict | None = None,
+    gguf: bool = True,
+    gguf_type: str = "f16",
+) -> dict[str, Any]:
+    """Check everything, then start job ``name`` detached; returns its status.
+
+    ``num_cpus`` is the job's total (default one per worker), split evenly among ``num_workers``;
+    with ``num_gpus`` each worker takes one GPU. Raises ``InvalidRequestError`` (param
+    ``sft_name``) for a name in use, ``ModelPathError`` for a missing base model,
+    ``DataFormatError`` for a bad row (its file, line and field), ``UnsupportedParameterError`` /
+    ``InvalidRequestError`` for a bad hyper-parameter, and ``InvalidRequestError`` naming
+    ``num_gpus`` / ``num_cpus`` / ``method`` when the cluster lacks what the job needs.
+    Nothing is started or written before these checks pass.
+    """
+    if not name or "/" in name:
+        raise InvalidRequestError(f"job name {name!r} must be non-empty and have no '/'", param="sft_name")
+    if num_workers < 1:
+        raise InvalidRequestError("num_workers must be >= 1", param="num_workers")
+    config = training_config(model_params, json_config)
+    if config.method == "qlora" and not num_gpus:
+        raise InvalidRequestError(
+            "method qlora quantizes the base model with bitsandbytes, which needs a GPU; use lora on CPU",
+            param="method",
+        )
+    model_source(model_path)
+    load_rows(data_path, kind)
+    cpus = num_cpus or num_workers
+    _check_resources(num_workers, cpus, num_gpus)
+    ray = _ray()
+    registry = _registry()
+    folder = Path(stage_path).expanduser().resolve() / name
+    if ray.get(registry.get.remote(name)) or (folder / "job.json").exists():
+        raise InvalidRequestError(
+            f"a job named {name!r} exists; resume it (byzerllm jobs resume {name}) or pick another name",
+            param="sft_name",
+        )
+    spec = JobSpec(
+        name=name,
+        kind=kind,
+        model_path=model_path,
+        data_path=str(Path(data_path).expanduser().resolve()),
+        dir=str(folder),
+        config=config.model_dump(),
+        num_workers=num_workers,
+        cpus_per_worker=max(1, cpus // num_workers),
+        use_gpu=bool(num_gpus),
+        gguf=gguf,
+        gguf_type=gguf_type,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "job.json", spec.model_dump())
+    _write_status(folder, state="pending", created_at=time.time())
+    ray.get(registry.put.remote(name, str(folder)))
+    _start(spec)
+    return job_status(name)
+
+
+def _folder(name: str) -> Path:
+    ray = _ray()
+    found = ray.get(_registry().get.remote(name))
+    if not found:
+        known = sorted(ray.get(_registry().all.remote()))
+        raise InvalidRequestError(
+            f"no training job named {name!r}; jobs: {', '.join(known) or 'none'}", param="name", available=known
+        )
+    return Path(found)
+
+
+def _alive(name: str) -> bool:
+    ray = _ray()
+    try:
+        ray.get_actor(PREFIX + name, namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
+
+def job_status(name: str) -> dict[str, Any]:
+    """Job ``name``'s state (pending, running, exporting, succeeded, failed, cancelled), step,
+    total_steps, epoch, loss, eval_loss, tokens_per_s, eta_s (seconds), outputs (adapter, model,
+    gguf paths), error and folder. A job whose process died while active reads as failed.
+    Raises ``InvalidRequestError`` for an unknown name."""
+    folder = _folder(name)
+    status = json.loads((folder / "status.json").read_text())
+    progress_file = folder / PROGRESS
+    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    if status.get("state") in ACTIVE and not _alive(name):
+        status = _write_status(
+            folder,
+            state="failed",
+            error=f"the job's process ended before it finished; byzerllm jobs resume {name} continues "
+            "from its last checkpoint",
+        )
+    spec = json.loads((folder / "job.json").read_text())
+    return {"name": name, "kind": spec["kind"], "dir": str(folder), **progress, **status}
+
+
+def list_jobs() -> list[dict[str, Any]]:
+    """The status of every job the cluster knows, by name."""
+    ray = _ray()
+    return [job_status(n) for n in sorted(ray.get(_registry().all.remote()))]
+
+
+def cancel_job(name: str) -> dict[str, Any]:
+    """Stop job ``name`` (its Ray Train workers end with it) and mark it cancelled; its checkpoints
+    stay for ``resume_job``. Raises ``InvalidRequestError`` when it is not active."""
+    ray = _ray()
+    status = job_status(name)
+    if status["state"] not in ACTIVE:
+        raise InvalidRequestError(f"job {name!r} is {status['state']}, not running", param="name")
+    try:
+        ray.kill(ray.get_actor(PREFIX + name, namespace=NAMESPACE), no_restart=True)
+    except ValueError:
+        pass  # it ended on its own meanwhile; the state written below still holds
+    folder = Path(status["dir"])
+    _write_status(folder, state="cancelled", finished_at=time.time())
+    log_line(folder, "cancelled")
+    return job_status(name)
+
+
+def resume_job(name: str) -> dict[str, Any]:
+    """Start job ``name`` again from its last checkpoint (step, optimizer, scheduler and data
+    position restored; a LoRA job resumes as LoRA); from the start when it has none. Raises
+    ``InvalidRequestError`` when it is active or already succeeded."""
+    status = job_status(name)
+    if status["state"] in ACTIVE or status["state"] == "succeeded":
+        raise InvalidRequestError(
+            f"job {name!r} is {status['state']}; only failed or cancelled jobs resume", param="name"
+        )
+    folder = Path(status["dir"])
+    spec = JobSpec(**json.loads((folder / "job.json").read_text()))
+    spec.resume_from = _latest_checkpoint(folder)
+    _write_status(folder, state="pending", error=None)
+    log_line(folder, f"resuming from {spec.resume_from or 'the start'}")
+    _start(spec)
+    return job_status(name)
+
+
+def job_log(name: str) -> list[dict[str, Any]]:
+    """Job ``name``'s log records, oldest first (events and the Trainer's loss records)."""
+    path = _folder(name) / LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def wait_job(name: str, timeout: float = 3600, poll: float = 1.0) -> dict[str, Any]:
+    """Block until job ``name`` is no longer active; returns its status. Raises
+    ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = job_status(name)
+        if status["state"] not in ACTIVE:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {name!r} still {status['state']} after {timeout:g}s")
+        time.sleep(poll)
