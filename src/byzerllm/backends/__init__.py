@@ -13,7 +13,7 @@ from .base import Backend
 
 GROUP = "byzerllm.backends"
 # engines Byzer-LLM deploys on (``InferBackend``) that have no backend here yet
-PLANNED = {"ray/deepspeed": "DeepSpeed", "transformers": "transformers"}
+PLANNED = {"ray/deepspeed": "DeepSpeed"}
 # Byzer-LLM's names of engines that run here without Ray's prefix
 ALIASES = {"ray/vllm": "vllm"}
 

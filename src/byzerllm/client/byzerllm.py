@@ -360,6 +360,94 @@ class ByzerLLM(StructuredMixin):
         opts = {**(options or {}), **({"model": model} if model else {})}
         return prompt(llm=self, options=opts or None, render=render, check_result=check_result)
 
+    # --- training ----------------------------------------------------------------------
+    def _train(self, kind: str, name: str, data: str, model: str, stage: str, num_cpus, num_gpus, detached,
+               json_config, model_params, kwargs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        from ..training import jobs
+
+        if not is_connected():
+            connect_cluster()
+        known = {"num_workers", "gguf", "gguf_type"}
+        for key in set(kwargs) - known:  # the real package ignores extra keyword arguments too
+            log.warning("%s: argument %r is ignored", kind, key)
+        status = jobs.start_job(
+            name, kind, data, model, stage, num_cpus=int(num_cpus) if num_cpus else None, num_gpus=int(num_gpus or 0),
+            model_params=model_params, json_config=json_config, **{k: v for k, v in kwargs.items() if k in known},
+        )  # fmt: skip
+        if detached:
+            return status
+        status = jobs.wait_job(name, timeout=float("inf"))
+        if status["state"] != "succeeded":
+            raise ByzerLLMError(f"training job {name!r} {status['state']}: {status.get('error')}", job=name)
+        return status
+
+    def sft(
+        self,
+        sft_name: str,
+        local_data_dir_path: str,
+        local_model_path: str = DEFAULT_CHAT_MODEL,
+        local_stage_path: str = "/tmp/byzerllm",
+        pretrained_model_type: str = "custom/auto",
+        num_cpus: int = 1,
+        num_gpus: int = 0,
+        detached: bool = True,
+        json_config: str = "{}",
+        model_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Fine-tune ``local_model_path`` (a Hugging Face folder, a GGUF, ``builtin:smollm2``) on
+        the chat rows of ``local_data_dir_path`` (``data.jsonl``; see ``byzerllm.training.data`` for
+        the formats) as the job ``sft_name`` on Ray Train, in ``<local_stage_path>/<sft_name>/``.
+
+        ``model_params`` keys are Byzer-LLM's ``sft.<type>.<name>`` (``sft.int.max_seq_length``,
+        ``sft.str.method`` lora|full|qlora, ...; ``byzerllm.training.config.TrainingConfig`` lists
+        them); ``json_config`` a JSON object of the same names. ``num_cpus`` is the job's CPUs,
+        split among ``num_workers`` (keyword, default 1) Ray Train workers; ``num_gpus`` > 0 gives
+        each worker a GPU. ``gguf=False`` skips the GGUF export. ``pretrained_model_type`` is
+        accepted and not needed (the model's own config says what it is).
+
+        Returns the job's status (``byzerllm.training.jobs.job_status``): with ``detached`` (the
+        default) at once, the job going on without this process; otherwise when it ends (raises
+        ``ByzerLLMError`` if it failed). The real package returns ``[]`` (detached) or a generator
+        of the output's bytes. Raises what ``jobs.start_job`` raises, before anything starts.
+        """
+        return self._train("sft", sft_name, local_data_dir_path, local_model_path, local_stage_path, num_cpus,
+                           num_gpus, detached, json_config, model_params, kwargs)  # fmt: skip
+
+    def pretrain(
+        self,
+        name: str,
+        local_data_dir_path: str,
+        local_model_path: str = DEFAULT_CHAT_MODEL,
+        local_stage_path: str = "/tmp/byzerllm",
+        pretrained_model_type: str = "custom/auto",
+        num_cpus: int = 1,
+        num_gpus: int = 0,
+        detached: bool = True,
+        json_config: str = "{}",
+        model_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Continue pre-training ``local_model_path`` on raw text (``{"text"}`` rows or ``.txt``
+        files, one document per line), packed into ``max_seq_length``-token sequences; otherwise as
+        ``sft``. Byzer-LLM's ``sfft.int.max_length`` / ``sfft.int.epoches`` keys are read as
+        ``max_seq_length`` / ``num_train_epochs``; its DeepSpeed ``json_config`` is not (it is a
+        ``TrainingConfig`` JSON here)."""
+        return self._train("pretrain", name, local_data_dir_path, local_model_path, local_stage_path, num_cpus,
+                           num_gpus, detached, json_config, model_params, kwargs)  # fmt: skip
+
+    def merge_lora(
+        self, name: str, local_model_path: str, local_adpator_model_path: str, local_target_path: str
+    ) -> str:
+        """Merge the LoRA adapter ``local_adpator_model_path`` (the real package's spelling) into
+        the base model ``local_model_path`` and save a Hugging Face folder at ``local_target_path``,
+        which ``deploy`` serves on the ``transformers`` backend; returns ``local_target_path``.
+        ``name`` is accepted and not needed (the merge runs in this process). Raises
+        ``ModelPathError`` for a missing base or adapter."""
+        from ..training.export import merge_lora
+
+        return merge_lora(local_model_path, local_adpator_model_path, local_target_path)
+
     def is_model_exist(self, udf_name: str) -> bool:
         return self.runtime.exists(udf_name)
 

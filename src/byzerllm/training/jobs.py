@@ -142,7 +142,7 @@ def _run(spec: JobSpec) -> None:
             outputs["gguf"] = export_gguf(outputs["model"], str(folder / f"{spec.name}.gguf"), spec.gguf_type)  # type: ignore[arg-type]
         _write_status(folder, state="succeeded", outputs=outputs, finished_at=time.time())
         log_line(folder, "succeeded")
-    except BaseException as exc:  # noqa: BLE001 - recorded in the job's status, then the actor ends
+    except Exception as exc:  # recorded in the job's status, then the actor ends
         _write_status(folder, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
         log_line(folder, "failed: " + "".join(traceback.format_exception(exc))[-4000:])
 

@@ -52,7 +52,7 @@ class Progress(TrainerCallback):
             self.record["tokens"] = logs["num_tokens"]
         if state.is_world_process_zero:
             with (self.folder / LOG).open("a") as f:
-                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                f.write(json.dumps({"time": time.time(), "step": state.global_step, **logs}) + "\n")
         self._write(state, force=True)
 
     def on_save(self, args, state, control, **kwargs):
