@@ -26,7 +26,7 @@ from ..errors import InvalidRequestError
 from ..runtime.cluster import NAMESPACE
 from .config import training_config
 from .data import load_rows
-from .loop import LOG, PROGRESS, write_json
+from .loop import CANCEL, LOG, PROGRESS, write_json
 from .models import model_source
 
 PREFIX = "job:"
@@ -129,6 +129,10 @@ def _run(spec: JobSpec) -> None:
             ),
         )
         trainer.fit()
+        if (folder / CANCEL).exists():
+            _write_status(folder, state="cancelled", finished_at=time.time())
+            log_line(folder, "cancelled")
+            return
         outputs: dict[str, str] = {}
         _write_status(folder, state="exporting")
         if spec.config.get("method", "lora") == "full":
@@ -289,20 +293,33 @@ def list_jobs() -> list[dict[str, Any]]:
     return [job_status(n) for n in sorted(ray.get(_registry().all.remote()))]
 
 
-def cancel_job(name: str) -> dict[str, Any]:
-    """Stop job ``name`` (its Ray Train workers end with it) and mark it cancelled; its checkpoints
-    stay for ``resume_job``. Raises ``InvalidRequestError`` when it is not active."""
+def cancel_job(name: str, timeout: float = 120) -> dict[str, Any]:
+    """Stop job ``name`` after its current step, with a checkpoint there for ``resume_job``, and
+    return its status (``cancelled``). A job that does not stop within ``timeout`` seconds (its
+    step hangs) is killed. Raises ``InvalidRequestError`` when it is not active.
+
+    Cancelling is cooperative because Ray Train frees a run's workers and placement group when the
+    run ends, but only a Ray dashboard's state API lets it notice a run whose driver was killed."""
     ray = _ray()
     status = job_status(name)
     if status["state"] not in ACTIVE:
         raise InvalidRequestError(f"job {name!r} is {status['state']}, not running", param="name")
-    try:
-        ray.kill(ray.get_actor(PREFIX + name, namespace=NAMESPACE), no_restart=True)
-    except ValueError:
-        pass  # it ended on its own meanwhile; the state written below still holds
     folder = Path(status["dir"])
-    _write_status(folder, state="cancelled", finished_at=time.time())
-    log_line(folder, "cancelled")
+    (folder / CANCEL).touch()
+    log_line(folder, "cancel asked")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job_status(name)["state"] not in ACTIVE:
+            break
+        time.sleep(0.5)
+    else:
+        try:
+            ray.kill(ray.get_actor(PREFIX + name, namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            pass  # it ended on its own meanwhile
+    if job_status(name)["state"] != "cancelled":
+        _write_status(folder, state="cancelled", finished_at=time.time())
+        log_line(folder, "cancelled")
     return job_status(name)
 
 
@@ -318,6 +335,7 @@ def resume_job(name: str) -> dict[str, Any]:
     folder = Path(status["dir"])
     spec = JobSpec(**json.loads((folder / "job.json").read_text()))
     spec.resume_from = _latest_checkpoint(folder)
+    (folder / CANCEL).unlink(missing_ok=True)
     _write_status(folder, state="pending", error=None)
     log_line(folder, f"resuming from {spec.resume_from or 'the start'}")
     _start(spec)

@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 
 PROGRESS = "progress.json"
 LOG = "train.log"
+CANCEL = "cancel"  # present while a cancel is asked for
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -24,15 +25,33 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _agreed(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every worker, so all of them stop at the same step (a worker that went
+    on alone would wait forever for the others' gradients)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 class Progress(TrainerCallback):
     """Writes step, epoch, losses, tokens/s and ETA to ``progress.json`` (rank 0, at most once a
     second and at every log), appends each log record to ``train.log``, and hands every checkpoint
-    the Trainer saves to Ray Train (``ray.train.report``), which keeps it for ``resume``."""
+    the Trainer saves to Ray Train (``ray.train.report``), which keeps it for ``resume``.
+
+    A cancel (the ``cancel`` file in the job folder) stops training after the current step with a
+    checkpoint there, so the run ends cleanly (Ray Train frees its workers) and resumes at that
+    step."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.record: dict[str, Any] = {}
         self.last_write = 0.0
+        self.cancelled = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.start_step = time.monotonic(), state.global_step
@@ -41,6 +60,10 @@ class Progress(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._write(state)
+        if _agreed(state.is_world_process_zero and (self.folder / CANCEL).exists()):
+            self.cancelled = True
+            control.should_training_stop = True
+            control.should_save = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -158,6 +181,7 @@ def train_worker(spec: dict[str, Any]) -> None:
             target_modules=cfg.lora_target_modules,
             task_type="CAUSAL_LM",
         )
+    progress = Progress(folder)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -165,7 +189,7 @@ def train_worker(spec: dict[str, Any]) -> None:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft,
-        callbacks=[Progress(folder)],
+        callbacks=[progress],
     )
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -174,8 +198,8 @@ def train_worker(spec: dict[str, Any]) -> None:
     elif spec.get("resume_from"):
         resume = spec["resume_from"]
     trainer.train(resume_from_checkpoint=resume)
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and not progress.cancelled:
         out = folder / ("adapter" if cfg.method != "full" else "model")
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
-    ray.train.report({"step": trainer.state.global_step, "done": True})
+    ray.train.report({"step": trainer.state.global_step, "cancelled": progress.cancelled})
