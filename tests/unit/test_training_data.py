@@ -29,7 +29,12 @@ def test_the_three_chat_formats_become_the_same_messages(tmp_path):
         tmp_path / "data.jsonl",
         [
             {"messages": expected},
-            {"conversation": [{"human": "hi", "assistant": "hello"}, {"human": expected[2]["content"], "assistant": "4"}]},
+            {
+                "conversation": [
+                    {"human": "hi", "assistant": "hello"},
+                    {"human": expected[2]["content"], "assistant": "4"},
+                ]
+            },
             {"instruction": "What is 2+2?", "input": "Answer briefly.", "output": "4", "history": [["hi", "hello"]]},
         ],
     )

@@ -167,6 +167,36 @@ class Backend(ABC):
         """Release the model; the default does nothing."""
 
 
+def text_messages(request: ChatRequest, backend: str) -> tuple[list[dict[str, Any]], str]:
+    """``request.messages`` with text content only (the text parts of a list joined), and the
+    assistant text to continue when ``request.continue_final_message`` (then taken off the
+    messages; else ""). Raises ``InvalidRequestError`` naming the message with a non-text part
+    (``backend`` takes text only) or a continuation without a final assistant message."""
+    messages = []
+    for index, msg in enumerate(request.messages):
+        content = msg.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if not (isinstance(part, dict) and part.get("type", "text") == "text" and "text" in part):
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    raise InvalidRequestError(
+                        f"conversations[{index}] has a {kind!r} part; the {backend} backend takes text only",
+                        param=f"conversations[{index}].content",
+                    )
+                texts.append(part["text"])
+            content = "".join(texts)
+        messages.append({"role": msg["role"], "content": content or ""})
+    prefill = ""
+    if request.continue_final_message:
+        if not messages or messages[-1]["role"] != "assistant":
+            raise InvalidRequestError(
+                "continue_final_message needs the last message to be an assistant message", param="messages"
+            )
+        prefill = messages.pop()["content"]
+    return messages, prefill
+
+
 def _unit(vector: list[float]) -> list[float]:
     norm = sum(x * x for x in vector) ** 0.5 or 1.0
     return [x / norm for x in vector]

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..errors import BackendError, InvalidRequestError
 from ..types import ChatChunk, ChatRequest
-from .base import Backend, Cancelled, _never, check_input_length
+from .base import Backend, Cancelled, _never, check_input_length, text_messages
 from .models import resolve_model_path
 from .options import BackendOptions
 
@@ -240,14 +240,7 @@ class LlamaCppBackend(Backend):
                 "or a client template (setup_template)",
                 param="messages",
             )
-        messages = [_text_message(m, i) for i, m in enumerate(request.messages)]
-        prefill = ""
-        if request.continue_final_message:
-            if messages[-1]["role"] != "assistant":
-                raise InvalidRequestError(
-                    "continue_final_message needs the last message to be an assistant message", param="messages"
-                )
-            prefill = messages.pop()["content"]
+        messages, prefill = text_messages(request, "llama_cpp")
         rendered = self.formatter(messages=messages)
         text = self._fits(rendered.prompt + prefill, request)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
@@ -476,21 +469,3 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     order = _property_order(schema, {})
     gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=sorted(order, key=order.get))
     return gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
-
-
-def _text_message(msg: dict[str, Any], index: int) -> dict[str, Any]:
-    """A message whose content is text; text parts of a list are joined, other parts refused."""
-    content = msg.get("content")
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type", "text") == "text" and "text" in part:
-                texts.append(part["text"])
-            else:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise InvalidRequestError(
-                    f"conversations[{index}] has a {kind!r} part; the llama_cpp backend takes text only",
-                    param=f"conversations[{index}].content",
-                )
-        content = "".join(texts)
-    return {"role": msg["role"], "content": content or ""}

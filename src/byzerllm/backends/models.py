@@ -91,3 +91,14 @@ def resolve_model_path(model_path: str | None) -> str:
     if not path.exists():
         raise ModelPathError(f"model path does not exist: {path}", param="model_path", path=str(path))
     return str(path)
+
+
+def forget_gguf_quantization(model):
+    """Make a transformers model loaded from a GGUF a plain model: its weights are dequantized on
+    load, but it keeps a record of the GGUF quantization, with which transformers refuses to train
+    or save it. Returns ``model``."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model

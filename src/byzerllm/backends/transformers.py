@@ -21,9 +21,9 @@ from pydantic import Field
 
 from ..errors import BackendError, InvalidRequestError, ModelPathError
 from ..types import ChatChunk, ChatRequest
-from .base import Backend, Cancelled, _never, check_input_length
+from .base import Backend, Cancelled, _never, check_input_length, text_messages
 from .llama_cpp import _held_suffix
-from .models import resolve_model_path
+from .models import forget_gguf_quantization, resolve_model_path
 from .options import BackendOptions
 
 # the same defaults as the llama_cpp backend, so one model samples alike on both
@@ -55,23 +55,6 @@ def _number(settings: dict[str, Any], key: str, kind: type) -> Any:
         raise InvalidRequestError(
             f"generation parameter {key}={settings[key]!r} is not a valid {kind.__name__}", param=key
         ) from None
-
-
-def _text_message(msg: dict[str, Any], index: int) -> dict[str, Any]:
-    """A message whose content is text: text parts of a list are joined, other parts refused."""
-    content = msg.get("content")
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not (isinstance(part, dict) and part.get("type", "text") == "text" and "text" in part):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise InvalidRequestError(
-                    f"conversations[{index}] has a {kind!r} part; the transformers backend takes text only",
-                    param=f"conversations[{index}].content",
-                )
-            texts.append(part["text"])
-        content = "".join(texts)
-    return {"role": msg["role"], "content": content or ""}
 
 
 def _streamer_class():
@@ -173,10 +156,7 @@ class TransformersBackend(Backend):
         except Exception as exc:  # transformers reports bad files as OSError/ValueError/KeyError...
             raise BackendError(f"transformers could not load {path}: {exc}") from None
         if gguf_file:
-            # the weights are dequantized already: a plain model from here on
-            self.model.hf_quantizer = None
-            if hasattr(self.model.config, "quantization_config"):
-                del self.model.config.quantization_config
+            forget_gguf_quantization(self.model)
         self.model.to(device).eval()
         if cfg["chat_template"]:
             self.tokenizer.chat_template = cfg["chat_template"]
@@ -205,14 +185,7 @@ class TransformersBackend(Backend):
                 "chat_template=..., or pass a prompt (a client template: setup_template)",
                 param="messages",
             )
-        messages = [_text_message(m, i) for i, m in enumerate(request.messages)]
-        prefill = ""
-        if request.continue_final_message:
-            if not messages or messages[-1]["role"] != "assistant":
-                raise InvalidRequestError(
-                    "continue_final_message needs the last message to be an assistant message", param="messages"
-                )
-            prefill = messages.pop()["content"]
+        messages, prefill = text_messages(request, "transformers")
         try:
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja's TemplateError, or raise_exception() inside the template

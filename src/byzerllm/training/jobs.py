@@ -15,6 +15,8 @@ A small registry actor maps job names to folders, so ``status("x")`` works from 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -156,12 +158,18 @@ def _start(spec: JobSpec) -> None:
 
     @ray.remote(num_cpus=0)
     class TrainingJob:
-        def run(self, spec: JobSpec) -> None:
-            _run(spec)
-            ray.actor.exit_actor()
+        # The job runs from the constructor: the cluster owns a detached actor's creation, while a
+        # method call would be owned by the caller, which may exit at once (``sft --detached``).
+        def __init__(self, spec: JobSpec) -> None:
+            threading.Thread(target=self.main, args=(spec,), daemon=True).start()
 
-    actor = TrainingJob.options(name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached").remote()
-    actor.run.remote(spec)
+        def main(self, spec: JobSpec) -> None:
+            try:
+                _run(spec)
+            finally:
+                os._exit(0)  # the actor ends with its job, freeing the name for list/status
+
+    TrainingJob.options(name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached").remote(spec)
 
 
 def _check_resources(num_workers: int, cpus: int, gpus: int) -> None:

@@ -47,8 +47,9 @@ class Progress(TrainerCallback):
     checkpoint there, so the run ends cleanly (Ray Train frees its workers) and resumes at that
     step."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, on_ray: bool = True) -> None:
         self.folder = folder
+        self.on_ray = on_ray  # False: the same trainer run without Ray (bench/train.py's reference)
         self.record: dict[str, Any] = {}
         self.last_write = 0.0
         self.cancelled = False
@@ -79,6 +80,8 @@ class Progress(TrainerCallback):
         self._write(state, force=True)
 
     def on_save(self, args, state, control, **kwargs):
+        if not self.on_ray:
+            return
         import ray.train
         from transformers.trainer_utils import get_last_checkpoint
 
@@ -124,9 +127,8 @@ def _dataset(spec: dict[str, Any], tokenizer: Any, cfg: Any):
     return ds, None
 
 
-def train_worker(spec: dict[str, Any]) -> None:
-    """The training function of one Ray Train worker (``spec``: see ``jobs.JobSpec``)."""
-    import ray.train
+def build_trainer(spec: dict[str, Any], on_ray: bool = True) -> tuple[Any, Progress]:
+    """TRL's ``SFTTrainer`` for job ``spec`` (see ``jobs.JobSpec``) and its ``Progress`` callback."""
     import torch
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -181,7 +183,7 @@ def train_worker(spec: dict[str, Any]) -> None:
             target_modules=cfg.lora_target_modules,
             task_type="CAUSAL_LM",
         )
-    progress = Progress(folder)
+    progress = Progress(folder, on_ray)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -191,6 +193,16 @@ def train_worker(spec: dict[str, Any]) -> None:
         peft_config=peft,
         callbacks=[progress],
     )
+    return trainer, progress
+
+
+def train_worker(spec: dict[str, Any]) -> None:
+    """The training function of one Ray Train worker (``spec``: see ``jobs.JobSpec``): train,
+    from the last checkpoint when there is one, then save the adapter (or the model) on rank 0."""
+    import ray.train
+
+    trainer, progress = build_trainer(spec)
+    folder = Path(spec["dir"])
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -199,7 +211,7 @@ def train_worker(spec: dict[str, Any]) -> None:
         resume = spec["resume_from"]
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero() and not progress.cancelled:
-        out = folder / ("adapter" if cfg.method != "full" else "model")
+        out = folder / ("adapter" if spec["config"].get("method") != "full" else "model")
         trainer.save_model(str(out))
-        tokenizer.save_pretrained(str(out))
+        trainer.processing_class.save_pretrained(str(out))
     ray.train.report({"step": trainer.state.global_step, "cancelled": progress.cancelled})

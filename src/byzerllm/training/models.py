@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..backends.models import resolve_model_path
+from ..backends.models import forget_gguf_quantization, resolve_model_path
 from ..errors import ModelPathError
 
 
@@ -41,26 +41,14 @@ def load_tokenizer(model_path: str) -> Any:
 
 
 def load_model(model_path: str, dtype: str = "float32") -> Any:
-    """The causal LM at ``model_path`` as a plain trainable model. A GGUF is dequantized, and the
-    record of its quantization dropped: transformers refuses to train or save a model that says it
-    is GGUF-quantized, though its weights are already plain tensors."""
+    """The causal LM at ``model_path`` as a plain trainable model (a GGUF dequantized:
+    ``forget_gguf_quantization``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     folder, gguf = model_source(model_path)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=getattr(torch, dtype))
-    if gguf:
-        plain(model)
-    return model
-
-
-def plain(model: Any) -> Any:
-    """Forget that ``model`` came from a GGUF (see ``load_model``)."""
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    return model
+    return forget_gguf_quantization(model) if gguf else model
 
 
 def save_model(model: Any, tokenizer: Any, folder: str | Path) -> str:
