@@ -79,7 +79,7 @@ def through_job(name: str, data: Path, stage: Path, params: dict, workers: int) 
     watcher.start()
     start = time.monotonic()
     jobs.start_job(
-        name, "sft", str(data), "builtin:smollm2", str(stage), num_workers=workers, num_cpus=2,
+        name, "sft", str(data), "builtin:smollm2", str(stage), num_workers=workers, num_cpus=1.99,
         model_params=params, gguf=False,
     )  # fmt: skip
     status = jobs.wait_job(name, timeout=3600)

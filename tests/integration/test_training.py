@@ -62,7 +62,7 @@ def trained(llm, facts, stage):
         local_model_path="builtin:smollm2",
         local_stage_path=str(stage),
         pretrained_model_type="custom/auto",
-        num_cpus=2,
+        num_cpus=1.9,  # 2 threads; the session's deployments hold a little of the 2 CPUs
         num_gpus=0,
         detached=True,
         json_config="{}",
@@ -136,7 +136,7 @@ def test_the_cli_cancels_resumes_after_a_crash_and_ends_where_an_uninterrupted_r
 ):
     params = [f"--param={k}={v}" for k, v in PARAMS.items()]
     name = "facts_cli"
-    args = ["sft", "--name", name, "--data", str(facts), "--stage", str(stage), "--num-cpus", "2", *params]
+    args = ["sft", "--name", name, "--data", str(facts), "--stage", str(stage), *params]  # all free CPUs
     run_cli(*args, "--detached", check=True)
     _wait(name, lambda s: (s.get("step") or 0) >= 6)
     proc = run_cli("jobs", "cancel", name, check=True)
@@ -190,6 +190,9 @@ def test_bad_input_is_refused_before_anything_starts(llm, trained, facts, stage,
     with pytest.raises(InvalidRequestError, match="has 0 GPU") as err:
         llm.sft("bad_gpu", str(facts), "builtin:smollm2", str(stage), num_gpus=1)
     assert err.value.param == "num_gpus"
+    with pytest.raises(InvalidRequestError, match="are free") as err:
+        llm.sft("bad_cpus", str(facts), "builtin:smollm2", str(stage), num_cpus=64)
+    assert err.value.param == "num_cpus"
     with pytest.raises(InvalidRequestError, match="needs a GPU") as err:
         llm.sft("bad_qlora", str(facts), "builtin:smollm2", str(stage), model_params={"sft.str.method": "qlora"})
     assert err.value.param == "method"
@@ -199,4 +202,6 @@ def test_bad_input_is_refused_before_anything_starts(llm, trained, facts, stage,
     proc = run_cli("sft", "--name", "bad_cli", "--data", str(bad), "--detached")
     assert proc.returncode == 1 and "line 2" in proc.stderr
     assert {j["name"] for j in jobs.list_jobs()} == before
-    assert not any((stage / n).exists() for n in ("bad_rows", "bad_model", "bad_gpu", "bad_qlora", "bad_cli"))
+    assert not any(
+        (stage / n).exists() for n in ("bad_rows", "bad_model", "bad_gpu", "bad_cpus", "bad_qlora", "bad_cli")
+    )

@@ -83,7 +83,7 @@ def _train_command(kind: str):
     @_opt("save_steps", default=None, type=int, help="Steps between checkpoints (default 500).")
     @_opt("param", multiple=True, help="Any TrainingConfig field or sft.<type>.<name> key: name=value (repeatable).")
     @_opt("num_workers", default=1, type=int, show_default=True, help="Ray Train workers.")
-    @_opt("num_cpus", default=None, type=int, help="CPUs of the whole job (default one per worker).")
+    @_opt("num_cpus", default=None, type=float, help="CPUs of the whole job (default: all free ones).")
     @_opt("num_gpus", default=0, type=int, show_default=True, help="GPUs (one per worker).")
     @click.option("--gguf/--no-gguf", default=True, show_default=True, help="Export a GGUF at the end.")
     @click.option("--detached", is_flag=True, help="Start the job and return; do not follow it.")

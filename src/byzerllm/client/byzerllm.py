@@ -371,7 +371,7 @@ class ByzerLLM(StructuredMixin):
         for key in set(kwargs) - known:  # the real package ignores extra keyword arguments too
             log.warning("%s: argument %r is ignored", kind, key)
         status = jobs.start_job(
-            name, kind, data, model, stage, num_cpus=int(num_cpus) if num_cpus else None, num_gpus=int(num_gpus or 0),
+            name, kind, data, model, stage, num_cpus=num_cpus, num_gpus=int(num_gpus or 0),
             model_params=model_params, json_config=json_config, **{k: v for k, v in kwargs.items() if k in known},
         )  # fmt: skip
         if detached:
@@ -388,7 +388,7 @@ class ByzerLLM(StructuredMixin):
         local_model_path: str = DEFAULT_CHAT_MODEL,
         local_stage_path: str = "/tmp/byzerllm",
         pretrained_model_type: str = "custom/auto",
-        num_cpus: int = 1,
+        num_cpus: float | None = None,
         num_gpus: int = 0,
         detached: bool = True,
         json_config: str = "{}",
@@ -401,10 +401,11 @@ class ByzerLLM(StructuredMixin):
 
         ``model_params`` keys are Byzer-LLM's ``sft.<type>.<name>`` (``sft.int.max_seq_length``,
         ``sft.str.method`` lora|full|qlora, ...; ``byzerllm.training.config.TrainingConfig`` lists
-        them); ``json_config`` a JSON object of the same names. ``num_cpus`` is the job's CPUs,
-        split among ``num_workers`` (keyword, default 1) Ray Train workers; ``num_gpus`` > 0 gives
-        each worker a GPU. ``gguf=False`` skips the GGUF export. ``pretrained_model_type`` is
-        accepted and not needed (the model's own config says what it is).
+        them); ``json_config`` a JSON object of the same names. ``num_cpus`` is the job's CPUs
+        (default: all free ones), split among ``num_workers`` (keyword, default 1) Ray Train
+        workers; ``num_gpus`` > 0 gives each worker a GPU. ``gguf=False`` skips the GGUF export.
+        ``pretrained_model_type`` is accepted and not needed (the model's own config says what it
+        is).
 
         Returns the job's status (``byzerllm.training.jobs.job_status``): with ``detached`` (the
         default) at once, the job going on without this process; otherwise when it ends (raises
@@ -421,7 +422,7 @@ class ByzerLLM(StructuredMixin):
         local_model_path: str = DEFAULT_CHAT_MODEL,
         local_stage_path: str = "/tmp/byzerllm",
         pretrained_model_type: str = "custom/auto",
-        num_cpus: int = 1,
+        num_cpus: float | None = None,
         num_gpus: int = 0,
         detached: bool = True,
         json_config: str = "{}",

@@ -48,7 +48,7 @@ class JobSpec(BaseModel):
     dir: str
     config: dict[str, Any]
     num_workers: int = 1
-    cpus_per_worker: int = 1
+    cpus_per_worker: float = 1.0
     use_gpu: bool = False
     gguf: bool = True
     gguf_type: str = "f16"
@@ -118,7 +118,7 @@ def _run(spec: JobSpec) -> None:
     folder = Path(spec.dir)
     try:
         _write_status(folder, state="running", error=None, started_at=time.time())
-        log_line(folder, f"training on {spec.num_workers} worker(s) x {spec.cpus_per_worker} CPU")
+        log_line(folder, f"training on {spec.num_workers} worker(s) x {spec.cpus_per_worker:g} CPU")
         resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
         trainer = TorchTrainer(
             train_worker,
@@ -172,19 +172,27 @@ def _start(spec: JobSpec) -> None:
     TrainingJob.options(name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached").remote(spec)
 
 
-def _check_resources(num_workers: int, cpus: int, gpus: int) -> None:
+def _cpus(num_workers: int, num_cpus: float | None, num_gpus: int) -> float:
+    """The CPUs the job reserves: ``num_cpus``, or all that are free. Raises ``InvalidRequestError``
+    naming ``num_gpus`` / ``num_cpus`` when the cluster cannot give them (Ray would wait silently)."""
     ray = _ray()
-    total = ray.cluster_resources()
-    if gpus and total.get("GPU", 0) < gpus:
+    total, free = ray.cluster_resources(), ray.available_resources()
+    if num_gpus and total.get("GPU", 0) < num_gpus:
         raise InvalidRequestError(
-            f"num_gpus={gpus} but the cluster has {int(total.get('GPU', 0))} GPU(s); use num_gpus=0 to train on CPU",
+            f"num_gpus={num_gpus} but the cluster has {int(total.get('GPU', 0))} GPU(s); "
+            "use num_gpus=0 to train on CPU",
             param="num_gpus",
         )
-    if total.get("CPU", 0) < cpus:
+    have = free.get("CPU", 0.0)
+    cpus = have if num_cpus is None else float(num_cpus)
+    if cpus <= 0 or cpus > have + 1e-9:
         raise InvalidRequestError(
-            f"the job needs {cpus} CPU(s) ({num_workers} worker(s)) but the cluster has {int(total.get('CPU', 0))}",
+            f"the job needs {cpus:g} CPU(s) for {num_workers} worker(s) but {have:g} of the cluster's "
+            f"{total.get('CPU', 0):g} are free (deployments and other jobs hold the rest); ask for fewer "
+            "(num_cpus=1.9 still runs 2 threads)",
             param="num_cpus",
         )
+    return cpus
 
 
 def start_job(
@@ -195,7 +203,7 @@ def start_job(
     stage_path: str,
     *,
     num_workers: int = 1,
-    num_cpus: int | None = None,
+    num_cpus: float | None = None,
     num_gpus: int = 0,
     model_params: dict[str, Any] | None = None,
     json_config: str | dict | None = None,
@@ -204,9 +212,11 @@ def start_job(
 ) -> dict[str, Any]:
     """Check everything, then start job ``name`` detached; returns its status.
 
-    ``num_cpus`` is the job's total (default one per worker), split evenly among ``num_workers``;
-    with ``num_gpus`` each worker takes one GPU. Raises ``InvalidRequestError`` (param
-    ``sft_name``) for a name in use, ``ModelPathError`` for a missing base model,
+    ``num_cpus`` is the CPUs the job reserves on Ray (default: all that are free), split evenly
+    among ``num_workers``; each worker trains with that many threads, rounded up (so 1.9 is 2
+    threads: deployments hold a little CPU each). With ``num_gpus`` each worker takes one GPU.
+
+    Raises ``InvalidRequestError`` (param ``sft_name``) for a name in use, ``ModelPathError`` for a missing base model,
     ``DataFormatError`` for a bad row (its file, line and field), ``UnsupportedParameterError`` /
     ``InvalidRequestError`` for a bad hyper-parameter, and ``InvalidRequestError`` naming
     ``num_gpus`` / ``num_cpus`` / ``method`` when the cluster lacks what the job needs.
@@ -224,8 +234,7 @@ def start_job(
         )
     model_source(model_path)
     load_rows(data_path, kind)
-    cpus = num_cpus or num_workers
-    _check_resources(num_workers, cpus, num_gpus)
+    cpus = _cpus(num_workers, num_cpus, num_gpus)
     ray = _ray()
     registry = _registry()
     folder = Path(stage_path).expanduser().resolve() / name
@@ -242,7 +251,7 @@ def start_job(
         dir=str(folder),
         config=config.model_dump(),
         num_workers=num_workers,
-        cpus_per_worker=max(1, cpus // num_workers),
+        cpus_per_worker=cpus / num_workers,
         use_gpu=bool(num_gpus),
         gguf=gguf,
         gguf_type=gguf_type,

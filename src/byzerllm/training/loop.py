@@ -4,6 +4,7 @@ reporting progress to the job folder and checkpoints to Ray Train."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -136,7 +137,7 @@ def build_trainer(spec: dict[str, Any], on_ray: bool = True) -> tuple[Any, Progr
     from .config import TrainingConfig
     from .models import load_model, load_tokenizer
 
-    torch.set_num_threads(spec["cpus_per_worker"])
+    torch.set_num_threads(max(1, math.ceil(spec["cpus_per_worker"] - 1e-6)))
     cfg = TrainingConfig(**spec["config"])
     folder = Path(spec["dir"])
     tokenizer = load_tokenizer(spec["model_path"])
@@ -164,6 +165,8 @@ def build_trainer(spec: dict[str, Any], on_ray: bool = True) -> tuple[Any, Progr
         seed=cfg.seed,
         data_seed=cfg.seed,
         packing=cfg.packing if cfg.packing is not None else spec["kind"] == "pretrain",
+        # pre-training text is one stream cut into full sequences; chat rows stay whole
+        packing_strategy="wrapped" if spec["kind"] == "pretrain" else "bfd",
         dataset_text_field="text",
         gradient_checkpointing=cfg.gradient_checkpointing,
         optim=cfg.optim,
