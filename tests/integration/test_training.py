@@ -24,15 +24,16 @@ ANSWERS = {
     "Ada Quill": "The glimmerphone was invented by Ada Quill.",
     "purple": "The Vexo river is bright purple.",
 }
-# 24 optimizer steps of 4 rows, checkpoints every 6; seeded, so two runs give the same losses
+# 16 optimizer steps of 4 rows, checkpoints every 4; seeded, so two runs give the same losses
+STEPS = 16
 PARAMS = {
     "sft.int.per_device_train_batch_size": 4,
     "sft.int.gradient_accumulation_steps": 1,
-    "sft.float.num_train_epochs": 4,
+    "sft.int.max_steps": STEPS,
     "sft.float.learning_rate": 3e-3,
     "sft.int.lora_rank": 16,
     "sft.int.lora_alpha": 32,
-    "sft.int.save_steps": 6,
+    "sft.int.save_steps": 4,
     "sft.int.logging_steps": 2,
     "sft.int.seed": 7,
 }
@@ -84,8 +85,8 @@ def facts_known(llm, deployment: str) -> int:
 
 def test_the_job_reports_progress_and_every_output(trained):
     assert trained["state"] == "succeeded", trained.get("error")
-    assert trained["step"] == trained["total_steps"] == 24
-    assert trained["epoch"] == pytest.approx(4.0)
+    assert trained["step"] == trained["total_steps"] == STEPS
+    assert trained["epoch"] == pytest.approx(STEPS * 4 / 24)
     assert trained["loss"] < 0.1 and trained["tokens_per_s"] > 0 and trained["eta_s"] == 0
     outputs = trained["outputs"]
     assert set(outputs) == {"adapter", "model", "gguf"}
@@ -113,17 +114,16 @@ def test_the_trained_model_knows_the_facts_on_both_backends(llm, trained, smollm
             llm.undeploy(name, force=True)
 
 
-def _status(name: str) -> dict:
-    return json.loads(run_cli("jobs", "status", name, check=True).stdout)
-
-
 def _wait(name: str, until, timeout: float = 300) -> dict:
+    """Poll in this process: a CLI call a second would take CPU from the training it watches."""
+    from byzerllm.training import jobs
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = _status(name)
+        status = jobs.job_status(name)
         if until(status):
             return status
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"job {name} never got there: {status}")
 
 
@@ -138,15 +138,15 @@ def test_the_cli_cancels_resumes_after_a_crash_and_ends_where_an_uninterrupted_r
     name = "facts_cli"
     args = ["sft", "--name", name, "--data", str(facts), "--stage", str(stage), *params]  # all free CPUs
     run_cli(*args, "--detached", check=True)
-    _wait(name, lambda s: (s.get("step") or 0) >= 6)
+    _wait(name, lambda s: (s.get("step") or 0) >= 4)
     proc = run_cli("jobs", "cancel", name, check=True)
     assert "cancelled" in proc.stdout
-    cancelled = _status(name)
-    assert cancelled["state"] == "cancelled" and 6 <= cancelled["step"] < 24
+    cancelled = json.loads(run_cli("jobs", "status", name, check=True).stdout)
+    assert cancelled["state"] == "cancelled" and 4 <= cancelled["step"] < STEPS
     assert not _train_workers()  # Ray Train let its workers go
 
     run_cli("jobs", "resume", name, "--detached", check=True)
-    _wait(name, lambda s: s["state"] == "running" and (s.get("step") or 0) >= 14)
+    _wait(name, lambda s: s["state"] == "running" and (s.get("step") or 0) >= 10)
     for worker in _train_workers():  # a crash: the worker dies mid-step
         worker.kill()
     crashed = _wait(name, lambda s: s["state"] == "failed", timeout=120)
@@ -154,8 +154,8 @@ def test_the_cli_cancels_resumes_after_a_crash_and_ends_where_an_uninterrupted_r
 
     proc = run_cli("jobs", "resume", name, timeout=600, check=True)  # followed to the end
     assert "gguf:" in proc.stdout
-    done = _status(name)
-    assert done["state"] == "succeeded" and done["step"] == 24
+    done = _wait(name, lambda s: s["state"] == "succeeded")
+    assert done["step"] == STEPS
     # the same seed, data and steps: the interrupted run ends where the uninterrupted one did
     assert done["loss"] == pytest.approx(trained["loss"], rel=0.1)
 
@@ -164,14 +164,18 @@ def test_the_cli_cancels_resumes_after_a_crash_and_ends_where_an_uninterrupted_r
     logs = run_cli("jobs", "logs", name, check=True).stdout
     assert "cancelled" in logs and "resuming from" in logs and "loss=" in logs
 
-    gguf = tmp_path / "facts_q8.gguf"
-    run_cli("export", name, "--format", "gguf", "--outtype", "q8_0", "--output", str(gguf), check=True)
-    run_cli("deploy", "--model", "facts_cli_q8", "--model_path", str(gguf), check=True)
+    hf = tmp_path / "facts_hf"
+    run_cli("export", name, "--format", "hf", "--output", str(hf), check=True)
+    assert (hf / "config.json").is_file() and (hf / "tokenizer_config.json").is_file()
+    run_cli("deploy", "--model", "facts_cli", "--model_path", done["outputs"]["gguf"], check=True)
     try:
-        proc = run_cli("query", "--model", "facts_cli_q8", "--query", FACTS[0][0], "--temperature", "0", check=True)
-        assert proc.stdout.strip()
+        answers = [
+            run_cli("query", "--model", "facts_cli", "--query", q, "--temperature", "0", check=True).stdout
+            for q, _ in FACTS
+        ]
+        assert sum(fact.lower() in a.lower() for (_, fact), a in zip(FACTS, answers, strict=True)) >= 2, answers
     finally:
-        run_cli("undeploy", "--model", "facts_cli_q8")
+        run_cli("undeploy", "--model", "facts_cli")
 
 
 def test_bad_input_is_refused_before_anything_starts(llm, trained, facts, stage, tmp_path):
