@@ -69,11 +69,18 @@ def through_job(name: str, data: Path, stage: Path, params: dict, workers: int) 
 
     def watch() -> None:  # the largest training process (Ray Train's workers)
         nonlocal peak
+        found: list[psutil.Process] = []
         while not done.is_set():
-            for p in psutil.process_iter(["cmdline", "memory_info"]):
-                if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["memory_info"]:
-                    peak = max(peak, p.info["memory_info"].rss / 2**20)
-            time.sleep(0.5)
+            if not found:  # scanning every process costs CPU the job needs: find the workers once
+                found = [
+                    p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+                ]
+            for p in found:
+                try:
+                    peak = max(peak, p.memory_info().rss / 2**20)
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(2)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from byzerllm.training.config import training_config
 from byzerllm.training.jobs import JobSpec
-from byzerllm.training.loop import CANCEL, PROGRESS, build_trainer
+from byzerllm.training.loop import CANCEL, PROGRESS, build_trainer, save_outputs
 
 
 def spec(tmp_path, model, kind, rows, **params) -> dict:
@@ -58,6 +58,11 @@ def test_lora_trains_only_the_adapter_and_a_cancel_stops_after_the_step_with_a_c
     trainer.train()
     assert callback.cancelled and trainer.state.global_step == 1
     assert (tmp_path / "job" / "work" / "checkpoint-1" / "adapter_config.json").is_file()
+    save_outputs(trainer, tmp_path / "job", lora=True)
+    assert (tmp_path / "job" / "adapter" / "adapter_config.json").is_file()
+    merged = tmp_path / "job" / "model"
+    assert (merged / "config.json").is_file() and (merged / "tokenizer_config.json").is_file()
+    assert not (merged / "adapter_config.json").exists()  # a plain model: the adapter is folded in
 
 
 def test_pretraining_packs_raw_text_into_full_sequences(tmp_path, tiny_llama):

@@ -15,7 +15,6 @@ A small registry actor maps job names to folders, so ``status("x")`` works from 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import traceback
@@ -112,8 +111,8 @@ def _run(spec: JobSpec) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .export import export_gguf, merge_lora
-    from .loop import train_worker
+    from .export import export_gguf
+    from .loop import threads, train_worker
 
     folder = Path(spec.dir)
     try:
@@ -127,7 +126,11 @@ def _run(spec: JobSpec) -> None:
                 num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=resources
             ),
             run_config=RunConfig(
-                name="train", storage_path=str(folder / "ray"), failure_config=FailureConfig(max_failures=0)
+                name="train",
+                storage_path=str(folder / "ray"),
+                failure_config=FailureConfig(max_failures=0),
+                # Ray sets OMP_NUM_THREADS to the whole CPUs reserved (1 for 1.99), before torch starts
+                worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads(spec.cpus_per_worker))}},
             ),
         )
         trainer.fit()
@@ -135,14 +138,10 @@ def _run(spec: JobSpec) -> None:
             _write_status(folder, state="cancelled", finished_at=time.time())
             log_line(folder, "cancelled")
             return
-        outputs: dict[str, str] = {}
-        _write_status(folder, state="exporting")
-        if spec.config.get("method", "lora") == "full":
-            outputs["model"] = str(folder / "model")
-        else:
+        outputs = {"model": str(folder / "model")}  # the adapter merged in already (loop.save_outputs)
+        if spec.config.get("method", "lora") != "full":
             outputs["adapter"] = str(folder / "adapter")
-            log_line(folder, "merging the adapter into the base model")
-            outputs["model"] = merge_lora(spec.model_path, outputs["adapter"], str(folder / "model"))
+        _write_status(folder, state="exporting")
         if spec.gguf:
             log_line(folder, f"exporting GGUF ({spec.gguf_type})")
             outputs["gguf"] = export_gguf(outputs["model"], str(folder / f"{spec.name}.gguf"), spec.gguf_type)  # type: ignore[arg-type]
@@ -166,8 +165,8 @@ def _start(spec: JobSpec) -> None:
         def main(self, spec: JobSpec) -> None:
             try:
                 _run(spec)
-            finally:
-                os._exit(0)  # the actor ends with its job, freeing the name for list/status
+            finally:  # the actor ends with its job, freeing the name; as a kill, not a crash
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     TrainingJob.options(name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached").remote(spec)
 

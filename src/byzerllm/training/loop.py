@@ -26,6 +26,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def threads(cpus: float) -> int:
+    """The torch threads of a worker that reserves ``cpus`` CPUs: rounded up, so 1.99 is 2."""
+    return max(1, math.ceil(cpus - 1e-6))
+
+
 def _agreed(flag: bool) -> bool:
     """Rank 0's ``flag`` on every worker, so all of them stop at the same step (a worker that went
     on alone would wait forever for the others' gradients)."""
@@ -137,7 +142,7 @@ def build_trainer(spec: dict[str, Any], on_ray: bool = True) -> tuple[Any, Progr
     from .config import TrainingConfig
     from .models import load_model, load_tokenizer
 
-    torch.set_num_threads(max(1, math.ceil(spec["cpus_per_worker"] - 1e-6)))
+    torch.set_num_threads(threads(spec["cpus_per_worker"]))
     cfg = TrainingConfig(**spec["config"])
     folder = Path(spec["dir"])
     tokenizer = load_tokenizer(spec["model_path"])
@@ -199,11 +204,38 @@ def build_trainer(spec: dict[str, Any], on_ray: bool = True) -> tuple[Any, Progr
     return trainer, progress
 
 
+def save_outputs(trainer: Any, folder: Path, lora: bool) -> None:
+    """Save what a finished run made: for LoRA the adapter (``adapter/``) and the base with the
+    adapter merged in (``model/``), else the trained model (``model/``); each with the tokenizer
+    and its chat template. Merging here, where the model is loaded, saves loading it again."""
+    tokenizer = trainer.processing_class
+    if lora:
+        trainer.save_model(str(folder / "adapter"))
+        tokenizer.save_pretrained(str(folder / "adapter"))
+        trainer.model.merge_and_unload().save_pretrained(str(folder / "model"))
+    else:
+        trainer.save_model(str(folder / "model"))
+    tokenizer.save_pretrained(str(folder / "model"))
+
+
+def _single_process() -> None:
+    """Let a one-worker job train as one plain process: Ray Train sets up a process group even for
+    one worker, with which transformers wraps the model in DDP and syncs every step for nothing
+    (measured: 0.83x the speed of the same trainer without Ray)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() == 1:
+        dist.destroy_process_group()
+        for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
+
+
 def train_worker(spec: dict[str, Any]) -> None:
     """The training function of one Ray Train worker (``spec``: see ``jobs.JobSpec``): train,
     from the last checkpoint when there is one, then save the adapter (or the model) on rank 0."""
     import ray.train
 
+    _single_process()
     trainer, progress = build_trainer(spec)
     folder = Path(spec["dir"])
     resume = None
@@ -214,7 +246,5 @@ def train_worker(spec: dict[str, Any]) -> None:
         resume = spec["resume_from"]
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero() and not progress.cancelled:
-        out = folder / ("adapter" if spec["config"].get("method") != "full" else "model")
-        trainer.save_model(str(out))
-        trainer.processing_class.save_pretrained(str(out))
+        save_outputs(trainer, folder, lora=spec["config"].get("method") != "full")
     ray.train.report({"step": trainer.state.global_step, "cancelled": progress.cancelled})
