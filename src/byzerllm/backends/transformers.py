@@ -23,7 +23,7 @@ from ..errors import BackendError, InvalidRequestError, ModelPathError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never, check_input_length, text_messages
 from .llama_cpp import _held_suffix
-from .models import forget_gguf_quantization, resolve_model_path
+from .models import forget_gguf_quantization, lora_base, resolve_model_path
 from .options import BackendOptions
 
 # the same defaults as the llama_cpp backend, so one model samples alike on both
@@ -110,6 +110,9 @@ class TransformersBackend(Backend):
         cfg = self.config
         self.path = resolve_model_path(model_path)
         path = Path(self.path)
+        adapter = lora_base(path)
+        if adapter:  # a LoRA adapter folder: its base model, with the adapter merged in after loading
+            path = Path(resolve_model_path(adapter))
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise ModelPathError(
@@ -157,6 +160,10 @@ class TransformersBackend(Backend):
             raise BackendError(f"transformers could not load {path}: {exc}") from None
         if gguf_file:
             forget_gguf_quantization(self.model)
+        if adapter:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, self.path).merge_and_unload()
         self.model.to(device).eval()
         if cfg["chat_template"]:
             self.tokenizer.chat_template = cfg["chat_template"]
@@ -172,7 +179,7 @@ class TransformersBackend(Backend):
         if self.pad_id is None and self.eos_ids:
             self.pad_id = min(self.eos_ids)
         self.architectures = list(self.model.config.architectures or [type(self.model).__name__])
-        self.model_name = path.stem if gguf_file else path.name
+        self.model_name = Path(self.path).name if adapter else path.stem if gguf_file else path.name
         self._streamer = _streamer_class()
 
     def _prompt_ids(self, request: ChatRequest) -> list[int]:

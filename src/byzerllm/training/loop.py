@@ -204,14 +204,16 @@ def build_trainer(spec: dict[str, Any], on_ray: bool = True) -> tuple[Any, Progr
     return trainer, progress
 
 
-def save_outputs(trainer: Any, folder: Path, lora: bool) -> None:
-    """Save what a finished run made: for LoRA the adapter (``adapter/``) and the base with the
+def save_outputs(trainer: Any, folder: Path, base: str, lora: bool) -> None:
+    """Save what a finished run made: for LoRA the adapter (``adapter/``, with the ``base`` model
+    path in ``byzerllm_base.json`` so ``deploy`` can serve the adapter itself) and the base with the
     adapter merged in (``model/``), else the trained model (``model/``); each with the tokenizer
     and its chat template. Merging here, where the model is loaded, saves loading it again."""
     tokenizer = trainer.processing_class
     if lora:
         trainer.save_model(str(folder / "adapter"))
         tokenizer.save_pretrained(str(folder / "adapter"))
+        (folder / "adapter" / "byzerllm_base.json").write_text(json.dumps({"base_model_path": base}))
         trainer.model.merge_and_unload().save_pretrained(str(folder / "model"))
     else:
         trainer.save_model(str(folder / "model"))
@@ -246,5 +248,5 @@ def train_worker(spec: dict[str, Any]) -> None:
         resume = spec["resume_from"]
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero() and not progress.cancelled:
-        save_outputs(trainer, folder, lora=spec["config"].get("method") != "full")
+        save_outputs(trainer, folder, spec["model_path"], lora=spec["config"].get("method") != "full")
     ray.train.report({"step": trainer.state.global_step, "cancelled": progress.cancelled})
