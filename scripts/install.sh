@@ -13,7 +13,7 @@ LLAMA_VERSION=0.3.36
 SMOLLM2_VERSION=0.1.2
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 PYTHON=${PYTHON:-python3.11}
-EXTRAS="ray,llama-cpp,server,saas,emb,storage,rag,sql,transformers,train"
+EXTRAS="ray,llama-cpp,server,saas,emb,storage,rag,sql,transformers,train,audio,image"
 [[ "${1:-}" == "--dev" ]] && EXTRAS="$EXTRAS,spark,dev"
 
 if [[ ! -x .venv/bin/python ]]; then

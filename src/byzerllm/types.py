@@ -92,6 +92,102 @@ class ChatResponse:
     details: dict[str, Any] | None = None  # provider details: served ``model``, ``attempts``, ``request_id``
 
 
+# ---------------------------------------------------------------------------------------------
+# the non-chat tasks: speech, transcription, image generation (one typed request and result each)
+
+TASKS = ("chat", "embed", "rerank", "speech", "transcription", "image")
+
+
+@dataclass
+class SpeechRequest:
+    """Text to speech. ``voice`` is a name the backend lists in ``get_meta()["voices"]`` (None: its
+    default); ``response_format`` one of ``AUDIO_FORMATS``; ``speed`` a rate factor (1.0 normal,
+    0.25-4.0 as in OpenAI's ``/v1/audio/speech``)."""
+
+    input: str
+    voice: str | None = None
+    response_format: str = "wav"
+    speed: float = 1.0
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class SpeechResponse:
+    """Encoded audio (``audio`` bytes in ``format``), its ``sample_rate`` (Hz) and ``duration`` (s)."""
+
+    audio: bytes
+    format: str
+    sample_rate: int
+    duration: float
+    time_cost: float = 0.0
+
+
+@dataclass
+class TranscriptionRequest:
+    """Audio to text. ``audio`` is the encoded file (any format FFmpeg reads: wav, mp3, flac, ogg,
+    m4a, webm); ``language`` an ISO 639-1 code (None: detected); ``prompt`` text the model should
+    continue; ``word_timestamps`` asks for per-word times; ``task`` "transcribe" or "translate"
+    (to English)."""
+
+    audio: bytes
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = True
+    task: str = "transcribe"
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class Transcription:
+    """Whisper's verbose JSON (the shape OpenAI's ``verbose_json`` and Byzer-LLM's quick guide
+    show): ``text``, ``task``, ``language`` (a name, e.g. "english"), ``duration`` (s), ``segments``
+    (dicts with id, seek, start, end, text, tokens, temperature, avg_logprob, compression_ratio,
+    no_speech_prob) and ``words`` (dicts with word, start, end; seconds)."""
+
+    text: str
+    task: str
+    language: str
+    duration: float
+    segments: list[dict[str, Any]]
+    words: list[dict[str, Any]]
+    time_cost: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verbose JSON, without ``time_cost``."""
+        out = asdict(self)
+        del out["time_cost"]
+        return out
+
+
+@dataclass
+class ImageRequest:
+    """Text to image(s). ``size`` is ``"WIDTHxHEIGHT"`` in pixels (None: the model's default);
+    ``steps`` the denoising steps, ``guidance_scale`` the classifier-free guidance (CFG) scale,
+    ``seed`` None or -1 for a random one; ``n`` images of one prompt."""
+
+    prompt: str
+    n: int = 1
+    size: str | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    quality: str | None = None
+    style: str | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class ImageResponse:
+    """``images``: PNG files as bytes, one per image asked; ``revised_prompt`` when the provider
+    rewrote the prompt (DALL-E 3)."""
+
+    images: list[bytes]
+    revised_prompt: str | None = None
+    time_cost: float = 0.0
+
+
 @dataclass
 class LLMRequest:
     """The Byzer-LLM request shape (``instruction`` plus sampling fields), used by ``emb``; the

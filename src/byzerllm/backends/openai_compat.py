@@ -18,7 +18,17 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..errors import InvalidRequestError, UpstreamError
-from ..types import ChatChunk, ChatRequest, ChatResponse
+from ..types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ImageRequest,
+    ImageResponse,
+    SpeechRequest,
+    SpeechResponse,
+    Transcription,
+    TranscriptionRequest,
+)
 from . import saas_retry
 from .base import Backend, Cancelled, _never, check_input_length, estimated_tokens
 from .options import BackendOptions
@@ -281,6 +291,11 @@ class OpenAIOptions(SaaSOptions):
     api_version: str | None = Field(None, description="Azure OpenAI's API version")
     deployment: str | None = Field(None, description="the Azure deployment (default: model)")
     deployment_id: str | None = Field(None, description="deployment as older Azure code spells it")
+    task: Literal["auto", "chat", "speech", "transcription", "image"] = Field(
+        "auto",
+        description="what the model does (auto: by its name: tts-* speech, whisper-* and *-transcribe "
+        "transcription, dall-e-* and gpt-image-* image, else chat)",
+    )
 
     @field_validator("reasoning_fields", mode="before")
     @classmethod
@@ -317,7 +332,10 @@ class OpenAICompatBackend(SaaSBackend):
     - translation: ``stream_options`` (ask for usage in streams), ``usage_in_choice`` (Moonshot
       puts a stream's usage in its last choice);
     - Azure: ``api_type`` ``azure``, ``api_version``, ``deployment`` (alias ``deployment_id``);
-      ``base_url`` is the resource endpoint.
+      ``base_url`` is the resource endpoint;
+    - ``task``: chat (with embeddings and rerank), speech (``/audio/speech``), transcription
+      (``/audio/transcriptions``, verbose JSON with word and segment times) or image
+      (``/images/generations``, base64 PNG); ``auto`` decides by the model's name.
 
     Raises ``UpstreamError`` carrying the provider's status, request id, message and the number
     of attempts.
@@ -552,6 +570,116 @@ class OpenAICompatBackend(SaaSBackend):
         (vectors, tokens), _ = saas_retry.call(self.attempts(), once)
         return vectors, tokens
 
+    # --- speech, transcription, images (OpenAI's audio and image endpoints) ----------------
+    @property
+    def task(self) -> str:
+        """The task this deployment serves (the ``task`` option, or decided by the model name)."""
+        if self.config["task"] != "auto":
+            return self.config["task"]
+        return task_for_model(self.model)
+
+    def capabilities(self) -> dict[str, Any]:
+        caps = super().capabilities()
+        if self.task != "chat":
+            caps.update(tasks=[self.task], support_stream=False, support_tool_calls=False)
+        else:  # image and audio parts go to the provider as they are
+            caps["input_modalities"] = ["text", "image", "audio"]
+        return caps
+
+    def speech(self, request: SpeechRequest) -> SpeechResponse:
+        """``/audio/speech``: the provider's audio in ``request.response_format`` (OpenAI speaks at
+        24 kHz); voice "alloy" when none is given. Retried like chat."""
+        self._serves("speech")
+        from ..audio import AUDIO_FORMATS, duration
+
+        if request.response_format not in AUDIO_FORMATS:
+            raise InvalidRequestError(
+                f"response_format {request.response_format!r}; accepted: {', '.join(AUDIO_FORMATS)}",
+                param="response_format",
+            )
+        start = time.perf_counter()
+
+        def once(target: Target, timeout: float) -> bytes:
+            return target.client.audio.speech.create(
+                model=target.label,
+                input=request.input,
+                voice=request.voice or "alloy",
+                response_format=request.response_format,
+                speed=request.speed,
+                timeout=timeout,
+            ).content
+
+        audio, _ = saas_retry.call(self.attempts(), once)
+        seconds = duration(audio) if request.response_format != "pcm" else len(audio) / 2 / 24000
+        return SpeechResponse(audio, request.response_format, 24000, seconds, time.perf_counter() - start)
+
+    def transcribe(self, request: TranscriptionRequest) -> Transcription:
+        """``/audio/transcriptions`` (``/audio/translations`` for task "translate") in verbose JSON
+        with word and segment times. Retried like chat."""
+        self._serves("transcription")
+        from ..audio import sniff_format
+
+        start = time.perf_counter()
+        fmt = sniff_format(request.audio) or "wav"
+        words = request.task == "transcribe"
+
+        def once(target: Target, timeout: float) -> Any:
+            kwargs = {"prompt": request.prompt} if request.prompt else {}
+            if words:
+                kwargs["timestamp_granularities"] = ["word", "segment"]
+                if request.language:
+                    kwargs["language"] = request.language
+                api = target.client.audio.transcriptions
+            else:
+                api = target.client.audio.translations
+            return api.create(
+                model=target.label,
+                file=(f"audio.{fmt}", request.audio),
+                response_format="verbose_json",
+                temperature=request.temperature,
+                timeout=timeout,
+                **kwargs,
+            )
+
+        out, _ = saas_retry.call(self.attempts(), once)
+        body = out.model_dump() if hasattr(out, "model_dump") else dict(out)
+        return Transcription(
+            text=body.get("text", ""),
+            task=body.get("task") or request.task,
+            language=body.get("language") or "",
+            duration=float(body.get("duration") or 0.0),
+            segments=body.get("segments") or [],
+            words=body.get("words") or [],
+            time_cost=time.perf_counter() - start,
+        )
+
+    def generate_images(self, request: ImageRequest) -> ImageResponse:
+        """``/images/generations`` with ``response_format="b64_json"``: PNG bytes per image."""
+        self._serves("image")
+        import base64
+
+        start = time.perf_counter()
+        extra = {k: v for k, v in (("size", request.size), ("quality", request.quality), ("style", request.style)) if v}
+
+        def once(target: Target, timeout: float) -> Any:
+            return target.client.images.generate(
+                model=target.label,
+                prompt=request.prompt,
+                n=request.n,
+                response_format="b64_json",
+                timeout=timeout,
+                **extra,
+            )
+
+        out, _ = saas_retry.call(self.attempts(), once)
+        images = [base64.b64decode(d.b64_json) for d in out.data or [] if d.b64_json]
+        revised = next((d.revised_prompt for d in out.data or [] if getattr(d, "revised_prompt", None)), None)
+        return ImageResponse(images, revised, time.perf_counter() - start)
+
+    def _serves(self, task: str) -> None:
+        if self.task != task:
+            raise self._not_served(task)
+
     def meta(self) -> dict[str, Any]:
         schema = self.config["json_schema_mode"] != "none"
         return {
@@ -566,13 +694,26 @@ class OpenAICompatBackend(SaaSBackend):
             "support_response_format": ["json_object"] + (["json_schema"] if schema else []),
             "architectures": [],
             "support_tool_calls": bool(self.config["native_tools"]),
-            "model_type": "chat",
+            "model_type": self.task,
             "is_reasoning": self.is_reasoning,
         }
 
     def close(self) -> None:
         for target in self._targets:
             target.client.close()
+
+
+def task_for_model(model: str) -> str:
+    """The task of an OpenAI model id: speech (``tts-1``, ``gpt-4o-mini-tts``), transcription
+    (``whisper-1``, ``gpt-4o-transcribe``), image (``dall-e-3``, ``gpt-image-1``), else chat."""
+    name = model.lower().rsplit("/", 1)[-1]
+    if name.startswith("tts-") or name.endswith("-tts"):
+        return "speech"
+    if name.startswith("whisper") or name.endswith("-transcribe"):
+        return "transcription"
+    if name.startswith(("dall-e", "gpt-image")):
+        return "image"
+    return "chat"
 
 
 def _parsed(raw: Any) -> tuple[Any, Any]:

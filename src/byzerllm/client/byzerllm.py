@@ -28,6 +28,7 @@ from ..types import (
     response_metadata,
 )
 from .structured import StructuredMixin
+from .tasks import TasksMixin
 from .templates import Template
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def _default_backend(
     return "llama_server"
 
 
-class ByzerLLM(StructuredMixin):
+class ByzerLLM(StructuredMixin, TasksMixin):
     """Client of the Ray runtime: deployment settings, deploy/undeploy, chat and stream.
 
     Settings are chained: ``ByzerLLM().setup_num_workers(2).setup_worker_concurrency(1)``.
@@ -559,6 +560,9 @@ class ByzerLLM(StructuredMixin):
             if response_class is not None or response_after_chat:
                 return [LLMClassResponse(resp, resp, {"reason": "Only return prompt"})]
             return [resp]
+        task = self._task_of(self._model(model))
+        if task is not None:
+            return [self._task_chat(self._model(model), task, conversations, llm_config, extra_request_params)]
         if tools is not None or response_class is not None or impl_func is not None:
             name = self._model(model)  # the layer's own requests validate the messages
             config = {**(llm_config or {}), **(extra_request_params or {})}
@@ -801,6 +805,10 @@ class ByzerLLM(StructuredMixin):
         if tools is not None:
             config = {**(llm_config or {}), **(extra_request_params or {})}
             return self._stream_tool_calls(self._model(model), conversations, config, tools, tool_choice)
+        task = self._task_of(self._model(model))
+        if task is not None:  # one piece: the whole audio, transcription or image
+            resp = self._task_chat(self._model(model), task, conversations, llm_config, extra_request_params)
+            return iter([(resp.output, SingleOutputMeta(finish_reason="stop"))])
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         answered = self._before_call(name, request, llm_config)
         if answered is not None:
@@ -831,8 +839,9 @@ class ByzerLLM(StructuredMixin):
         **structured: Any,
     ) -> list[Any]:
         """``chat_oai`` for asyncio code; awaits the worker without blocking the event loop.
-        Structured calls (``tools=``, ``response_class=``, ``impl_func=``...) run in a thread."""
-        if structured:
+        Structured calls (``tools=``, ``response_class=``, ``impl_func=``...) and the chat-shaped
+        calls of speech, transcription and image deployments run in a thread."""
+        if structured or self._task_of(self._model(model)) is not None:
             return await asyncio.to_thread(
                 functools.partial(
                     self.chat_oai,

@@ -163,6 +163,12 @@ class InProcessRuntime:
     def rerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
         return self._unary(name, lambda w: w.rerank(pairs), lambda r: (r[1], 0))
 
+    def run(self, name: str, task: str, request: Any) -> Any:
+        return self._unary(name, lambda w: w.run(task, request), lambda r: (0, 0))
+
+    async def arun(self, name: str, task: str, request: Any) -> Any:
+        return await asyncio.to_thread(self.run, name, task, request)
+
     def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
         dep = self._lookup(name)
         idx = dep.acquire()

@@ -15,7 +15,8 @@ from contextlib import nullcontext
 from typing import Any
 
 from ..backends import Backend, create_backend
-from ..errors import BackendError, ByzerLLMError, RequestCancelledError
+from ..backends.base import TASK_METHODS
+from ..errors import BackendError, ByzerLLMError, InvalidRequestError, RequestCancelledError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 
 log = logging.getLogger("byzerllm.worker")
@@ -109,6 +110,14 @@ class Worker:
     def rerank(self, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
         """One relevance score per ``(query, passage)`` pair and the input token count."""
         return self._unary("rerank", lambda b: b.rerank(pairs))
+
+    def run(self, task: str, request: Any) -> Any:
+        """Serve one request of a unary task (``TASK_METHODS``: "speech", "transcription", "image")
+        with its typed request; returns the typed result."""
+        method = TASK_METHODS.get(task)
+        if method is None:
+            raise InvalidRequestError(f"unknown task {task!r}; accepted: {', '.join(TASK_METHODS)}", param="task")
+        return self._unary(task, lambda b: getattr(b, method)(request))
 
     def _unary(self, what: str, call: Callable[[Backend], Any]) -> Any:
         if self.init_error is not None:

@@ -23,14 +23,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ByzerLLMError
 from .chat_client import ChatClient
 from .errors import body_param, error_response, request_param
-from .responses import ChatCompletionStreamResponse, CompletionStreamResponse
+from .responses import (
+    ChatCompletionStreamResponse,
+    CompletionStreamResponse,
+    TranscriptionResponse,
+    VerboseTranscriptionResponse,
+)
 from .routes import ROUTERS
 from .state import Server
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
-# the models of the streams' events
+# the models of the streams' events, and of the transcription routes' JSON answers (named in a
+# content that may also be text/plain)
 STREAM_CHUNKS = (ChatCompletionStreamResponse, CompletionStreamResponse)
+LISTED_MODELS = (*STREAM_CHUNKS, TranscriptionResponse, VerboseTranscriptionResponse)
 
 
 class Guard:
@@ -111,15 +118,16 @@ def _add_error_handlers(app: FastAPI, srv: Server) -> None:
 
 
 class ServerApp(FastAPI):
-    """FastAPI whose OpenAPI schema also holds the stream chunk models (``STREAM_CHUNKS``): a route
-    names them only inside its ``text/event-stream`` content, where FastAPI does not collect them."""
+    """FastAPI whose OpenAPI schema also holds the stream chunk models (``STREAM_CHUNKS``) and the
+    transcription answers (``LISTED_MODELS``): a route names them only inside a content of its own
+    (``text/event-stream``, or JSON beside ``text/plain``), where FastAPI does not collect them."""
 
     def openapi(self) -> dict[str, Any]:
         made = self.openapi_schema is None
         schema = super().openapi()  # made once, then kept in self.openapi_schema
         if made:
             _, chunks = models_json_schema(
-                [(model, "serialization") for model in STREAM_CHUNKS], ref_template="#/components/schemas/{model}"
+                [(model, "serialization") for model in LISTED_MODELS], ref_template="#/components/schemas/{model}"
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in chunks["$defs"].items():

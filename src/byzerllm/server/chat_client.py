@@ -107,3 +107,8 @@ class ChatClient(Protocol):
         """``[LLMResponse]`` whose ``output`` is ``[((query, document), score), ...]`` (higher is
         more relevant) and ``metadata["input_tokens_count"]`` the tokens read."""
         ...
+
+    async def async_run_task(self, task: str, request: Any, model: str | None = None) -> Any:
+        """One typed request of ``task``: ``SpeechRequest`` -> ``SpeechResponse``,
+        ``TranscriptionRequest`` -> ``Transcription``, ``ImageRequest`` -> ``ImageResponse``."""
+        ...

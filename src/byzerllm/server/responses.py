@@ -233,6 +233,58 @@ class RerankResponse(_Body):
     usage: RerankUsage
 
 
+class TranscriptionResponse(_Body):
+    """``response_format="json"``."""
+
+    text: str
+
+
+class TranscriptionSegment(BaseModel):
+    id: int
+    seek: int
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class TranscriptionWord(BaseModel):
+    word: str
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+
+
+class VerboseTranscriptionResponse(_Body):
+    """``response_format="verbose_json"``: ``segments`` and ``words`` as ``timestamp_granularities``
+    asks (left out otherwise)."""
+
+    _omit_when_none = frozenset({"segments", "words"})
+
+    task: str
+    language: str = Field(description="the language's English name, e.g. english")
+    duration: float = Field(description="seconds")
+    text: str
+    segments: list[TranscriptionSegment] | None = None
+    words: list[TranscriptionWord] | None = None
+
+
+class ImageData(_Body):
+    _omit_when_none = frozenset({"b64_json", "url", "revised_prompt"})
+
+    b64_json: str | None = Field(default=None, description="the PNG in base64 (response_format b64_json)")
+    url: str | None = Field(default=None, description="a data: URL of the PNG (response_format url)")
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(_Body):
+    created: int
+    data: list[ImageData]
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
 
@@ -255,11 +307,17 @@ __all__ = [
     "ErrorResponse",
     "FunctionCallDelta",
     "HealthResponse",
+    "ImageData",
+    "ImagesResponse",
     "ModelCard",
     "ModelList",
     "RerankResponse",
     "RerankResult",
     "RerankUsage",
     "ToolCallDelta",
+    "TranscriptionResponse",
+    "TranscriptionSegment",
+    "TranscriptionWord",
     "UsageInfo",
+    "VerboseTranscriptionResponse",
 ]

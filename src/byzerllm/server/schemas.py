@@ -168,3 +168,34 @@ class RerankRequest(_Strict):
     documents: list[str | RerankDocument] = Field(min_length=1)
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = True
+
+
+class SpeechBody(_Strict):
+    """OpenAI's ``/v1/audio/speech`` body (``instructions`` is for gpt-4o-mini-tts and not used by
+    local voices)."""
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str | None = None
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+    stream_format: Literal["audio"] | None = None
+
+
+class ImageGenerationRequest(_Strict):
+    """OpenAI's ``/v1/images/generations`` body, with Stable Diffusion's ``negative_prompt``,
+    ``steps``, ``guidance_scale`` and ``seed`` as extensions."""
+
+    model: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    n: int = Field(default=1, ge=1, le=10)
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    user: str | None = None
+    negative_prompt: str | None = None
+    steps: int | None = Field(default=None, ge=1, le=200)
+    guidance_scale: float | None = Field(default=None, ge=0)
+    seed: int | None = None

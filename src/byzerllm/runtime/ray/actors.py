@@ -210,6 +210,18 @@ class RayWorker(Worker):
         finally:
             self._release(lease)
 
+    def task_leased(self, task: str, request: Any, lease: int | str, direct: bool = False) -> Any:
+        """A speech, transcription or image request (``Worker.run``) in a slot; None for busy."""
+        if not self._admit(lease, direct):
+            return None
+        failed = True
+        try:
+            out = self.run(task, request)
+            failed = False
+            return out
+        finally:
+            self._release(lease, 0, 0, failed)
+
     def stream_leased(
         self, request: ChatRequest, lease: int | str, direct: bool = False
     ) -> Iterator[list[ChatChunk] | None]:

@@ -308,6 +308,12 @@ class RayRuntime:
     def rerank(self, name: str, pairs: list[tuple[str, str]]) -> tuple[list[float], int]:
         return self._call(name, "rerank_leased", pairs)
 
+    def run(self, name: str, task: str, request: Any) -> Any:
+        return self._call(name, "task_leased", task, request)
+
+    async def arun(self, name: str, task: str, request: Any) -> Any:
+        return await self._acall(name, "task_leased", task, request)
+
     def stream(self, name: str, request: ChatRequest) -> Iterator[ChatChunk]:
         return self._drive(stream_plan(name, request))
 
