@@ -95,8 +95,10 @@ class Backend(ABC):
         return {**self.capabilities(), **self.meta(), "options": mask_secrets(self.config)}
 
     def check_request(self, request: ChatRequest) -> None:
-        """Reject ``request.extra`` keys this backend does not know (by name), and native tools
-        on a backend that cannot call them."""
+        """Reject ``request.extra`` keys this backend does not know (by name), native tools on a
+        backend that cannot call them, and image or audio parts for a model that does not read them
+        (``input_modalities``)."""
+        self._check_modalities(request)
         if request.tools and not self.meta().get("support_tool_calls", self.supports_tool_calls):
             raise UnsupportedParameterError(
                 f"the {self.name} backend has no native tool calling; use chat_oai(tools=...), which works "
@@ -119,6 +121,25 @@ class Backend(ABC):
                 param=key,
                 accepted=sorted(self.request_options),
             )
+
+    def _check_modalities(self, request: ChatRequest) -> None:
+        kinds = {"image_url": "image", "input_audio": "audio"}
+        for index, msg in enumerate(request.messages):
+            content = msg.get("content")
+            if not isinstance(content, list):
+                continue
+            for part in content:
+                kind = kinds.get(part.get("type")) if isinstance(part, dict) else None
+                if kind is None:
+                    continue
+                accepted = {**self.capabilities(), **self.meta()}.get("input_modalities") or ["text"]
+                if kind not in accepted:
+                    raise InvalidRequestError(
+                        f"conversations[{index}] has an {kind} part, but this {self.name} model takes "
+                        f"{', '.join(accepted)} only",
+                        param=f"conversations[{index}].content",
+                        accepted=list(accepted),
+                    )
 
     @abstractmethod
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:

@@ -57,6 +57,9 @@ class ClaudeBackend(SaaSBackend):
     Options = ClaudeOptions
     request_options = frozenset({"top_k"})
 
+    def capabilities(self) -> dict[str, Any]:
+        return {**super().capabilities(), "input_modalities": ["text", "image"]}
+
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
         super().__init__(model_path, options)
         cfg = self.config

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..errors import BackendError
+from ..errors import BackendError, ModelPathError
 from .engine import EngineBackend
 from .llama_cpp import GGUFEmbeddingOptions, check_pooling, gguf_metadata, pooling_for
 from .models import resolve_model_path
@@ -27,6 +27,9 @@ class LlamaServerOptions(GGUFEmbeddingOptions):
     n_batch: int = Field(512, ge=1, description="prompt tokens per decode call")
     timeout: float = Field(600.0, gt=0, description="seconds a request may take")
     start_timeout: float = Field(300.0, gt=0, description="seconds the engine may take to load the model")
+    mmproj: str | None = Field(
+        None, description="a multimodal projector GGUF (mmproj) for a vision model: image parts are then read"
+    )
     extra_args: list[str] | None = Field(None, description="more llama-server flags, as on its command line")
 
 
@@ -45,10 +48,12 @@ def llama_server_command(binary: str, model: str, port: int, cfg: dict[str, Any]
     """The command line of a llama-server for ``model`` on ``port``: ``parallel`` sequences with
     continuous batching, each with ``max_model_len`` tokens of context (llama-server divides
     ``--ctx-size`` among its slots), the GGUF's chat template through its Jinja engine; with
-    ``embedding``, its ``/v1/embeddings`` pooled as ``pooling`` (mean, cls or last) instead of chat."""
+    ``embedding``, its ``/v1/embeddings`` pooled as ``pooling`` (mean, cls or last) instead of chat;
+    with ``mmproj``, the projector that lets a vision model read image parts (llama.cpp's mtmd)."""
     parallel = cfg["parallel"] or 1
     # an embedding engine pools each input to one vector (``pooling`` resolved from the GGUF first)
     embedding = ["--embeddings", "--pooling", cfg["pooling"]] if cfg["embedding"] else []
+    vision = ["--mmproj", cfg["mmproj"]] if cfg.get("mmproj") else []
     return [
         binary,
         "--model", model,
@@ -62,6 +67,7 @@ def llama_server_command(binary: str, model: str, port: int, cfg: dict[str, Any]
         "--batch-size", str(cfg["n_batch"]),
         "--jinja",
         *embedding,
+        *vision,
         *(cfg["extra_args"] or []),
     ]  # fmt: skip
 
@@ -97,6 +103,11 @@ class LlamaServerBackend(EngineBackend):
             md = gguf_metadata(self.path)
             self.config["pooling"] = pooling_for(self.path, self.config["pooling"], md)
             self.embedding_dim = md.get(f"{md.get('general.architecture')}.embedding_length")
+        if self.config["mmproj"]:
+            mmproj = Path(self.config["mmproj"]).expanduser()
+            if not mmproj.is_file():
+                raise ModelPathError(f"mmproj file does not exist: {mmproj}", param="mmproj", path=str(mmproj))
+            self.config["mmproj"] = str(mmproj)
 
     def command(self, port: int) -> list[str]:
         return llama_server_command(self.binary, self.path, port, self.config)
@@ -111,6 +122,7 @@ class LlamaServerBackend(EngineBackend):
             "model_type": "embedding" if self.config["embedding"] else "chat",
             "tasks": list(self.served_tasks),
             "support_stream": not self.config["embedding"],
+            "input_modalities": ["text", "image"] if self.config["mmproj"] else ["text"],
             "pooling": self.config["pooling"] if self.config["embedding"] else None,
             "embedding_dim": int(self.embedding_dim) if self.embedding_dim else None,
         }

@@ -103,4 +103,9 @@ class VLLMBackend(EngineBackend):
         return vllm_command(sys.executable, self.path, port, self.config)
 
     def engine_meta(self) -> dict[str, Any]:
-        return {"model_path": self.path, "max_model_len": self.config["max_model_len"]}
+        # a vision or audio model reads those parts; vLLM itself refuses them for a text-only model
+        return {
+            "model_path": self.path,
+            "max_model_len": self.config["max_model_len"],
+            "input_modalities": ["text", "image", "audio"],
+        }
