@@ -52,7 +52,9 @@ def direct(texts: list[str]) -> tuple[dict, list[bytes]]:
     tts_wall = time.perf_counter() - start
     audio_s = sum(seconds_of(c) for c in clips)
 
-    model = WhisperModel(resolve_model_path("builtin:whisper-tiny.en"), device="cpu", compute_type="int8", cpu_threads=THREADS)
+    model = WhisperModel(
+        resolve_model_path("builtin:whisper-tiny.en"), device="cpu", compute_type="int8", cpu_threads=THREADS
+    )
     start = time.perf_counter()
     heard = []
     for clip in clips:

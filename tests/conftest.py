@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from byzerllm.testing import build_tiny_llama, build_tiny_sd, build_tiny_vlm
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -104,3 +106,21 @@ def faults():
     with serve(state.app) as url:
         state.url = url + "/v1"
         yield state
+
+
+# tiny random models of real architectures (byzerllm.testing), built once per session
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"))

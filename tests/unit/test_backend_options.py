@@ -10,6 +10,7 @@ import pytest
 from byzerllm.backends import available_backends, get_backend_class
 from byzerllm.backends.options import BackendOptions, options_table
 from byzerllm.errors import InvalidRequestError, UnsupportedParameterError
+from byzerllm.types import TASKS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends.md"
 
@@ -23,7 +24,7 @@ def test_every_backend_declares_its_options_as_a_model_that_forbids_extra_keys(n
         assert field.description, f"{name}.{field_name} has no description"
     defaults = cls.check_options({})
     assert set(defaults) == set(cls.Options.model_fields)
-    assert set(cls.tasks) <= {"chat", "embed", "rerank"}
+    assert set(cls.tasks) <= set(TASKS)
 
 
 def test_text_values_are_typed_by_the_declaration():

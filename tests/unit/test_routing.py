@@ -137,7 +137,7 @@ def test_both_runtimes_implement_the_runtime_protocol_with_its_signatures(module
 
     impl = getattr(importlib.import_module(module), cls)
     members = [m for m in dir(Runtime) if not m.startswith("_") and callable(getattr(Runtime, m))]
-    assert len(members) == 16
+    assert len(members) == 18
     for name in members:
         want, got = inspect.signature(getattr(Runtime, name)), inspect.signature(getattr(impl, name))
         assert list(want.parameters) == list(got.parameters), f"{cls}.{name}{got} differs from Runtime.{name}{want}"

