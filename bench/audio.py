@@ -5,7 +5,8 @@ The built-in voice (``builtin:piper-joe``) and the built-in Whisper tiny.en, the
 sentences of ``tests/data/speech_sentences.txt`` (``--rounds`` times), 2 CPU threads on both sides:
 - direct: ``piper.PiperVoice.synthesize_wav`` and ``faster_whisper.WhisperModel.transcribe`` in
   this process;
-- deployment: ``ByzerLLM.speech`` / ``ByzerLLM.transcribe`` on a 1-worker deployment of each.
+- deployment: ``ByzerLLM.speech`` / ``ByzerLLM.transcribe`` on a 1-worker deployment of each;
+in alternating blocks of the 10 sentences, so both see the same load (the cluster runs throughout).
 Throughput is the real-time factor: seconds of audio made or read per second of wall time (higher
 is faster). The deployment's transcription also checks the words: word error rate over all
 sentences. Target (issue 15): deployment >= 0.9x of direct for both.
@@ -37,41 +38,27 @@ def seconds_of(wav: bytes) -> float:
         return w.getnframes() / w.getframerate()
 
 
-def direct(texts: list[str]) -> tuple[dict, list[bytes]]:
+def measure(rounds: int) -> tuple[dict, dict]:
+    """The sentences spoken, then transcribed, directly and through the deployments, in alternating
+    blocks, ``rounds`` times; the cluster and both deployments exist throughout."""
     from faster_whisper import WhisperModel
     from piper import PiperVoice
 
     voice = PiperVoice.load(resolve_model_path("builtin:piper-joe"))
-    start = time.perf_counter()
-    clips = []
-    for text in texts:
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            voice.synthesize_wav(text, w)
-        clips.append(buf.getvalue())
-    tts_wall = time.perf_counter() - start
-    audio_s = sum(seconds_of(c) for c in clips)
-
     model = WhisperModel(
         resolve_model_path("builtin:whisper-tiny.en"), device="cpu", compute_type="int8", cpu_threads=THREADS
     )
-    start = time.perf_counter()
-    heard = []
-    for clip in clips:
+
+    def speak(text: str) -> bytes:
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            voice.synthesize_wav(text, w)
+        return buf.getvalue()
+
+    def hear(clip: bytes) -> str:
         segments, _ = model.transcribe(decode(clip, SAMPLE_RATE), language="en", word_timestamps=True, beam_size=5)
-        heard.append("".join(s.text for s in segments))
-    stt_wall = time.perf_counter() - start
-    return {
-        "audio_s": audio_s,
-        "tts_wall_s": tts_wall,
-        "tts_rtf": audio_s / tts_wall,
-        "stt_wall_s": stt_wall,
-        "stt_rtf": audio_s / stt_wall,
-        "wer": word_error_rate(" ".join(texts), " ".join(heard)),
-    }, clips
+        return "".join(s.text for s in segments)
 
-
-def deployed(texts: list[str], clips: list[bytes]) -> dict:
     llm = byzerllm.ByzerLLM()
     llm.setup_num_workers(1).setup_cpus_per_worker(0.001)
     llm.deploy("builtin:piper-joe", pretrained_model_type="custom/piper", udf_name="bench_tts", infer_params={})
@@ -79,30 +66,51 @@ def deployed(texts: list[str], clips: list[bytes]) -> dict:
         "builtin:whisper-tiny.en",
         pretrained_model_type="custom/whisper",
         udf_name="bench_stt",
-        infer_params={"cpu_threads": THREADS},
+        infer_params={"cpu_threads": THREADS, "beam_size": 5},
     )
+    sides = {
+        "direct": {"tts": 0.0, "stt": 0.0, "audio": 0.0, "heard": []},
+        "deployment": {"tts": 0.0, "stt": 0.0, "audio": 0.0, "heard": []},
+    }
     try:
-        llm.speech(texts[0], model="bench_tts")  # warm both before timing
-        llm.transcribe(clips[0], language="en", model="bench_stt")
-        start = time.perf_counter()
-        made = [llm.speech(t, response_format="wav", model="bench_tts") for t in texts]
-        tts_wall = time.perf_counter() - start
-        audio_s = sum(m.duration for m in made)
-        start = time.perf_counter()
-        heard = [llm.transcribe(c, language="en", model="bench_stt").text for c in clips]
-        stt_wall = time.perf_counter() - start
-        stt_audio = sum(seconds_of(c) for c in clips)
+        hear(speak(SENTENCES[0]))  # warm both sides before timing
+        llm.transcribe(llm.speech(SENTENCES[0], response_format="wav", model="bench_tts").audio, model="bench_stt")
+        # blocks of one side at a time, alternating (ABAB): each engine's idle threads (onnxruntime and
+        # CTranslate2 spin for a while after a call) would otherwise take CPU from the other side's call
+        clips = [speak(t) for t in SENTENCES]
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for text in SENTENCES:
+                sides["direct"]["audio"] += seconds_of(speak(text))
+            sides["direct"]["tts"] += time.perf_counter() - start
+            start = time.perf_counter()
+            for text in SENTENCES:
+                made = llm.speech(text, response_format="wav", model="bench_tts").audio
+                sides["deployment"]["audio"] += seconds_of(made)
+            sides["deployment"]["tts"] += time.perf_counter() - start
+        for _ in range(rounds):
+            start = time.perf_counter()
+            sides["direct"]["heard"] += [hear(c) for c in clips]
+            sides["direct"]["stt"] += time.perf_counter() - start
+            start = time.perf_counter()
+            sides["deployment"]["heard"] += [llm.transcribe(c, language="en", model="bench_stt").text for c in clips]
+            sides["deployment"]["stt"] += time.perf_counter() - start
     finally:
         llm.undeploy("bench_tts")
         llm.undeploy("bench_stt")
-    return {
-        "audio_s": audio_s,
-        "tts_wall_s": tts_wall,
-        "tts_rtf": audio_s / tts_wall,
-        "stt_wall_s": stt_wall,
-        "stt_rtf": stt_audio / stt_wall,
-        "wer": word_error_rate(" ".join(texts), " ".join(heard)),
-    }
+    out = {}
+    for side, v in sides.items():
+        # both transcribe the direct clips; each side's synthesis RTF counts its own audio
+        heard_s = sum(seconds_of(c) for c in clips) * rounds
+        out[side] = {
+            "audio_s": v["audio"],
+            "tts_wall_s": v["tts"],
+            "tts_rtf": v["audio"] / v["tts"],
+            "stt_wall_s": v["stt"],
+            "stt_rtf": heard_s / v["stt"],
+            "wer": word_error_rate(" ".join(SENTENCES * rounds), " ".join(v["heard"])),
+        }
+    return out["direct"], out["deployment"]
 
 
 def main() -> None:
@@ -110,9 +118,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     texts = SENTENCES * args.rounds
-    ours, clips = direct(texts)
     with ray_cluster():
-        dep = deployed(texts, clips)
+        ours, dep = measure(args.rounds)
     rows = [
         ["direct", ours["tts_rtf"], ours["stt_rtf"], ours["wer"]],
         ["deployment on Ray", dep["tts_rtf"], dep["stt_rtf"], dep["wer"]],

@@ -283,7 +283,7 @@ def test_vision_chat_through_the_server_and_a_text_only_model_refuses_images(cli
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=smollm2_chat, messages=[{"role": "user", "content": parts}])
-    assert err.value.body["param"] == "conversations[0].content"
+    assert err.value.body["param"] == "messages.[0].content"  # OpenAI's spelling of the field
     bad = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=vlm, messages=[{"role": "user", "content": bad}], max_tokens=5)
