@@ -39,6 +39,29 @@ def test_a_llama_server_embedding_engine_pools_and_checks_its_pooling():
         cls.check_options({"pooling": "mean"})
 
 
+def test_a_llama_server_vision_engine_gets_its_mmproj():
+    cls = get_backend_class("llama_server")
+    cfg = cls.check_options({"mmproj": "/models/mmproj-f16.gguf"})
+    cmd = llama_server_command("/bin/llama-server", "/m.gguf", 9000, cfg)
+    assert cmd[cmd.index("--mmproj") + 1] == "/models/mmproj-f16.gguf"
+    assert "--mmproj" not in llama_server_command("/bin/llama-server", "/m.gguf", 9000, cls.check_options({}))
+
+
+def test_image_and_audio_parts_are_refused_by_a_text_only_backend():
+    from byzerllm.types import ChatRequest
+
+    echo = get_backend_class("echo")("", {})
+    assert echo.get_meta()["input_modalities"] == ["text"]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    for part, kind in ((image, "image"), (audio, "audio")):
+        request = ChatRequest(messages=[{"role": "system", "content": "s"}, {"role": "user", "content": [part]}])
+        with pytest.raises(InvalidRequestError, match=f"has an {kind} part") as err:
+            echo.check_request(request)
+        assert err.value.param == "conversations[1].content"
+    echo.check_request(ChatRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]))
+
+
 def test_vllm_takes_the_documents_backend_options():
     cls = get_backend_class("ray/vllm")  # Byzer-LLM's name
     assert cls is get_backend_class("vllm")
