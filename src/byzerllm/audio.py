@@ -16,17 +16,8 @@ import wave
 import numpy as np
 
 from .errors import InvalidRequestError
+from .types import AUDIO_FORMATS
 
-# OpenAI /v1/audio/speech ``response_format`` values; pcm is raw 16-bit little-endian mono, no header
-AUDIO_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-MEDIA_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",  # Opus in an Ogg container (RFC 7845)
-    "aac": "audio/aac",  # an ADTS stream
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",  # no registered type for headerless samples; OpenAI's clients read it as bytes
-}
 # fmt -> (FFmpeg muxer, encoder, sample format the encoder takes)
 _ENCODERS = {
     "mp3": ("mp3", "libmp3lame", "s16p"),
@@ -44,7 +35,9 @@ _DEMUXERS = (
 _DECODE_HINT = "send wav, mp3, flac, ogg/opus, m4a/mp4, webm or aac"
 
 
-def _check_format(fmt: str) -> None:
+def check_format(fmt: str) -> None:
+    """Raise ``InvalidRequestError`` (``param="response_format"``, listing ``AUDIO_FORMATS``) unless
+    ``fmt`` is one of them."""
     if fmt not in AUDIO_FORMATS:
         raise InvalidRequestError(
             f"response_format {fmt!r} is not an audio format; accepted: {', '.join(AUDIO_FORMATS)}",
@@ -67,7 +60,7 @@ def output_rate(fmt: str, sample_rate: int) -> int:
     """The sample rate (Hz) ``encode`` writes ``fmt`` at for input at ``sample_rate``: the same,
     unless the encoder does not take it (Opus takes 8, 12, 16, 24 or 48 kHz, MP3 and AAC the MPEG
     rates); then the next higher rate it takes (22050 Hz becomes 24 kHz in Opus), or its highest."""
-    _check_format(fmt)
+    check_format(fmt)
     if fmt not in _ENCODERS:
         return sample_rate
     import av
@@ -87,7 +80,7 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     resampled where the encoder needs it (``output_rate``). Raises ``InvalidRequestError``
     (``param="response_format"``) for another ``fmt``, ``ValueError`` for samples that are not 1-D.
     """
-    _check_format(fmt)
+    check_format(fmt)
     pcm = _int16(samples)
     if fmt == "pcm":
         return pcm.astype("<i2").tobytes()
@@ -172,25 +165,31 @@ def decode(data: bytes, sample_rate: int = 16000, param: str = "file") -> np.nda
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-def duration(data: bytes, param: str = "file") -> float:
-    """Seconds of audio in the file ``data``: the container's or stream's declared duration when it
-    has one (WAV, MP3, FLAC, Ogg, MP4 headers), else the decoded samples counted (an ADTS or raw
-    stream). Raises ``InvalidRequestError`` (``param``) as ``decode`` does."""
+def probe(data: bytes, param: str = "file") -> tuple[float, int]:
+    """``(seconds, sample_rate)`` of the audio file ``data``: the container's or stream's declared
+    duration when it has one (WAV, MP3, FLAC, Ogg, MP4 headers), else the decoded samples counted
+    (an ADTS or raw stream); the rate (Hz) of its first audio stream. Raises ``InvalidRequestError``
+    (``param``) as ``decode`` does."""
     import av
 
     container = _open(data, param)
     try:
         stream = container.streams.audio[0]
+        rate = int(stream.rate or 0)
         if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
+            return float(stream.duration * stream.time_base), rate
         # an ADTS or raw stream has no header with a length; FFmpeg's estimate from the bit rate is
         # rough, so count the samples
         if container.format.name not in ("aac", "mp3") and container.duration is not None:
-            return container.duration / av.time_base
+            return container.duration / av.time_base, rate
     finally:
         container.close()
-    rate = 16000
-    return len(decode(data, rate, param)) / rate
+    return len(decode(data, 16000, param)) / 16000, rate
+
+
+def duration(data: bytes, param: str = "file") -> float:
+    """Seconds of audio in the file ``data`` (``probe``)."""
+    return probe(data, param)[0]
 
 
 def sniff_format(data: bytes) -> str | None:

@@ -135,14 +135,16 @@ def _without(text: str, tags: list[Tag]) -> str:
     return text.strip()
 
 
-def _read(path: str, param: str) -> bytes:
+def read_file(path: str, param: str) -> bytes:
+    """The bytes of the file at ``path``. Raises ``InvalidRequestError`` naming ``param`` when there
+    is no such file."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InvalidRequestError(f"file does not exist: {p}", param=param, path=str(p))
     return p.read_bytes()
 
 
-def _split_data_url(url: str, kind: str) -> tuple[str, str]:
+def split_data_url(url: str, kind: str) -> tuple[str, str]:
     """``("png", base64)`` from ``data:image/png;base64,...``. Raises ``ValueError`` otherwise."""
     prefix = f"data:{kind}/"
     head, sep, data = url.partition(";base64,")
@@ -152,7 +154,7 @@ def _split_data_url(url: str, kind: str) -> tuple[str, str]:
 
 
 def _save(url: str, kind: str, output_path: str, auto_fix_suffix: bool) -> str:
-    subtype, data = _split_data_url(url, kind)
+    subtype, data = split_data_url(url, kind)
     path = Path(output_path)
     if auto_fix_suffix and path.suffix.lower() != f".{subtype}".lower():
         path = path.with_suffix(f".{subtype}")
@@ -184,11 +186,11 @@ class AudioData(str):
 
     @property
     def format(self) -> str:
-        return _split_data_url(self.url, "audio")[0]
+        return split_data_url(self.url, "audio")[0]
 
     @property
     def data(self) -> str:
-        return _split_data_url(self.url, "audio")[1]
+        return split_data_url(self.url, "audio")[1]
 
 
 class Image(TagExtractor):
@@ -215,7 +217,7 @@ class Image(TagExtractor):
         the bare ``data:`` URL). The MIME type comes from the file name (``image/png`` when
         unknown). Raises ``InvalidRequestError`` naming a missing file."""
         mime = mimetypes.guess_type(path)[0] or "image/png"
-        url = f"data:{mime};base64,{base64.b64encode(_read(path, 'image_path')).decode()}"
+        url = f"data:{mime};base64,{base64.b64encode(read_file(path, 'image_path')).decode()}"
         return ImageData(url if only_content else f"<_image_>{url}</_image_>")
 
     @staticmethod
@@ -272,7 +274,7 @@ class Audio(TagExtractor):
         (``only_content``: the bare ``data:`` URL); the format is the file's suffix (``mp3`` when
         it has none). Raises ``InvalidRequestError`` naming a missing file."""
         fmt = Path(path).suffix.lstrip(".").lower() or "mp3"
-        url = f"data:audio/{fmt};base64,{base64.b64encode(_read(path, 'audio_path')).decode()}"
+        url = f"data:audio/{fmt};base64,{base64.b64encode(read_file(path, 'audio_path')).decode()}"
         return AudioData(url if only_content else f"<_audio_>{url}</_audio_>")
 
     @staticmethod
@@ -314,7 +316,7 @@ def audio_part(data: str, fmt: str = "mp3") -> dict[str, Any]:
     type then gives the format."""
     data = _untag(str(data), "audio")
     if data.startswith("data:audio/"):
-        fmt, data = _split_data_url(data, "audio")
+        fmt, data = split_data_url(data, "audio")
     return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
 
 

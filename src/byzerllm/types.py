@@ -96,18 +96,30 @@ class ChatResponse:
 # the non-chat tasks: speech, transcription, image generation (one typed request and result each)
 
 TASKS = ("chat", "embed", "rerank", "speech", "transcription", "image")
+# OpenAI /v1/audio/speech ``response_format`` values; pcm is raw 16-bit little-endian mono, no header
+AUDIO_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+AUDIO_MEDIA_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",  # Opus in an Ogg container (RFC 7845)
+    "aac": "audio/aac",  # an ADTS stream
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",  # no registered type for headerless samples; OpenAI's clients read it as bytes
+}
 
 
 @dataclass
 class SpeechRequest:
     """Text to speech. ``voice`` is a name the backend lists in ``get_meta()["voices"]`` (None: its
-    default); ``response_format`` one of ``AUDIO_FORMATS``; ``speed`` a rate factor (1.0 normal,
-    0.25-4.0 as in OpenAI's ``/v1/audio/speech``)."""
+    default); ``response_format`` one of ``audio.AUDIO_FORMATS`` (mp3 by default, as OpenAI's
+    ``/v1/audio/speech``); ``speed`` a rate factor (1.0 normal, 0.25-4.0); ``instructions`` how to
+    speak, for models that take them (OpenAI's gpt-4o-mini-tts; piper voices ignore them)."""
 
     input: str
     voice: str | None = None
-    response_format: str = "wav"
+    response_format: str = "mp3"
     speed: float = 1.0
+    instructions: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -164,7 +176,7 @@ class Transcription:
 class ImageRequest:
     """Text to image(s). ``size`` is ``"WIDTHxHEIGHT"`` in pixels (None: the model's default);
     ``steps`` the denoising steps, ``guidance_scale`` the classifier-free guidance (CFG) scale,
-    ``seed`` None or -1 for a random one; ``n`` images of one prompt."""
+    ``seed`` None or -1 for a random one; ``n`` images of one prompt (1-10)."""
 
     prompt: str
     n: int = 1

@@ -114,7 +114,7 @@ def test_piper_refuses_a_path_without_voices_an_unknown_option_and_chat(tmp_path
         create_backend("piper", str(tmp_path), {})
     with pytest.raises(UnsupportedParameterError):
         create_backend("piper", "builtin:piper-joe", {"length_scale": 2})
-    with pytest.raises(InvalidRequestError, match="does not serve chat") as info:
+    with pytest.raises(InvalidRequestError, match="serves speech, not chat") as info:
         next(iter(piper.stream(ChatRequest(messages=[{"role": "user", "content": "hi"}]))))
     assert info.value.param == "model"
 

@@ -145,3 +145,31 @@ def test_image_keys_without_an_equivalent_are_refused_by_name():
 )
 def test_openai_model_names_decide_the_task(model, task):
     assert task_for_model(model) == task
+
+
+@pytest.mark.parametrize(
+    "call,param",
+    [
+        (lambda: speech_request(user(json.dumps({"input": "x", "speed": "fast"}))), "speed"),
+        (lambda: speech_request(user(json.dumps({"input": "x", "speed": None}))), "speed"),
+        (lambda: speech_request(user(json.dumps({"input": "x", "speed": 9}))), "speed"),
+        (lambda: image_request(user("cat"), {"generation.width": "wide", "generation.height": 64}), "width"),
+        (lambda: image_request(user("cat"), {"gen.batch_size": "three"}), "batch_size"),
+        (lambda: image_request(user("cat"), {"gen.batch_size": 4, "gen.batch_count": 3}), "n"),
+        (lambda: image_request(user("cat"), {"generation.seed": "lucky"}), "seed"),
+        (lambda: image_request(user("cat"), {"generation.sampling_steps": 0}), "sampling_steps"),
+        (lambda: transcription_request(user([{"type": "input_audio", "input_audio": {}}])), "conversations[0].content"),
+        (lambda: transcription_request(user(json.dumps({"audio": "data:audio/wav,AAAA"}))), "conversations[0].content"),
+        (
+            lambda: transcription_request(
+                user([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]),
+                {"temperature": "hot"},
+            ),
+            "temperature",
+        ),
+    ],
+)
+def test_bad_values_in_the_chat_forms_name_their_field(call, param):
+    with pytest.raises(InvalidRequestError) as err:
+        call()
+    assert err.value.param == param

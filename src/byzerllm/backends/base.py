@@ -97,7 +97,9 @@ class Backend(ABC):
     def check_request(self, request: ChatRequest) -> None:
         """Reject ``request.extra`` keys this backend does not know (by name), native tools on a
         backend that cannot call them, and image or audio parts for a model that does not read them
-        (``input_modalities``)."""
+        (``input_modalities``); a chat request to a deployment that serves no chat."""
+        if "chat" not in (self.capabilities().get("tasks") or ()):
+            raise self._not_served("chat")
         self._check_modalities(request)
         if request.tools and not self.meta().get("support_tool_calls", self.supports_tool_calls):
             raise UnsupportedParameterError(
@@ -124,6 +126,7 @@ class Backend(ABC):
 
     def _check_modalities(self, request: ChatRequest) -> None:
         kinds = {"image_url": "image", "input_audio": "audio"}
+        accepted: list[str] | None = None
         for index, msg in enumerate(request.messages):
             content = msg.get("content")
             if not isinstance(content, list):
@@ -132,7 +135,8 @@ class Backend(ABC):
                 kind = kinds.get(part.get("type")) if isinstance(part, dict) else None
                 if kind is None:
                     continue
-                accepted = {**self.capabilities(), **self.meta()}.get("input_modalities") or ["text"]
+                if accepted is None:
+                    accepted = {**self.capabilities(), **self.meta()}.get("input_modalities") or ["text"]
                 if kind not in accepted:
                     raise InvalidRequestError(
                         f"conversations[{index}] has an {kind} part, but this {self.name} model takes "
@@ -170,7 +174,7 @@ class Backend(ABC):
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Embedding vectors of ``texts`` and the number of input tokens. Raises
         ``InvalidRequestError`` when the backend does not serve embeddings."""
-        raise InvalidRequestError(f"the {self.name} backend does not serve embeddings", param="model")
+        raise self._not_served("embed")
 
     def embed_query(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Vectors of search queries. Models trained with distinct query and passage inputs (E5's
@@ -210,11 +214,13 @@ class Backend(ABC):
         raise self._not_served("image")
 
     def _not_served(self, task: str) -> InvalidRequestError:
-        served = ", ".join(self.capabilities()["tasks"])
+        """The error for a request of a ``task`` this deployment does not serve (``param="model"``,
+        ``accepted``: the tasks it serves)."""
+        served = list({**self.capabilities(), **self.meta()}.get("tasks") or self.tasks)
         return InvalidRequestError(
-            f"the {self.name} backend does not serve {task} (this deployment serves: {served})",
+            f"this {self.name} deployment serves {', '.join(served)}, not {task}",
             param="model",
-            tasks=list(self.capabilities()["tasks"]),
+            accepted=served,
         )
 
     @abstractmethod

@@ -243,21 +243,19 @@ class DiffusersBackend(Backend):
             seed = secrets.randbelow(2**63)
         # the generator lives on the device, so a seed draws the same noise as a CUDA run elsewhere
         generator = torch.Generator(device=self.device).manual_seed(int(seed) % 2**64)
-        try:
-            with torch.inference_mode():
-                out = self.pipe(
-                    prompt=prompt,
-                    negative_prompt=request.negative_prompt or None,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    width=width,
-                    height=height,
-                    num_images_per_prompt=n,
-                    generator=generator,
-                    output_type="pil",
-                )
-        except Exception as exc:
-            raise BackendError(f"diffusers generation failed: {exc}") from exc
+        # an engine failure goes to the worker, which reports its type only (Worker._failure)
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                width=width,
+                height=height,
+                num_images_per_prompt=n,
+                generator=generator,
+                output_type="pil",
+            )
         images = []
         for image in out.images:
             buf = io.BytesIO()

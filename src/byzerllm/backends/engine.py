@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from ..errors import BackendError, InvalidRequestError, UpstreamError, WorkerDiedError
+from ..errors import BackendError, UpstreamError, WorkerDiedError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .base import Backend, Cancelled, _never
 
@@ -194,11 +194,7 @@ class EngineBackend(Backend):
 
     def _serves(self, task: str) -> None:
         if task not in self.served_tasks:
-            raise InvalidRequestError(
-                f"this {self.name} deployment serves {', '.join(self.served_tasks)}, not {task}",
-                param="model",
-                accepted=list(self.served_tasks),
-            )
+            raise self._not_served(task)
 
     @contextmanager
     def _on_engine(self) -> Iterator[None]:

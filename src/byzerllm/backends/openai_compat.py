@@ -559,6 +559,8 @@ class OpenAICompatBackend(SaaSBackend):
         error statuses as chat does, and (not retried) for a body that is not one flat vector per
         input, e.g. a llama.cpp server on a model that declares no pooling sends per-token vectors."""
 
+        self._serves("embed")
+
         def once(target: Target, timeout: float) -> tuple[list[list[float]], int]:
             # floats asked for explicitly: the SDK's default asks for base64, which it decodes
             # itself, and the body is read here to check its shape before anything is returned
@@ -581,25 +583,24 @@ class OpenAICompatBackend(SaaSBackend):
     def capabilities(self) -> dict[str, Any]:
         caps = super().capabilities()
         if self.task != "chat":
-            caps.update(tasks=[self.task], support_stream=False, support_tool_calls=False)
-        else:  # image and audio parts go to the provider as they are
+            caps["tasks"] = [self.task]
+        else:  # image and audio parts go to the provider, which refuses them for a text-only model
             caps["input_modalities"] = ["text", "image", "audio"]
         return caps
 
     def speech(self, request: SpeechRequest) -> SpeechResponse:
-        """``/audio/speech``: the provider's audio in ``request.response_format`` (OpenAI speaks at
-        24 kHz); voice "alloy" when none is given. Retried like chat."""
+        """``/audio/speech``: the provider's audio in ``request.response_format``, its rate and
+        duration read from the file; voice "alloy" when none is given; ``instructions`` sent when set.
+        Retried like chat. Raises ``InvalidRequestError`` for a bad ``response_format``,
+        ``UpstreamError`` as chat does, or when the answer is not audio of that format."""
         self._serves("speech")
-        from ..audio import AUDIO_FORMATS, duration
+        from ..audio import check_format, probe
 
-        if request.response_format not in AUDIO_FORMATS:
-            raise InvalidRequestError(
-                f"response_format {request.response_format!r}; accepted: {', '.join(AUDIO_FORMATS)}",
-                param="response_format",
-            )
+        check_format(request.response_format)
         start = time.perf_counter()
 
         def once(target: Target, timeout: float) -> bytes:
+            extra = {"instructions": request.instructions} if request.instructions else {}
             return target.client.audio.speech.create(
                 model=target.label,
                 input=request.input,
@@ -607,11 +608,21 @@ class OpenAICompatBackend(SaaSBackend):
                 response_format=request.response_format,
                 speed=request.speed,
                 timeout=timeout,
+                **extra,
             ).content
 
         audio, _ = saas_retry.call(self.attempts(), once)
-        seconds = duration(audio) if request.response_format != "pcm" else len(audio) / 2 / 24000
-        return SpeechResponse(audio, request.response_format, 24000, seconds, time.perf_counter() - start)
+        if request.response_format == "pcm":  # no header: OpenAI's pcm is 24 kHz 16-bit mono
+            seconds, rate = len(audio) / 2 / OPENAI_PCM_RATE, OPENAI_PCM_RATE
+        else:
+            try:
+                seconds, rate = probe(audio)
+            except InvalidRequestError:
+                raise UpstreamError(
+                    f"{self.provider} sent speech that is not {request.response_format} audio",
+                    provider=self.provider,
+                ) from None
+        return SpeechResponse(audio, request.response_format, rate, seconds, time.perf_counter() - start)
 
     def transcribe(self, request: TranscriptionRequest) -> Transcription:
         """``/audio/transcriptions`` (``/audio/translations`` for task "translate") in verbose JSON
@@ -624,9 +635,12 @@ class OpenAICompatBackend(SaaSBackend):
         words = request.task == "transcribe"
 
         def once(target: Target, timeout: float) -> Any:
-            kwargs = {"prompt": request.prompt} if request.prompt else {}
+            kwargs: dict[str, Any] = {"prompt": request.prompt} if request.prompt else {}
+            # the gpt-4o *-transcribe models answer json or text only: no segments or word times
+            verbose = not target.label.lower().endswith("-transcribe")
             if words:
-                kwargs["timestamp_granularities"] = ["word", "segment"]
+                if verbose:
+                    kwargs["timestamp_granularities"] = ["word", "segment"]
                 if request.language:
                     kwargs["language"] = request.language
                 api = target.client.audio.transcriptions
@@ -635,7 +649,7 @@ class OpenAICompatBackend(SaaSBackend):
             return api.create(
                 model=target.label,
                 file=(f"audio.{fmt}", request.audio),
-                response_format="verbose_json",
+                response_format="verbose_json" if verbose else "json",
                 temperature=request.temperature,
                 timeout=timeout,
                 **kwargs,
@@ -662,13 +676,10 @@ class OpenAICompatBackend(SaaSBackend):
         extra = {k: v for k, v in (("size", request.size), ("quality", request.quality), ("style", request.style)) if v}
 
         def once(target: Target, timeout: float) -> Any:
+            # gpt-image models always answer base64 and refuse the parameter; DALL-E needs it
+            form = {} if target.label.lower().startswith("gpt-image") else {"response_format": "b64_json"}
             return target.client.images.generate(
-                model=target.label,
-                prompt=request.prompt,
-                n=request.n,
-                response_format="b64_json",
-                timeout=timeout,
-                **extra,
+                model=target.label, prompt=request.prompt, n=request.n, timeout=timeout, **form, **extra
             )
 
         out, _ = saas_retry.call(self.attempts(), once)
@@ -677,7 +688,7 @@ class OpenAICompatBackend(SaaSBackend):
         return ImageResponse(images, revised, time.perf_counter() - start)
 
     def _serves(self, task: str) -> None:
-        if self.task != task:
+        if self.task != task and not (self.task == "chat" and task in ("embed", "rerank")):
             raise self._not_served(task)
 
     def meta(self) -> dict[str, Any]:
@@ -696,11 +707,16 @@ class OpenAICompatBackend(SaaSBackend):
             "support_tool_calls": bool(self.config["native_tools"]),
             "model_type": self.task,
             "is_reasoning": self.is_reasoning,
+            **({} if self.task == "chat" else {"support_stream": False, "support_tool_calls": False}),
         }
 
     def close(self) -> None:
         for target in self._targets:
             target.client.close()
+
+
+# the sample rate of OpenAI's headerless ``pcm`` speech (its API reference)
+OPENAI_PCM_RATE = 24000
 
 
 def task_for_model(model: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from ..audio import AUDIO_FORMATS, encode, output_rate
+from ..audio import AUDIO_FORMATS, check_format, encode, output_rate
 from ..errors import BackendError, InvalidRequestError, ModelPathError
 from ..types import ChatChunk, ChatRequest, SpeechRequest, SpeechResponse
 from .base import Backend, Cancelled, _never
@@ -185,13 +185,7 @@ class PiperBackend(Backend):
         speed = request.speed
         if not (isinstance(speed, int | float) and math.isfinite(speed) and MIN_SPEED <= speed <= MAX_SPEED):
             raise InvalidRequestError(f"speed {speed!r} is out of range {MIN_SPEED}-{MAX_SPEED}", param="speed")
-        if request.response_format not in AUDIO_FORMATS:
-            raise InvalidRequestError(
-                f"response_format {request.response_format!r} is not an audio format; accepted: "
-                + ", ".join(AUDIO_FORMATS),
-                param="response_format",
-                accepted=list(AUDIO_FORMATS),
-            )
+        check_format(request.response_format)
 
     def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0) -> tuple[np.ndarray, int]:
         """``text`` spoken as float32 mono samples in [-1, 1] and their sample rate (Hz), one

@@ -20,6 +20,7 @@ import base64
 import binascii
 import contextlib
 import io
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,8 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 # torch's global RNG is what ``generate`` samples from: one generation at a time in a process, so
 # a seeded request gives the same text whatever runs beside it
 _GENERATE_LOCK = threading.Lock()
+
+log = logging.getLogger("byzerllm.backends.transformers")
 
 
 class TransformersOptions(BackendOptions):
@@ -119,8 +122,10 @@ def decode_image(part: dict[str, Any], where: str, max_pixels: int) -> Any:
         width, height = image.size  # read from the header: nothing decoded yet
     except Image.DecompressionBombError:
         width = height = None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidRequestError(f"{where} cannot be decoded as an image: {exc}", param=where) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InvalidRequestError(
+            f"{where} cannot be decoded as an image (send PNG, JPEG, GIF or WebP)", param=where
+        ) from None
     if width is None or height is None or width * height > max_pixels:
         size = f"{width}x{height} pixels" if width else "over Pillow's decompression-bomb limit"
         raise InvalidRequestError(
@@ -129,8 +134,10 @@ def decode_image(part: dict[str, Any], where: str, max_pixels: int) -> Any:
         )
     try:
         return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as exc:  # a truncated or corrupt body after a valid header
-        raise InvalidRequestError(f"{where} cannot be decoded as an image: {exc}", param=where) from None
+    except (OSError, ValueError, SyntaxError):  # a truncated or corrupt body after a valid header
+        raise InvalidRequestError(
+            f"{where} cannot be decoded as an image: the data is cut short or corrupt", param=where
+        ) from None
 
 
 def vision_messages(request: ChatRequest, max_pixels: int) -> tuple[list[dict[str, Any]], list[Any], str]:
@@ -370,8 +377,10 @@ class TransformersBackend(Backend):
                 proc(text=[text + prefill], images=images or None, return_tensors="pt", add_special_tokens=False)
             )
         except Exception as exc:  # e.g. a template that does not render image parts: images without tokens
+            log.warning("the processor refused the messages", exc_info=exc)  # its text may hold paths
             raise InvalidRequestError(
-                f"the {type(proc).__name__} refused the messages and their {len(images)} image(s): {exc}",
+                f"the {type(proc).__name__} could not combine the messages with their {len(images)} image(s) "
+                f"({type(exc).__name__}); does the model's chat template render image parts?",
                 param="messages",
             ) from None
 

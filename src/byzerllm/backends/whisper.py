@@ -155,7 +155,7 @@ class FasterWhisperBackend(Backend):
                     accepted=accepted,
                 )
             raise InvalidRequestError(
-                f"language {language!r}: {self.path} is an English-only Whisper model; give 'en' or no language, or "
+                f"language {language!r}: this is an English-only Whisper model; give 'en' or no language, or "
                 "deploy a multilingual model",
                 param="language",
                 accepted=accepted,
@@ -174,6 +174,12 @@ class FasterWhisperBackend(Backend):
         if request.task not in TASKS:
             raise InvalidRequestError(
                 f"task {request.task!r}; accepted: {', '.join(TASKS)}", param="task", accepted=list(TASKS)
+            )
+        if request.task == "translate" and not self.multilingual:
+            raise InvalidRequestError(
+                "task 'translate' (to English) needs a multilingual Whisper model; this one is English-only",
+                param="task",
+                accepted=["transcribe"],
             )
         temperature = request.temperature
         if not (isinstance(temperature, int | float) and 0.0 <= temperature <= 1.0):

@@ -33,6 +33,7 @@ from .templates import Template
 
 if TYPE_CHECKING:
     from ..prompt.function import PromptDecorator
+    from ..runtime.spec import DeploymentSpec
 
 # texts per embedding call: bounds one call's time on a worker and its message size
 EMB_BATCH_SIZE = 64
@@ -280,20 +281,49 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         infer_params: dict[str, Any] | None = None,
         timeout: float = 600.0,
         on_progress=None,
+        **settings: Any,
     ) -> dict[str, Any]:
         """Deploy ``model_path`` as a pool of ``num_workers`` workers named ``udf_name``.
 
         ``model_path`` is a GGUF file or ``builtin:smollm2``. ``infer_params`` are backend
-        options (``backend.`` / ``saas.`` prefixes allowed). Returns the model meta (see
-        ``get_meta``). Raises ``DeploymentExistsError``, ``ModelPathError`` (naming the path),
+        options (``backend.`` / ``saas.`` prefixes allowed); ``settings`` (``infer_backend``,
+        ``num_workers``, ``worker_concurrency``, ``cpus_per_worker``, ``gpus_per_worker``) override
+        this client's settings for this deploy only (see ``deploy_spec``); ``on_progress(ready,
+        total)`` is called as workers load. Returns the model meta (see ``get_meta``). Raises
+        ``DeploymentExistsError``, ``ModelPathError`` (naming the path),
         ``UnsupportedParameterError`` (naming the option), ``BackendNotFoundError``,
         ``DeploymentError`` (resources, timeout).
         """
+        spec = self.deploy_spec(model_path, pretrained_model_type, udf_name, infer_params, **settings)
+        return self.runtime.deploy(spec, timeout=timeout, on_progress=on_progress)
+
+    def deploy_spec(
+        self,
+        model_path: str | None = DEFAULT_CHAT_MODEL,
+        pretrained_model_type: str = "custom/auto",
+        udf_name: str = "",
+        infer_params: dict[str, Any] | None = None,
+        *,
+        infer_backend: str | None = None,
+        num_workers: int | None = None,
+        worker_concurrency: int | None = None,
+        cpus_per_worker: float | None = None,
+        gpus_per_worker: float | None = None,
+    ) -> DeploymentSpec:
+        """The ``DeploymentSpec`` ``deploy`` runs, checked, without touching the cluster: the backend
+        picked (``infer_backend``, else this client's, else the model's default), the options checked
+        by the backend, the spec validated. A keyword given (not None) replaces this client's setting
+        of the same name (``setup_num_workers``...) for this spec only, so concurrent deploys with
+        different settings can share one client. Raises as ``deploy`` does before it starts workers
+        (``BackendNotFoundError``, ``UnsupportedParameterError``, ``InvalidRequestError``)."""
         from ..runtime.spec import DeploymentSpec
 
+        worker_concurrency = self.worker_concurrency if worker_concurrency is None else worker_concurrency
         options = _deploy_options(pretrained_model_type, infer_params)
-        backend = self.infer_backend or _default_backend(
-            model_path, pretrained_model_type, self.worker_concurrency, options
+        backend = (
+            infer_backend
+            or self.infer_backend
+            or _default_backend(model_path, pretrained_model_type, worker_concurrency, options)
         )
         if backend == "transformers" and default_backend_for(model_path) == "sentence_transformers":
             # the Byzer-LLM documents deploy embedding and rerank folders with InferBackend.Transformers
@@ -303,10 +333,10 @@ class ByzerLLM(StructuredMixin, TasksMixin):
             backend=backend,
             model_path=model_path or "",
             pretrained_model_type=pretrained_model_type,
-            num_workers=self.num_workers,
-            cpus_per_worker=self.cpus_per_worker,
-            gpus_per_worker=self.gpus_per_worker,
-            worker_concurrency=self.worker_concurrency,
+            num_workers=self.num_workers if num_workers is None else num_workers,
+            cpus_per_worker=self.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
+            gpus_per_worker=self.gpus_per_worker if gpus_per_worker is None else gpus_per_worker,
+            worker_concurrency=worker_concurrency,
             load_balance=self.load_balance,
             max_queue=self.max_queue,
             options=options,
@@ -316,7 +346,8 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         backend_cls = get_backend_class(backend)
         spec.options = backend_cls.deploy_options(spec.options, spec.worker_concurrency)
         backend_cls.check_options(spec.options)  # fail before touching the cluster
-        return self.runtime.deploy(spec, timeout=timeout, on_progress=on_progress)
+        spec.validate()
+        return spec
 
     def undeploy(self, udf_name: str, force: bool = False) -> None:
         """Remove deployment ``udf_name``; raises ``ModelNotFoundError`` when it is not there, unless
@@ -562,6 +593,12 @@ class ByzerLLM(StructuredMixin, TasksMixin):
             return [resp]
         task = self._task_of(self._model(model))
         if task is not None:
+            layered = {"tools": tools, "response_class": response_class, "impl_func": impl_func}
+            for key, value in layered.items():
+                if value is not None:
+                    raise InvalidRequestError(
+                        f"{key} needs a chat model; {self._model(model)!r} serves {task}", param=key
+                    )
             return [self._task_chat(self._model(model), task, conversations, llm_config, extra_request_params)]
         if tools is not None or response_class is not None or impl_func is not None:
             name = self._model(model)  # the layer's own requests validate the messages
@@ -841,7 +878,7 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         """``chat_oai`` for asyncio code; awaits the worker without blocking the event loop.
         Structured calls (``tools=``, ``response_class=``, ``impl_func=``...) and the chat-shaped
         calls of speech, transcription and image deployments run in a thread."""
-        if structured or self._task_of(self._model(model)) is not None:
+        if structured or await asyncio.to_thread(self._task_of, self._model(model)) is not None:
             return await asyncio.to_thread(
                 functools.partial(
                     self.chat_oai,
@@ -872,6 +909,17 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         extra_request_params: dict[str, Any] | None = None,
     ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
+        if await asyncio.to_thread(self._task_of, self._model(model)) is not None:
+            resp = await asyncio.to_thread(
+                self._task_chat,
+                self._model(model),
+                self._task_of(self._model(model)),
+                conversations,
+                llm_config,
+                extra_request_params,
+            )
+            yield resp.output, SingleOutputMeta(finish_reason="stop")
+            return
         name, request = self._request(conversations, model, llm_config, role_mapping, extra_request_params)
         answered = self._before_call(name, request, llm_config)
         if answered is not None:

@@ -25,7 +25,9 @@ import json
 import time
 from typing import Any
 
+from ..backends.base import TASK_METHODS
 from ..errors import InvalidRequestError, UnsupportedParameterError
+from ..multimodal import read_file, split_data_url
 from ..params import validate_messages
 from ..types import (
     ImageRequest,
@@ -37,7 +39,9 @@ from ..types import (
     TranscriptionRequest,
 )
 
-TASK_KINDS = ("speech", "transcription", "image")
+TASK_KINDS = tuple(TASK_METHODS)
+# images one request may ask for (OpenAI's /v1/images/generations takes n up to 10)
+MAX_IMAGES = 10
 
 # StableDiffusion's generation.* keys (README 001) -> ImageRequest fields
 _IMAGE_KEYS = {
@@ -117,6 +121,20 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in content if isinstance(p, dict))
 
 
+def _number(value: Any, param: str, kind: type, low: float | None = None, high: float | None = None) -> Any:
+    """``value`` as ``kind`` (int or float) within ``[low, high]``; ``InvalidRequestError`` naming
+    ``param`` otherwise (a string of digits is taken, as JSON in a message may carry one)."""
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{param} must be a number, got {value!r}", param=param) from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InvalidRequestError(f"{param} is {value!r}; accepted: {low} to {high}", param=param)
+    return number
+
+
 def _pick(config: dict[str, Any], known: set[str], task: str) -> dict[str, Any]:
     unknown = sorted(set(config) - known)
     if unknown:
@@ -130,7 +148,8 @@ def _pick(config: dict[str, Any], known: set[str], task: str) -> dict[str, Any]:
 
 def speech_request(conversations: Any, *configs: dict[str, Any] | None) -> SpeechRequest:
     """The ``SpeechRequest`` of a chat-shaped TTS call (see the module docstring). Raises
-    ``InvalidRequestError`` naming the bad field."""
+    ``InvalidRequestError`` naming the bad field, ``UnsupportedParameterError`` for an
+    ``llm_config`` key that is not a speech parameter."""
     index, content = _last_user(conversations)
     fields = _json_object(content) or {"input": _text(content)}
     fields = {**_pick(_config(*configs), {"voice", "response_format", "speed"}, "speech"), **fields}
@@ -148,38 +167,48 @@ def speech_request(conversations: Any, *configs: dict[str, Any] | None) -> Speec
         input=fields["input"],
         voice=fields.get("voice"),
         response_format=str(fields.get("response_format") or "mp3"),
-        speed=float(fields.get("speed", 1.0)),
+        speed=_number(fields.get("speed", 1.0), "speed", float, 0.25, 4.0),
     )
 
 
 def transcription_request(conversations: Any, *configs: dict[str, Any] | None) -> TranscriptionRequest:
     """The ``TranscriptionRequest`` of a chat-shaped whisper call: the last user message's audio.
-    Raises ``InvalidRequestError`` when it has none or its base64 is broken."""
+    Raises ``InvalidRequestError`` when it has none or its base64 is broken,
+    ``UnsupportedParameterError`` for an ``llm_config`` key that is not a transcription parameter."""
     index, content = _last_user(conversations)
     config = _pick(_config(*configs), {"language", "prompt", "temperature", "task"}, "transcription")
-    data = None
+    url = None
     obj = _json_object(content)
     if obj is not None and isinstance(obj.get("audio"), str):
-        data = obj["audio"].partition(";base64,")[2] if obj["audio"].startswith("data:") else obj["audio"]
+        audio = obj["audio"]
+        url = audio if audio.startswith("data:") else f"data:audio/{obj.get('type', 'wav')};base64,{audio}"
     elif isinstance(content, list):
-        audio = [p for p in content if isinstance(p, dict) and p.get("type") == "input_audio"]
-        if audio:
-            data = audio[0]["input_audio"]["data"]
-    if data is None:
+        parts = [p for p in content if isinstance(p, dict) and p.get("type") == "input_audio"]
+        if parts:
+            audio = parts[0].get("input_audio")
+            data = audio.get("data") if isinstance(audio, dict) else None
+            if not isinstance(data, str):
+                raise InvalidRequestError(
+                    "an input_audio part needs {'data': base64, 'format': ...}", param=f"conversations[{index}].content"
+                )
+            url = f"data:audio/{audio.get('format', 'wav')};base64,{data}"
+    if url is None:
         raise InvalidRequestError(
             f"conversations[{index}] has no audio; a transcription model takes an audio part "
             "(AudioPath, Audio.load_audio_from_path, or {'audio': base64})",
             param=f"conversations[{index}].content",
         )
     try:
-        audio_bytes = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError("the audio is not valid base64", param=f"conversations[{index}].content") from None
+        audio_bytes = base64.b64decode(split_data_url(url, "audio")[1], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError(
+            f"the audio is not base64 audio data ({exc})", param=f"conversations[{index}].content"
+        ) from None
     return TranscriptionRequest(
         audio=audio_bytes,
         language=config.get("language"),
         prompt=config.get("prompt"),
-        temperature=float(config.get("temperature", 0.0)),
+        temperature=_number(config.get("temperature", 0.0), "temperature", float, 0.0, 1.0),
         task=str(config.get("task", "transcribe")),
     )
 
@@ -215,14 +244,23 @@ def image_request(conversations: Any, *configs: dict[str, Any] | None) -> tuple[
     if width is not None or height is not None:
         if width is None or height is None:
             raise InvalidRequestError("generation.width and generation.height go together", param="width")
-        size = f"{int(width)}x{int(height)}"
-    n = int(values.pop("n", 1)) * int(values.pop("batch_size", 1)) * int(values.pop("batch_count", 1))
+        size = f"{_number(width, 'width', int, 8)}x{_number(height, 'height', int, 8)}"
+    n = 1
+    for key in ("n", "batch_size", "batch_count"):
+        n *= _number(values.pop(key, 1), key, int, 1, MAX_IMAGES)
+    if n > MAX_IMAGES:
+        raise InvalidRequestError(f"{n} images asked; at most {MAX_IMAGES} per request", param="n")
     seed = values.pop("seed", None)
+    seed = None if seed is None else _number(seed, "seed", int)
+    if values.get("steps") is not None:
+        values["steps"] = _number(values["steps"], "sampling_steps", int, 1, 500)
+    if values.get("guidance_scale") is not None:
+        values["guidance_scale"] = _number(values["guidance_scale"], "cfg_scale", float, 0.0)
     request = ImageRequest(
         prompt=prompt,
         n=n,
         size=size,
-        seed=None if seed is None or int(seed) < 0 else int(seed),
+        seed=None if seed is None or seed < 0 else seed,
         **{k: v for k, v in values.items() if v is not None},
     )
     return request, obj is None
@@ -256,13 +294,13 @@ class TasksMixin:
         self,
         input: str,
         voice: str | None = None,
-        response_format: str = "wav",
+        response_format: str = "mp3",
         speed: float = 1.0,
         model: str | None = None,
     ) -> SpeechResponse:
         """Speak ``input`` with deployment ``model`` (a speech model: piper, OpenAI tts-1).
         ``voice``: one of ``get_meta()["voices"]`` (None: the model's default); ``response_format``:
-        mp3, opus, aac, flac, wav or pcm (16-bit mono); ``speed`` 0.25-4.0. Returns a
+        mp3 (the default), opus, aac, flac, wav or pcm (16-bit mono); ``speed`` 0.25-4.0. Returns a
         ``SpeechResponse`` (encoded ``audio`` bytes, ``format``, ``sample_rate`` Hz, ``duration`` s).
         Raises ``InvalidRequestError`` naming a bad field, ``ModelNotFoundError``."""
         request = SpeechRequest(input=input, voice=voice, response_format=response_format, speed=speed)
@@ -283,7 +321,7 @@ class TasksMixin:
         whisper's verbose JSON: text, language, duration, segments, words; times in seconds).
         Raises ``InvalidRequestError`` (``param="file"``) for data that is not audio."""
         if isinstance(audio, str):
-            audio = _read_file(audio)
+            audio = read_file(audio, "file")
         request = TranscriptionRequest(
             audio=audio, language=language, prompt=prompt, temperature=temperature, task=task
         )
@@ -341,12 +379,3 @@ class TasksMixin:
             instruction = request.prompt
         meta = _response_metadata(time.perf_counter() - start)
         return LLMResponse(out, {"instruction": instruction, "model": name}, meta)
-
-
-def _read_file(path: str) -> bytes:
-    from pathlib import Path
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise InvalidRequestError(f"file does not exist: {p}", param="file", path=str(p))
-    return p.read_bytes()

@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 
 from ...errors import InvalidRequestError
-from ...types import SpeechRequest, TranscriptionRequest
+from ...types import AUDIO_MEDIA_TYPES, SpeechRequest, TranscriptionRequest
 from ..responses import TranscriptionResponse, VerboseTranscriptionResponse
 from ..schemas import SpeechBody
 from ..state import ServerDep
@@ -28,27 +28,34 @@ TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 router = APIRouter()
 
-_AUDIO_BODY = {
-    200: {
-        "description": "The encoded audio.",
-        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in ("audio/mpeg", "audio/wav")},
+
+def _audio_body() -> dict[int, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        200: {
+            "description": "The encoded audio.",
+            "content": {t: binary for t in sorted(set(AUDIO_MEDIA_TYPES.values()))},
+        }
     }
-}
 
 
 @router.post(
     SPEECH,
     response_class=Response,
-    responses={**_AUDIO_BODY, **error_responses(*MODEL_ERRORS, json_route=False)},
+    responses={**_audio_body(), **error_responses(*MODEL_ERRORS, json_route=False)},
 )
 async def speech(body: SpeechBody, srv: ServerDep) -> Response:
-    from ...audio import MEDIA_TYPES
-
     start = time.perf_counter()
-    request = SpeechRequest(input=body.input, voice=body.voice, response_format=body.response_format, speed=body.speed)
+    request = SpeechRequest(
+        input=body.input,
+        voice=body.voice,
+        response_format=body.response_format,
+        speed=body.speed,
+        instructions=body.instructions,
+    )
     out = await srv.timed(srv.llm.async_run_task("speech", request, model=srv.deployment(body.model)))
     srv.metrics.done(SPEECH, body.model, time.perf_counter() - start, None, {})
-    return Response(out.audio, media_type=MEDIA_TYPES[out.format])
+    return Response(out.audio, media_type=AUDIO_MEDIA_TYPES[out.format])
 
 
 async def _transcribe(
@@ -77,8 +84,15 @@ async def _transcribe(
     if not data:
         raise InvalidRequestError("the audio file is empty", param="file")
     start = time.perf_counter()
+    kinds = set(granularities) or {"segment"}
     request = TranscriptionRequest(
-        audio=data, language=language or None, prompt=prompt or None, temperature=temperature, task=task
+        audio=data,
+        language=language or None,
+        prompt=prompt or None,
+        temperature=temperature,
+        task=task,
+        # word times cost a second alignment pass: only when they are sent back
+        word_timestamps=response_format == "verbose_json" and "word" in kinds,
     )
     out = await srv.timed(srv.llm.async_run_task("transcription", request, model=srv.deployment(model)))
     srv.metrics.done(endpoint, model, time.perf_counter() - start, None, {})
@@ -88,7 +102,6 @@ async def _transcribe(
         return PlainTextResponse(subtitles(out.segments, response_format))
     if response_format == "json":
         return TranscriptionResponse(text=out.text.strip())
-    kinds = set(granularities) or {"segment"}
     return VerboseTranscriptionResponse(
         task=out.task,
         language=out.language,
@@ -103,7 +116,14 @@ _FORM_RESPONSES = {
     200: {
         "description": "json and verbose_json as JSON; text, srt and vtt as text/plain.",
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/VerboseTranscriptionResponse"}},
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/TranscriptionResponse"},
+                        {"$ref": "#/components/schemas/VerboseTranscriptionResponse"},
+                    ]
+                }
+            },
             "text/plain": {"schema": {"type": "string"}},
         },
     },
