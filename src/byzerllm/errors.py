@@ -49,6 +49,13 @@ class ModelNotFoundError(ByzerLLMError):
     error_type = "not_found_error"
 
 
+class JobNotFoundError(ByzerLLMError):
+    """No training job has this name; ``available`` lists the jobs the cluster knows."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+
 class ModelPathError(InvalidRequestError):
     """A model file or folder given to deploy does not exist or cannot be read; ``path``."""
 
@@ -155,6 +162,7 @@ __all__ = [
     "DeploymentStartingError",
     "DeploymentUndeployedError",
     "InvalidRequestError",
+    "JobNotFoundError",
     "ModelNotFoundError",
     "ModelPathError",
     "OutputParseError",

@@ -11,6 +11,7 @@ import pytest
 
 from byzerllm import audio
 from byzerllm.errors import InvalidRequestError
+from byzerllm.types import AUDIO_MEDIA_TYPES
 
 RATE = 22050  # Piper's rate, which Opus does not take
 
@@ -117,7 +118,7 @@ def test_sniff_format_names_each_encoded_format():
     got = {fmt: audio.sniff_format(audio.encode(tone(0.2), RATE, fmt)) for fmt in ("mp3", "opus", "aac", "flac", "wav")}
     assert got == {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav"}
     assert audio.sniff_format(NOT_AUDIO["text"]) is None and audio.sniff_format(b"") is None
-    assert set(audio.MEDIA_TYPES) == set(audio.AUDIO_FORMATS)
+    assert set(AUDIO_MEDIA_TYPES) == set(audio.AUDIO_FORMATS)
 
 
 def test_word_error_rate_ignores_case_and_punctuation_and_counts_edits():

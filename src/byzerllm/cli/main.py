@@ -1,4 +1,5 @@
-"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, backends, sql, cluster start/stop.
+"""The ``byzerllm`` command: deploy, undeploy, query, stat, list, serve, console, backends, sql,
+cluster start/stop.
 
 Flags follow the Byzer-LLM documents (``--num_workers``, ``--infer_params k=v k2=v2``); the
 dashed spellings (``--num-workers``) work too. Errors print one line and exit with status 1.
@@ -255,9 +256,11 @@ def list_cmd(ray_address, as_json):
 @_opt("api_key_file", default=None, type=click.Path(exists=True, dir_okay=False), help="File with one key per line.")
 @_opt("served_model_name", multiple=True, help="alias=deployment: also serve a deployment under another name.")
 @_opt("request_timeout", default=600.0, type=float, show_default=True, help="Seconds before a 504.")
+@_opt("max_body_mb", default=8.0, type=float, show_default=True, help="Largest request body, MB (audio: 25 at least).")
+@_opt("storage_dir", default=None, help="The store the console's documents pages read (default: ByzerStorage's).")
 @_opt("ray_address", default="auto", show_default=True)
 @handle_errors
-def serve(host, port, api_key, api_key_file, served_model_name, request_timeout, ray_address):
+def serve(host, port, api_key, api_key_file, served_model_name, request_timeout, max_body_mb, storage_dir, ray_address):
     """Serve every deployment through an OpenAI-compatible HTTP API (/v1/chat/completions...)."""
     import os
 
@@ -276,13 +279,46 @@ def serve(host, port, api_key, api_key_file, served_model_name, request_timeout,
             _fail(f"--served_model_name expects alias=deployment, got {item!r}")
         aliases[alias] = target
     _connect(ray_address)
-    app = create_app(api_keys=keys, aliases=aliases, request_timeout=request_timeout)
+    app = create_app(
+        api_keys=keys,
+        aliases=aliases,
+        request_timeout=request_timeout,
+        max_body_bytes=int(max_body_mb * 2**20),
+        storage_dir=storage_dir,
+    )
     err.print(
         f"Serving the deployments on http://{host}:{port}/v1 "
-        f"({'API keys required' if keys else 'no API key required'})",
+        f"({'API keys required' if keys else 'no API key required'}); the console: http://{host}:{port}/console",
         soft_wrap=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.command()
+@_opt("host", default="127.0.0.1", show_default=True, help="Address of the running server (byzerllm serve).")
+@_opt("port", default=8000, type=int, show_default=True)
+@click.option("--open", "open_browser", is_flag=True, help="Open the console in the default web browser.")
+@handle_errors
+def console(host, port, open_browser):
+    """Print the web console's URL of a running server (checked on its /health), or open it."""
+    import urllib.request
+    import webbrowser
+
+    if host in ("0.0.0.0", "::"):  # the server listens everywhere: reach it on this machine
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
+    try:
+        with direct.open(f"{base}/health", timeout=5) as resp:
+            healthy = resp.status == 200 and json.loads(resp.read()).get("status") == "ok"
+    except (OSError, ValueError):  # refused, timed out, not HTTP, not JSON
+        healthy = False
+    if not healthy:
+        _fail(f"no byzerllm server answers on {base}/health (start one: byzerllm serve --host {host} --port {port})")
+    url = f"{base}/console"
+    click.echo(url)
+    if open_browser:
+        webbrowser.open(url)
 
 
 @cli.command()

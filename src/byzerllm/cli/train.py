@@ -184,11 +184,7 @@ def jobs_logs(name, tail, ray_address):
     _connect(ray_address)
     records = training.job_log(name)
     for record in records[-tail:] if tail else records:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.pop("time", 0)))
-        if "event" in record:
-            click.echo(f"{stamp} {record['event']}")
-        else:
-            click.echo(f"{stamp} " + " ".join(f"{k}={v}" for k, v in record.items()))
+        click.echo(training.format_record(record))
 
 
 @jobs.command(name="cancel")

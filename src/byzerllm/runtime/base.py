@@ -40,7 +40,12 @@ class Runtime(Protocol):
         ...
 
     def info(self, name: str) -> dict[str, Any]:
-        """``{"spec", "state", "meta", "usage"}`` with secrets in ``spec.options`` masked."""
+        """``{"spec", "state", "meta", "usage", "workers"}``: ``spec`` the ``DeploymentSpec`` as a dict
+        with secrets in ``spec.options`` masked; ``state`` "starting", "running" or "stopping";
+        ``meta`` the backend's meta (None while starting); ``usage`` the token totals
+        (``SlotCounts.usage_totals``); ``workers`` where each worker runs, ``[{"index", "pid",
+        "node"}]`` (``node`` the host name in process, the Ray node's IP address on Ray; ``pid`` and
+        ``node`` None until the worker is ready)."""
         ...
 
     def stat(self, name: str) -> dict[str, Any]:

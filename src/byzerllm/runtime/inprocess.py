@@ -25,10 +25,13 @@ from .worker import Worker
 class _Deployment:
     """The workers of one deployment with their slots and counts."""
 
-    def __init__(self, spec: DeploymentSpec, workers: list[Worker], meta: dict[str, Any]) -> None:
+    def __init__(
+        self, spec: DeploymentSpec, workers: list[Worker], meta: dict[str, Any], placement: list[dict[str, Any]]
+    ) -> None:
         self.spec = spec
         self.workers = workers
         self.meta = meta
+        self.placement = placement  # each worker's {"index", "pid", "node"}
         self.counts = SlotCounts(spec)
         self.stopping = False
         self.cond = threading.Condition()
@@ -58,7 +61,8 @@ class InProcessRuntime:
 
     def __init__(self) -> None:
         self._handles: dict[str, _Deployment] = {}
-        self._lock = threading.Lock()
+        self._starting: set[str] = set()  # names being deployed (their workers are loading)
+        self._lock = threading.Lock()  # guards both; never held while a backend loads
 
     # --- deployments -----------------------------------------------------------------
     def _lookup(self, name: str, refresh: bool = False) -> _Deployment:
@@ -82,26 +86,35 @@ class InProcessRuntime:
         self, spec: DeploymentSpec, timeout: float = 600.0, on_progress: Callable[[int, int], None] | None = None
     ) -> dict[str, Any]:
         """Build ``num_workers`` workers; return the model meta. Raises as ``RayRuntime.deploy``
-        (``DeploymentExistsError``, the backend's start-up error); CPU/GPU amounts are not checked."""
+        (``DeploymentExistsError``, also while a deploy of that name is loading; the backend's
+        start-up error); CPU/GPU amounts are not checked. The deployment is listed once every worker
+        is ready; meanwhile the other deployments are used, deployed and removed as usual."""
         spec.validate()
         with self._lock:
-            if spec.name in self._handles:
-                raise DeploymentExistsError(
-                    f"deployment {spec.name!r} already exists; undeploy it first", param="udf_name"
-                )
-            workers: list[Worker] = []
-            try:
-                for i in range(spec.num_workers):
-                    workers.append(Worker(spec.backend, spec.model_path, spec.options))
-                    meta = workers[-1].ready()["meta"]
-                    if on_progress:
-                        on_progress(i + 1, spec.num_workers)
-            except BaseException:
-                for w in workers:
-                    w.close()
-                raise
-            self._handles[spec.name] = _Deployment(spec, workers, meta)
-            return meta
+            if spec.name in self._handles or spec.name in self._starting:
+                state = "is being deployed" if spec.name in self._starting else "already exists; undeploy it first"
+                raise DeploymentExistsError(f"deployment {spec.name!r} {state}", param="udf_name")
+            self._starting.add(spec.name)
+        workers: list[Worker] = []
+        placement: list[dict[str, Any]] = []
+        try:
+            for i in range(spec.num_workers):
+                workers.append(Worker(spec.backend, spec.model_path, spec.options))
+                ready = workers[-1].ready()
+                meta = ready["meta"]
+                placement.append({"index": i, "pid": ready["pid"], "node": ready["node"]})
+                if on_progress:
+                    on_progress(i + 1, spec.num_workers)
+        except BaseException:
+            with self._lock:
+                self._starting.discard(spec.name)
+            for w in workers:
+                w.close()
+            raise
+        with self._lock:
+            self._starting.discard(spec.name)
+            self._handles[spec.name] = _Deployment(spec, workers, meta, placement)
+        return meta
 
     def undeploy(self, name: str) -> None:
         """Remove a deployment; waiting requests end with ``DeploymentUndeployedError``."""
@@ -123,6 +136,7 @@ class InProcessRuntime:
             "state": "stopping" if dep.stopping else "running",
             "meta": dep.meta,
             "usage": dep.counts.usage_totals(),
+            "workers": [dict(w) for w in dep.placement],
         }
 
     def stat(self, name: str) -> dict[str, Any]:

@@ -52,6 +52,11 @@ class DeploymentSpec:
 _SECRET_WORDS = ("key", "token", "secret", "password")
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether an option named ``key`` holds a secret (an API key, a token, a password), by its name."""
+    return any(w in key.lower() for w in _SECRET_WORDS)
+
+
 def mask_secrets(options: Any) -> Any:
     """Options with every secret-looking value shown as its last 4 characters only, inside nested
     lists and objects too (e.g. the ``api_key`` of a fallback model)."""
@@ -60,10 +65,6 @@ def mask_secrets(options: Any) -> Any:
     if not isinstance(options, dict):
         return options
     return {
-        k: (
-            f"***{str(v)[-4:]}"
-            if v and isinstance(v, (str, int)) and any(w in k.lower() for w in _SECRET_WORDS)
-            else mask_secrets(v)
-        )
+        k: (f"***{str(v)[-4:]}" if v and isinstance(v, (str, int)) and is_secret_key(k) else mask_secrets(v))
         for k, v in options.items()
     }

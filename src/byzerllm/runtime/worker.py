@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -52,10 +53,16 @@ class Worker:
         self._active: set[str] = set()
 
     def ready(self) -> dict[str, Any]:
-        """``{"pid", "meta"}`` once the backend is loaded; raises the start-up error otherwise."""
+        """``{"pid", "node", "meta"}`` once the backend is loaded (``node``: the machine this worker
+        runs on, ``node_name()``); raises the start-up error otherwise."""
         if self.init_error is not None:
             raise self.init_error
-        return {"pid": os.getpid(), "meta": self.backend.get_meta()}
+        return {"pid": os.getpid(), "node": self.node_name(), "meta": self.backend.get_meta()}
+
+    def node_name(self) -> str:
+        """The machine this worker runs on, as ``ready()`` reports it: the host name here; the Ray
+        worker gives the node's IP address, as Ray names its nodes."""
+        return socket.gethostname()
 
     def meta(self) -> dict[str, Any]:
         return self.ready()["meta"]

@@ -6,12 +6,14 @@ alias given with ``--served_model_name alias=deployment``). Errors use OpenAI's 
 class. Response shapes follow the OpenAI API reference; ``/v1/rerank`` follows Jina's.
 
 This module builds the app: the ASGI guard (API keys, body size), the error handlers, the routers
-of ``routes`` and the OpenAPI schema.
+of ``routes``, the OpenAPI schema, and the lifespan that runs the history sampler (``history``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ByzerLLMError
 from .chat_client import ChatClient
 from .errors import body_param, error_response, request_param
+from .history import INTERVAL
 from .responses import (
     ChatCompletionStreamResponse,
     CompletionStreamResponse,
@@ -33,6 +36,8 @@ from .routes import ROUTERS
 from .state import Server
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# an audio upload to /v1/audio/transcriptions may be as large as OpenAI takes (its API reference)
+MAX_AUDIO_BYTES = 25 * 1024 * 1024
 
 # the models of the streams' events, and of the transcription routes' JSON answers (named in a
 # content that may also be text/plain)
@@ -43,28 +48,36 @@ LISTED_MODELS = (*STREAM_CHUNKS, TranscriptionResponse, VerboseTranscriptionResp
 class Guard:
     """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on every request): the
     API key check (401) and the request size limit (413): by Content-Length before reading, and
-    while reading a body sent without one (chunked), which stops at the limit."""
+    while reading a body sent without one (chunked), which stops at the limit. ``OPEN_PATHS`` and
+    everything under ``OPEN_TREES`` (the console's page and its files, which hold no cluster data)
+    need no key."""
 
     OPEN_PATHS = ("/health", "/docs", "/openapi.json")
+    OPEN_TREES = ("/console",)
 
     def __init__(self, app, server: Server, max_body_bytes: int) -> None:
         self.app, self.server, self.max_body_bytes = app, server, max_body_bytes
+
+    def limit(self, path: str) -> int:
+        """The body limit of ``path``: audio uploads may reach OpenAI's 25 MB, others ``max_body_bytes``."""
+        return max(self.max_body_bytes, MAX_AUDIO_BYTES) if path.startswith("/v1/audio/") else self.max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_body_bytes:
+        limit = self.limit(scope["path"])
+        if length.isdigit() and int(length) > limit:
             response = error_response(
                 413,
-                f"request body is larger than {self.max_body_bytes} bytes",
+                f"request body is larger than {limit} bytes",
                 "invalid_request_error",
                 code="request_too_large",
             )
             return await response(scope, receive, send)
         auth = headers.get(b"authorization", b"").decode("latin-1")
-        if scope["path"] not in self.OPEN_PATHS and not self.server.authorized(auth):
+        if not self.is_open(scope["path"]) and not self.server.authorized(auth):
             response = error_response(
                 401,
                 "invalid or missing API key (Authorization: Bearer <key>)",
@@ -80,11 +93,16 @@ class Guard:
             nonlocal read
             message = await receive()
             read += len(message.get("body", b""))
-            if read > self.max_body_bytes:  # the app's error handler answers 413
-                raise StarletteHTTPException(413, f"request body is larger than {self.max_body_bytes} bytes")
+            if read > limit:  # the app's error handler answers 413
+                raise StarletteHTTPException(413, f"request body is larger than {limit} bytes")
             return message
 
         return await self.app(scope, limited_receive, send)
+
+    @classmethod
+    def is_open(cls, path: str) -> bool:
+        """Whether ``path`` is served without an API key."""
+        return path in cls.OPEN_PATHS or any(path == t or path.startswith(t + "/") for t in cls.OPEN_TREES)
 
 
 def _add_error_handlers(app: FastAPI, srv: Server) -> None:
@@ -141,17 +159,39 @@ def create_app(
     aliases: dict[str, str] | None = None,
     request_timeout: float = 600.0,
     max_body_bytes: int = MAX_BODY_BYTES,
+    history_interval: float = INTERVAL,
+    storage_dir: str | None = None,
 ) -> FastAPI:
     """The FastAPI app in front of ``llm``, a connected ``ByzerLLM`` (one is made when None) or
     any other ``ChatClient``. ``api_keys``: the accepted bearer tokens (none: the server is
     open); ``aliases``: ``{served name: deployment}``; ``request_timeout``: seconds before a 504;
-    ``max_body_bytes``: the largest request body (413 above it)."""
+    ``max_body_bytes``: the largest request body (413 above it; audio uploads may reach 25 MB);
+    ``history_interval``: seconds between two samples of the deployments' counters
+    (``/v1/deployments/{name}/history``); ``storage_dir``: the store ``/v1/storage`` and ``/v1/rag``
+    read (None: ``ByzerStorage``'s default)."""
     if llm is None:
         from ..client import ByzerLLM
 
         llm = ByzerLLM()
-    srv = Server(llm, api_keys, aliases, request_timeout)
-    app = ServerApp(title="byzerllm", version="1", description="OpenAI-compatible API over byzerllm deployments.")
+    srv = Server(llm, api_keys, aliases, request_timeout, history_interval=history_interval, storage_dir=storage_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the history sampler runs while the app does (uvicorn's, or a TestClient's, lifespan)
+        sampler = asyncio.create_task(srv.history.run(), name="byzerllm-history")
+        try:
+            yield
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+    app = ServerApp(
+        title="byzerllm",
+        version="1",
+        description="OpenAI-compatible API over byzerllm deployments.",
+        lifespan=lifespan,
+    )
     app.state.server = srv
     app.add_middleware(Guard, server=srv, max_body_bytes=max_body_bytes)
     _add_error_handlers(app, srv)

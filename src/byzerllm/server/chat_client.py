@@ -3,7 +3,9 @@
 ``ByzerLLM`` and ``SimpleByzerLLM`` satisfy it, and so does any object with these methods (the
 test fakes do). The server passes every argument after the first by keyword, so an implementation
 may add parameters (with defaults) and take the keyword ones through ``**kwargs``. Errors are
-``byzerllm.errors`` classes; the server maps each to its HTTP status.
+``byzerllm.errors`` classes; the server maps each to its HTTP status. The console's deployment
+routes and the history sampler also call ``server.deploys.DeployClient``'s methods (``stat``,
+``deploy_spec``, ``deploy``, ``undeploy``); a client without them serves the OpenAI routes only.
 """
 
 from __future__ import annotations

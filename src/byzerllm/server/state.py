@@ -1,5 +1,5 @@
-"""The state of one server (its client, API keys, aliases, timeout, metrics) and the dependency
-that hands it to the routes."""
+"""The state of one server (its client, API keys, aliases, timeout, metrics, the deploys it started
+and its history of deployment counters) and the dependency that hands it to the routes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from fastapi import Depends, Request
 
 from ..errors import InvalidRequestError, RequestTimeoutError
 from .chat_client import ChatClient
+from .deploys import Deploys
+from .history import INTERVAL, History
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest
 
@@ -19,7 +21,9 @@ T = TypeVar("T")
 
 
 class Server:
-    """State of one server: the client, keys, aliases, metrics."""
+    """State of one server: the client, keys, aliases, metrics, the deploys started through its API
+    (``deploys``) and the sampled counters of every deployment (``history``, one sample every
+    ``history_interval`` seconds while the app runs)."""
 
     def __init__(
         self,
@@ -27,12 +31,17 @@ class Server:
         api_keys: Iterable[str] = (),
         aliases: dict[str, str] | None = None,
         request_timeout: float = 600.0,
+        storage_dir: str | None = None,
+        history_interval: float = INTERVAL,
     ) -> None:
         self.llm = llm
         self.api_keys = [k.encode() for k in api_keys if k]
         self.aliases = dict(aliases or {})
         self.request_timeout = request_timeout
+        self.storage_dir = storage_dir  # the store of /v1/storage and /v1/rag (None: ByzerStorage's default)
         self.metrics = Metrics()
+        self.deploys = Deploys()
+        self.history = History(llm, history_interval)
 
     def authorized(self, header: str | None) -> bool:
         if not self.api_keys:

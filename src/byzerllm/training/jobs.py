@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, JobNotFoundError
 from ..runtime.cluster import NAMESPACE
 from .config import training_config
 from .data import load_rows
@@ -263,15 +263,21 @@ def start_job(
     return job_status(name)
 
 
-def _folder(name: str) -> Path:
+def _registered() -> dict[str, str]:
+    """Every job the cluster's registry knows: ``{name: folder}``."""
     ray = _ray()
-    found = ray.get(_registry().get.remote(name))
-    if not found:
-        known = sorted(ray.get(_registry().all.remote()))
-        raise InvalidRequestError(
+    return ray.get(_registry().all.remote())
+
+
+def _folder(name: str) -> Path:
+    """Job ``name``'s folder; raises ``JobNotFoundError`` (listing the known jobs) for an unknown name."""
+    jobs = _registered()
+    if name not in jobs:
+        known = sorted(jobs)
+        raise JobNotFoundError(
             f"no training job named {name!r}; jobs: {', '.join(known) or 'none'}", param="name", available=known
         )
-    return Path(found)
+    return Path(jobs[name])
 
 
 def _alive(name: str) -> bool:
@@ -287,7 +293,7 @@ def job_status(name: str) -> dict[str, Any]:
     """Job ``name``'s state (pending, running, exporting, succeeded, failed, cancelled), step,
     total_steps, epoch, loss, eval_loss, tokens_per_s, eta_s (seconds), outputs (adapter, model,
     gguf paths), error and folder. A job whose process died while active reads as failed.
-    Raises ``InvalidRequestError`` for an unknown name."""
+    Raises ``JobNotFoundError`` for an unknown name."""
     folder = _folder(name)
     status = json.loads((folder / "status.json").read_text())
     progress_file = folder / PROGRESS
@@ -305,18 +311,17 @@ def job_status(name: str) -> dict[str, Any]:
 
 def list_jobs() -> list[dict[str, Any]]:
     """The status of every job the cluster knows, by name."""
-    ray = _ray()
-    return [job_status(n) for n in sorted(ray.get(_registry().all.remote()))]
+    return [job_status(n) for n in sorted(_registered())]
 
 
 def cancel_job(name: str, timeout: float = 120) -> dict[str, Any]:
     """Stop job ``name`` after its current step, with a checkpoint there for ``resume_job``, and
     return its status (``cancelled``). A job that does not stop within ``timeout`` seconds (its
-    step hangs) is killed. Raises ``InvalidRequestError`` when it is not active.
+    step hangs) is killed. Raises ``JobNotFoundError`` for an unknown name and
+    ``InvalidRequestError`` when it is not active.
 
     Cancelling is cooperative because Ray Train frees a run's workers and placement group when the
     run ends, but only a Ray dashboard's state API lets it notice a run whose driver was killed."""
-    ray = _ray()
     status = job_status(name)
     if status["state"] not in ACTIVE:
         raise InvalidRequestError(f"job {name!r} is {status['state']}, not running", param="name")
@@ -329,6 +334,7 @@ def cancel_job(name: str, timeout: float = 120) -> dict[str, Any]:
             break
         time.sleep(0.5)
     else:
+        ray = _ray()
         try:
             ray.kill(ray.get_actor(PREFIX + name, namespace=NAMESPACE), no_restart=True)
         except ValueError:
@@ -342,7 +348,8 @@ def cancel_job(name: str, timeout: float = 120) -> dict[str, Any]:
 def resume_job(name: str) -> dict[str, Any]:
     """Start job ``name`` again from its last checkpoint (step, optimizer, scheduler and data
     position restored; a LoRA job resumes as LoRA); from the start when it has none. Raises
-    ``InvalidRequestError`` when it is active or already succeeded."""
+    ``JobNotFoundError`` for an unknown name and ``InvalidRequestError`` when it is active or
+    already succeeded."""
     status = job_status(name)
     if status["state"] in ACTIVE or status["state"] == "succeeded":
         raise InvalidRequestError(
@@ -359,9 +366,33 @@ def resume_job(name: str) -> dict[str, Any]:
 
 
 def job_log(name: str) -> list[dict[str, Any]]:
-    """Job ``name``'s log records, oldest first (events and the Trainer's loss records)."""
+    """Job ``name``'s log records, oldest first (events and the Trainer's loss records). Raises
+    ``JobNotFoundError`` for an unknown name."""
     path = _folder(name) / LOG
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One log record as a line: ``HH:MM:SS`` (local time) then the event, or the Trainer's
+    values as ``key=value`` (``12:00:01 step=10 loss=1.93 learning_rate=0.0002 ...``)."""
+    record = dict(record)
+    stamp = time.strftime("%H:%M:%S", time.localtime(record.pop("time", 0)))
+    if "event" in record:
+        return f"{stamp} {record['event']}"
+    return f"{stamp} " + " ".join(f"{k}={v}" for k, v in record.items())
+
+
+def loss_curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The losses in ``job_log`` records as ``[{"step", "loss", "eval_loss"}]`` by step (either loss
+    None when that step logged only the other). A step logged twice (a job resumed from an earlier
+    checkpoint trains it again) keeps its latest values."""
+    points: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if "step" not in r or ("loss" not in r and "eval_loss" not in r):
+            continue
+        point = points.setdefault(r["step"], {"step": r["step"], "loss": None, "eval_loss": None})
+        point.update({k: r[k] for k in ("loss", "eval_loss") if k in r})
+    return [points[s] for s in sorted(points)]
 
 
 def wait_job(name: str, timeout: float = 3600, poll: float = 1.0) -> dict[str, Any]:

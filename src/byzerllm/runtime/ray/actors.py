@@ -129,6 +129,10 @@ class RayWorker(Worker):
         # whose last messages (a release within the last few milliseconds) died with it
         self._tell_pool("start", index)
 
+    def node_name(self) -> str:
+        """The IP address of this worker's Ray node (Ray's name of a node)."""
+        return ray.util.get_node_ip_address()
+
     def _send_to_pool(self) -> None:
         sent: deque = deque(maxlen=64)  # the latest messages, which the pool may not have applied yet
         while True:
@@ -275,6 +279,9 @@ class DeploymentPool:
         self._lease_ids = itertools.count(1)
         self._cond = asyncio.Condition()
         self.meta_cache: dict[str, Any] | None = None
+        # each worker's ``{"pid", "node"}`` from its ``ready()``, None until it answered
+        self.placement: list[dict[str, Any] | None] = [None] * n
+        self._placing: set[asyncio.Task] = set()  # kept referenced while they run
 
     def get_workers(self) -> list:
         return self.workers
@@ -291,6 +298,7 @@ class DeploymentPool:
     async def wait_ready(self) -> dict[str, Any]:
         """Wait for every worker's backend; return worker 0's meta. Raises its start-up error."""
         infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
+        self.placement = [{"pid": i["pid"], "node": i.get("node")} for i in infos]
         self.meta_cache = infos[0]["meta"]
         self.state = "running"
         return self.meta_cache
@@ -299,10 +307,18 @@ class DeploymentPool:
         return self.state
 
     def info(self) -> dict[str, Any]:
-        """Spec (secrets masked), state and meta."""
+        """Spec (secrets masked), state, meta, usage and ``workers``: ``[{"index", "pid", "node"}]``
+        (``pid`` and ``node`` None until the worker is ready)."""
         spec = asdict(self.spec)
         spec["options"] = mask_secrets(spec["options"])
-        return {"spec": spec, "state": self.state, "meta": self.meta_cache, "usage": self.counts.usage_totals()}
+        workers = [{"index": i, "pid": None, "node": None, **(p or {})} for i, p in enumerate(self.placement)]
+        return {
+            "spec": spec,
+            "state": self.state,
+            "meta": self.meta_cache,
+            "usage": self.counts.usage_totals(),
+            "workers": workers,
+        }
 
     async def worker_pids(self) -> list[int]:
         infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
@@ -360,6 +376,20 @@ class DeploymentPool:
             self.counts.in_flight[idx] = 0
             async with self._cond:
                 self._cond.notify_all()
+        if self.placement[idx] is not None:  # a restart: the new process may be on another node
+            self.placement[idx] = None
+            task = asyncio.get_running_loop().create_task(self._place(idx))
+            self._placing.add(task)
+            task.add_done_callback(self._placing.discard)
+
+    async def _place(self, idx: int) -> None:
+        """Ask worker ``idx`` where it runs once it is ready again (its pid and node stay None if it
+        cannot start)."""
+        try:
+            info = await self.workers[idx].ready.remote()
+        except Exception:  # its start-up error: requests to it report it
+            return
+        self.placement[idx] = {"pid": info["pid"], "node": info.get("node")}
 
     def use(self, lease: int, idx: int) -> None:
         """A leased request reached its worker: the lease is kept until its release. One taken back

@@ -14,6 +14,7 @@ _WHEN = {
     400: "A malformed request; `param` names the request's field.",
     401: "A missing or wrong API key.",
     404: "An unknown model (the message lists the deployed ones).",
+    409: "The state of the named resource does not allow the request (e.g. a deployment of that name exists).",
     413: "A request body over the size limit.",
     429: "Every worker slot of the deployment is busy and its queue is full.",
     500: "An internal error, reported by its type only.",
