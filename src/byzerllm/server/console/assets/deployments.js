@@ -473,7 +473,7 @@ export class DeploymentsView {
     submit.disabled = true;
     try {
       const d = await postJSON("/v1/deployments", body);
-      showStatus(`Deploying ${d.name || body.name}: ${stateText(d)}.`);
+      showStatus(`Deploy of ${d.name || body.name} started: its row shows the workers loading.`);
       document.getElementById("deploy-name").value = "";
       this.poller.now();
     } catch (err) {
