@@ -3,11 +3,13 @@ with the byzerllm CLI and stops at the end (``ray stop``), and on the real built
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,25 @@ def wait_http(url: str, proc: subprocess.Popen, log, seconds: float = 60) -> Non
             time.sleep(0.3)
     proc.kill()
     raise RuntimeError(f"{url} did not come up:\n{log() if callable(log) else log}")
+
+
+@contextlib.contextmanager
+def byzerllm_serve(*args: str) -> Iterator[str]:
+    """``byzerllm serve`` with ``args`` on a free port, up once ``/health`` answers; yields its base
+    URL and stops it afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "byzerllm"), "serve", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/health", proc, "byzerllm serve did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,20 @@ from pathlib import Path
 from .backends.models import resolve_model_path
 
 
-def build_tiny_llama(out: Path) -> Path:
-    """A 2-layer Llama (hidden size 32, untied embeddings so greedy text varies) with random
-    weights, saved with SmolLM2's tokenizer, which carries the ChatML template."""
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+def _smollm2_tokenizer():
+    """SmolLM2's tokenizer (ChatML template), read from the built-in GGUF: no download."""
+    from transformers import AutoTokenizer
 
     gguf = Path(resolve_model_path("builtin:smollm2"))
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = LlamaConfig(
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def _tiny_llama_config(tok):
+    """A 2-layer Llama of hidden size 32 over ``tok``'s vocabulary; untied embeddings, so greedy text
+    varies."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -31,11 +36,24 @@ def build_tiny_llama(out: Path) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
+
+
+def _generation_config(tok):
+    from transformers import GenerationConfig
+
+    return GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+
+
+def build_tiny_llama(out: Path) -> Path:
+    """A 2-layer Llama (hidden size 32, untied embeddings so greedy text varies) with random
+    weights, saved with SmolLM2's tokenizer, which carries the ChatML template."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tok = _smollm2_tokenizer()
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id
-    )
+    model = LlamaForCausalLM(_tiny_llama_config(tok))
+    model.generation_config = _generation_config(tok)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -149,18 +167,14 @@ def build_tiny_vlm(out: Path) -> Path:
     the shapes, not the quality."""
     import torch
     from transformers import (
-        AutoTokenizer,
         CLIPVisionConfig,
-        GenerationConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    gguf = Path(resolve_model_path("builtin:smollm2"))
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok = _smollm2_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     image_token = tok.convert_tokens_to_ids("<image>")
     processor = LlavaProcessor(
@@ -181,18 +195,7 @@ def build_tiny_vlm(out: Path) -> Path:
             patch_size=8,
             projection_dim=16,
         ),
-        text_config=LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            tie_word_embeddings=False,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-        ),
+        text_config=_tiny_llama_config(tok),
         image_token_index=image_token,
         image_seq_length=16,
         vision_feature_select_strategy="default",
@@ -200,9 +203,7 @@ def build_tiny_vlm(out: Path) -> Path:
     )
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id
-    )
+    model.generation_config = _generation_config(tok)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

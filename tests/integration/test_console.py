@@ -6,7 +6,6 @@ the ones ``scripts/console_screenshots.sh`` refreshes)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from byzerllm.apps.byzer_storage import ByzerStorage, DataType, FieldOption
 
-from ..conftest import BIN, free_port, wait_http
+from ..conftest import byzerllm_serve
 
 pytestmark = pytest.mark.integration
 KEY = "sk-console-key"
@@ -70,17 +69,8 @@ def store(llm, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store):
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "byzerllm"), "serve", "--port", str(port), "--api_key", KEY, "--storage_dir", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health", proc, "byzerllm serve did not start")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with byzerllm_serve("--api_key", KEY, "--storage_dir", str(store)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
 import wave
 
 import openai
@@ -21,7 +20,7 @@ from byzerllm.audio import decode, word_error_rate
 from byzerllm.errors import InvalidRequestError
 from byzerllm.types import AudioPath
 
-from ..conftest import BIN, ROOT, free_port, wait_http
+from ..conftest import ROOT, byzerllm_serve
 
 pytestmark = pytest.mark.integration
 KEY = "sk-mm-key"
@@ -151,17 +150,8 @@ def test_bad_audio_and_voice_are_named_and_the_workers_keep_serving(llm, speech_
 
 @pytest.fixture(scope="module")
 def server(speech_models, image_models, smollm2_chat):
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "byzerllm"), "serve", "--port", str(port), "--api_key", KEY, "--request_timeout", "120"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health", proc, "byzerllm serve did not start")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with byzerllm_serve("--api_key", KEY, "--request_timeout", "120") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

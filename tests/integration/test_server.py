@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import subprocess
 import time
 
 import httpx
 import openai
 import pytest
 
-from ..conftest import BIN, free_port, wait_http
+from ..conftest import byzerllm_serve
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-key-1"
@@ -28,28 +27,9 @@ def emb_model(llm):
 
 @pytest.fixture(scope="module")
 def server(smollm2_chat, emb_model):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(BIN / "byzerllm"),
-            "serve",
-            "--port",
-            str(port),
-            "--api_key",
-            KEY,
-            "--served_model_name",
-            f"gpt-4o-mini={smollm2_chat}",
-            "--request_timeout",
-            "120",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health", proc, "byzerllm serve did not start")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    args = ["--api_key", KEY, "--served_model_name", f"gpt-4o-mini={smollm2_chat}", "--request_timeout", "120"]
+    with byzerllm_serve(*args) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

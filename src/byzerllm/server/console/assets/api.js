@@ -210,3 +210,20 @@ export class Poller {
     }
   }
 }
+
+/** A tab whose data a `Poller` (`this.poller`) refreshes while it is shown; its uPlot chart
+ * (`this.chart`), if any, is freed with it. */
+export class PolledView {
+  activate() {
+    this.poller.start();
+  }
+
+  deactivate() {
+    this.poller.stop();
+  }
+
+  destroy() {
+    this.poller.stop();
+    if (this.chart) this.chart.destroy();
+  }
+}

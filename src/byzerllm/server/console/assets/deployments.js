@@ -1,7 +1,7 @@
 // The Deployments tab: the table of deployments with their live stats (every 2 s), the chart of the
 // selected one, undeploy with a confirmation dialog, and the deploy form built from /v1/backends.
 
-import { ApiError, Poller, enc, getJSON, guard, postJSON, request, showError, showStatus } from "./api.js";
+import { ApiError, Poller, PolledView, enc, getJSON, guard, postJSON, request, showError, showStatus } from "./api.js";
 import { LineChart, rates } from "./charts.js";
 import { clearFieldErrors, field, h, jsonEqual, num, setFieldError } from "./dom.js";
 
@@ -25,8 +25,9 @@ function stateText(d) {
   return d.state;
 }
 
-export class DeploymentsView {
+export class DeploymentsView extends PolledView {
   constructor(panel, store) {
+    super();
     this.panel = panel;
     this.store = store;
     this.rows = new Map(); // name -> {tr, cells}
@@ -132,19 +133,6 @@ export class DeploymentsView {
   }
 
   // ---- the table ----
-
-  activate() {
-    this.poller.start();
-  }
-
-  deactivate() {
-    this.poller.stop();
-  }
-
-  destroy() {
-    this.poller.stop();
-    if (this.chart) this.chart.destroy();
-  }
 
   async refresh() {
     const list = await this.store.refresh();

@@ -1,6 +1,6 @@
 // The Jobs tab: training jobs (every 2 s); the selected one's loss curve, log tail, Cancel and Resume.
 
-import { Poller, enc, getJSON, guard, postJSON, showStatus } from "./api.js";
+import { Poller, PolledView, enc, getJSON, guard, postJSON, showStatus } from "./api.js";
 import { LineChart } from "./charts.js";
 import { duration, h, num } from "./dom.js";
 
@@ -12,8 +12,9 @@ function stepText(j) {
   return total ? `${j.step}/${total}` : String(j.step);
 }
 
-export class JobsView {
+export class JobsView extends PolledView {
   constructor(panel) {
+    super();
     this.panel = panel;
     this.jobs = [];
     this.selected = null;
@@ -93,19 +94,6 @@ export class JobsView {
       this.empty,
       this.detail,
     );
-  }
-
-  activate() {
-    this.poller.start();
-  }
-
-  deactivate() {
-    this.poller.stop();
-  }
-
-  destroy() {
-    this.poller.stop();
-    if (this.chart) this.chart.destroy();
   }
 
   async refresh() {
