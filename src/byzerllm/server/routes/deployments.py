@@ -116,10 +116,11 @@ class DeployRequest(BaseModel):
     model_path: str = Field(description="a GGUF file, a model folder, builtin:<name>, or '' for a SaaS model")
     backend: str | None = Field(None, description="the backend (GET /v1/backends); null: the model's default")
     pretrained_model_type: str = Field("custom/auto", description="custom/auto, or saas/<preset>")
-    num_workers: int = Field(1, ge=1)
-    worker_concurrency: int = Field(1, ge=1, description="requests one worker serves at once")
-    cpus_per_worker: float = Field(0.001, ge=0)
-    gpus_per_worker: float = Field(0, ge=0)
+    # bounds a form should keep to; the CLI and the Python client take larger numbers
+    num_workers: int = Field(1, ge=1, le=64)
+    worker_concurrency: int = Field(1, ge=1, le=1024, description="requests one worker serves at once")
+    cpus_per_worker: float = Field(0.001, ge=0, le=1024)
+    gpus_per_worker: float = Field(0, ge=0, le=64)
     options: dict[str, Any] = Field(default_factory=dict, description="the backend's deploy options (infer_params)")
 
 
