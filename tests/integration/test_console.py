@@ -213,7 +213,8 @@ def test_undeploy_with_a_confirmation(page, llm, shots):
     by(page, f"undeploy-{CHAT}").click()
     by(page, "confirm-dialog").wait_for(state="visible")
     by(page, "confirm-cancel").click()
-    assert llm.is_model_exist(CHAT)
+    page.wait_for_timeout(2500)  # a refresh later the deployment is still there
+    assert by(page, f"deployment-row-{CHAT}").is_visible() and llm.is_model_exist(CHAT)
     by(page, f"undeploy-{CHAT}").click()
     by(page, "confirm-undeploy").click()
     by(page, f"deployment-row-{CHAT}").wait_for(state="detached", timeout=60000)

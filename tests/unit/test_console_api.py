@@ -339,9 +339,26 @@ def test_every_new_route_needs_the_api_key_and_the_console_does_not(console):
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", path
         assert http.request(method, path, headers={"Authorization": "Bearer x"}).status_code == 401, path
     assert llm.deploys == []
-    for path in ("/console", "/console/", "/console/assets/app.js"):
+    others = [
+        ("get", "/v1/jobs"),
+        ("get", "/v1/jobs/j"),
+        ("get", "/v1/jobs/j/log"),
+        ("post", "/v1/jobs/j/cancel"),
+        ("post", "/v1/jobs/j/resume"),
+        ("get", "/v1/storage/tables"),
+        ("post", "/v1/storage/search"),
+        ("get", "/v1/rag/indexes"),
+        ("post", "/v1/rag/indexes"),
+        ("post", "/v1/rag/ask"),
+    ]
+    for method, path in others:
+        assert http.request(method, path, headers={"Authorization": ""}).status_code == 401, path
+    for path in ("/console", "/console/", "/console/assets/console.js", "/console/assets/vendor/uplot/LICENSE"):
         r = http.get(path, headers={"Authorization": ""})
-        assert r.status_code in (200, 404) and "authentication_error" not in r.text, path
+        assert r.status_code == 200 and "authentication_error" not in r.text, path
+    page = http.get("/console", headers={"Authorization": ""})
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert http.get("/console/assets/app.js", headers={"Authorization": ""}).status_code == 404
     # dot segments (encoded, so the client sends them as they are) lead nowhere out of the console
     for path in ("/console/assets/%2e%2e/%2e%2e/app.py", "/console/%2e%2e/v1/deployments"):
         r = http.get(path, headers={"Authorization": ""})
@@ -452,3 +469,24 @@ async def test_the_ray_pool_keeps_where_its_workers_run_and_asks_again_after_a_r
     assert pool.info()["workers"][1] == {"index": 1, "pid": None, "node": None}
     await asyncio.gather(*pool._placing)
     assert pool.info()["workers"][1] == {"index": 1, "pid": 13, "node": "10.0.0.3"}
+
+
+def test_secrets_are_masked_in_headers_urls_and_nested_options():
+    from byzerllm.runtime.spec import mask_secrets
+
+    masked = mask_secrets(
+        {
+            "api_key": "sk-123456789",
+            "extra_headers": {"Authorization": "Bearer sk-abcdefgh", "X-Team": "research"},
+            "proxies": "http://user:hunter2@proxy:8080",
+            "fallback_models": [{"model": "m", "api_key": "sk-zzzz9999"}],
+            "n_threads": 2,
+        }
+    )
+    assert masked == {
+        "api_key": "***6789",
+        "extra_headers": {"Authorization": "***efgh", "X-Team": "***arch"},
+        "proxies": "http://user:***@proxy:8080",
+        "fallback_models": [{"model": "m", "api_key": "***9999"}],
+        "n_threads": 2,
+    }

@@ -258,9 +258,21 @@ def list_cmd(ray_address, as_json):
 @_opt("request_timeout", default=600.0, type=float, show_default=True, help="Seconds before a 504.")
 @_opt("max_body_mb", default=8.0, type=float, show_default=True, help="Largest request body, MB (audio: 25 at least).")
 @_opt("storage_dir", default=None, help="The store the console's documents pages read (default: ByzerStorage's).")
+@_opt("documents_root", default=None, help="The folder the console may build document indexes from (default: cwd).")
 @_opt("ray_address", default="auto", show_default=True)
 @handle_errors
-def serve(host, port, api_key, api_key_file, served_model_name, request_timeout, max_body_mb, storage_dir, ray_address):
+def serve(
+    host,
+    port,
+    api_key,
+    api_key_file,
+    served_model_name,
+    request_timeout,
+    max_body_mb,
+    storage_dir,
+    documents_root,
+    ray_address,
+):
     """Serve every deployment through an OpenAI-compatible HTTP API (/v1/chat/completions...)."""
     import os
 
@@ -285,6 +297,7 @@ def serve(host, port, api_key, api_key_file, served_model_name, request_timeout,
         request_timeout=request_timeout,
         max_body_bytes=int(max_body_mb * 2**20),
         storage_dir=storage_dir,
+        documents_root=documents_root,
     )
     err.print(
         f"Serving the deployments on http://{host}:{port}/v1 "

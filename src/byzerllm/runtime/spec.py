@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,22 +50,38 @@ class DeploymentSpec:
             )
 
 
-_SECRET_WORDS = ("key", "token", "secret", "password")
+_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential", "cookie")
+# option names whose values are all secrets (HTTP headers carry Authorization and the like)
+_SECRET_MAPS = ("extra_headers", "headers")
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]+):[^/@\s]+@")
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether an option named ``key`` holds a secret (an API key, a token, a password), by its name."""
+    """Whether an option named ``key`` holds a secret (an API key, a token, a password, an
+    Authorization header), by its name."""
     return any(w in key.lower() for w in _SECRET_WORDS)
+
+
+def _masked(value: Any) -> Any:
+    return f"***{str(value)[-4:]}" if value and isinstance(value, (str, int)) else value
 
 
 def mask_secrets(options: Any) -> Any:
     """Options with every secret-looking value shown as its last 4 characters only, inside nested
-    lists and objects too (e.g. the ``api_key`` of a fallback model)."""
+    lists and objects too (e.g. the ``api_key`` of a fallback model); every value of a headers
+    option masked; the password of a URL (``http://user:pass@proxy``) replaced by ``***``."""
     if isinstance(options, list):
         return [mask_secrets(v) for v in options]
+    if isinstance(options, str):
+        return _URL_PASSWORD.sub(r"\1:***@", options)
     if not isinstance(options, dict):
         return options
-    return {
-        k: (f"***{str(v)[-4:]}" if v and isinstance(v, (str, int)) and is_secret_key(k) else mask_secrets(v))
-        for k, v in options.items()
-    }
+    out = {}
+    for k, v in options.items():
+        if is_secret_key(k):
+            out[k] = _masked(v) if isinstance(v, (str, int)) else mask_secrets(v)
+        elif k.lower() in _SECRET_MAPS and isinstance(v, dict):
+            out[k] = {name: _masked(value) for name, value in v.items()}
+        else:
+            out[k] = mask_secrets(v)
+    return out

@@ -161,6 +161,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     history_interval: float = INTERVAL,
     storage_dir: str | None = None,
+    documents_root: str | None = None,
 ) -> FastAPI:
     """The FastAPI app in front of ``llm``, a connected ``ByzerLLM`` (one is made when None) or
     any other ``ChatClient``. ``api_keys``: the accepted bearer tokens (none: the server is
@@ -168,12 +169,21 @@ def create_app(
     ``max_body_bytes``: the largest request body (413 above it; audio uploads may reach 25 MB);
     ``history_interval``: seconds between two samples of the deployments' counters
     (``/v1/deployments/{name}/history``); ``storage_dir``: the store ``/v1/storage`` and ``/v1/rag``
-    read (None: ``ByzerStorage``'s default)."""
+    read (None: ``ByzerStorage``'s default); ``documents_root``: the folder ``/v1/rag`` builds may read
+    (None: the working directory)."""
     if llm is None:
         from ..client import ByzerLLM
 
         llm = ByzerLLM()
-    srv = Server(llm, api_keys, aliases, request_timeout, history_interval=history_interval, storage_dir=storage_dir)
+    srv = Server(
+        llm,
+        api_keys,
+        aliases,
+        request_timeout,
+        history_interval=history_interval,
+        storage_dir=storage_dir,
+        documents_root=documents_root,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -33,12 +33,15 @@ class Server:
         request_timeout: float = 600.0,
         storage_dir: str | None = None,
         history_interval: float = INTERVAL,
+        documents_root: str | None = None,
     ) -> None:
         self.llm = llm
         self.api_keys = [k.encode() for k in api_keys if k]
         self.aliases = dict(aliases or {})
         self.request_timeout = request_timeout
         self.storage_dir = storage_dir  # the store of /v1/storage and /v1/rag (None: ByzerStorage's default)
+        # the folder /v1/rag builds may read from, subfolders included (None: the server's working directory)
+        self.documents_root = documents_root
         self.metrics = Metrics()
         self.deploys = Deploys()
         self.history = History(llm, history_interval)

@@ -314,10 +314,11 @@ def list_jobs() -> list[dict[str, Any]]:
     return [job_status(n) for n in sorted(_registered())]
 
 
-def cancel_job(name: str, timeout: float = 120) -> dict[str, Any]:
+def cancel_job(name: str, timeout: float = 120, wait: bool = True) -> dict[str, Any]:
     """Stop job ``name`` after its current step, with a checkpoint there for ``resume_job``, and
     return its status (``cancelled``). A job that does not stop within ``timeout`` seconds (its
-    step hangs) is killed. Raises ``JobNotFoundError`` for an unknown name and
+    step hangs) is killed. ``wait=False`` only asks (the job stops after its step) and returns the
+    status at once, still active. Raises ``JobNotFoundError`` for an unknown name and
     ``InvalidRequestError`` when it is not active.
 
     Cancelling is cooperative because Ray Train frees a run's workers and placement group when the
@@ -328,6 +329,8 @@ def cancel_job(name: str, timeout: float = 120) -> dict[str, Any]:
     folder = Path(status["dir"])
     (folder / CANCEL).touch()
     log_line(folder, "cancel asked")
+    if not wait:
+        return job_status(name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if job_status(name)["state"] not in ACTIVE:

@@ -19,6 +19,11 @@ from .common import error_responses
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 
 router = APIRouter()
+# blob: and data: for recorded audio, uploaded images and generated pictures and speech
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
 _MISSING = {404: {"model": ErrorResponse, "description": "No such file."}}
 # StaticFiles answers a file's path safely (no way out of the folder), with ETag and 304s;
 # check_dir=False: a missing folder is a 404 per request, not an error at start-up
@@ -30,7 +35,9 @@ def _index() -> FileResponse:
     if not index.is_file():
         raise StarletteHTTPException(404, "the console is not installed (byzerllm/server/console/index.html)")
     # revalidated on each visit, so a new version of the page is seen at once
-    return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache"})
+    # the page loads only its own files and talks only to this server; no other site may frame it
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+    return FileResponse(index, media_type="text/html", headers=headers)
 
 
 @router.get(

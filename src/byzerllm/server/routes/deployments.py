@@ -265,16 +265,18 @@ def _detail(srv: Server, name: str) -> DeploymentDetail:
     return DeploymentDetail(**deployment.model_dump(), stat=stat, meta=meta, options=options)
 
 
-@router.get("/v1/deployments", response_model=DeploymentList, responses=error_responses(401, 500, 503))
+@router.get("/v1/deployments", response_model=DeploymentList, responses=error_responses(401, 500, 503, 504))
 async def list_deployments(srv: ServerDep) -> DeploymentList:
     """Every deployment, sorted by name, with the deploys this server started that are starting or
     failed."""
-    return DeploymentList(data=await asyncio.to_thread(_list, srv))
+    return DeploymentList(data=await srv.timed(asyncio.to_thread(_list, srv)))
 
 
-@router.get("/v1/deployments/{name}", response_model=DeploymentDetail, responses=error_responses(401, 404, 500, 503))
+@router.get(
+    "/v1/deployments/{name}", response_model=DeploymentDetail, responses=error_responses(401, 404, 500, 503, 504)
+)
 async def get_deployment(name: str, srv: ServerDep) -> DeploymentDetail:
-    return await asyncio.to_thread(_detail, srv, name)
+    return await srv.timed(asyncio.to_thread(_detail, srv, name))
 
 
 # the request's field for a param of ``deploy_spec``'s errors; any other param is a deploy option
@@ -329,8 +331,10 @@ async def delete_deployment(name: str, srv: ServerDep) -> DeleteResponse:
     pending = srv.deploys.stop(name)
     if pending is None:
         await asyncio.to_thread(llm.undeploy, name)
-    elif pending.state == "starting":
-        try:  # on Ray the starting pool is there: removing it ends the deploy
+    else:
+        # starting: on Ray the starting pool is there, and removing it ends the deploy; failed: a
+        # deployment of that name may run all the same (another client's deploy won the name)
+        try:
             await asyncio.to_thread(llm.undeploy, name)
         except ModelNotFoundError:
             pass  # in process, the deploy's thread removes it once it is ready
@@ -338,12 +342,14 @@ async def delete_deployment(name: str, srv: ServerDep) -> DeleteResponse:
     return DeleteResponse(name=name)
 
 
-@router.get("/v1/deployments/{name}/stat", response_model=DeploymentStat, responses=error_responses(401, 404, 500, 503))
+@router.get(
+    "/v1/deployments/{name}/stat", response_model=DeploymentStat, responses=error_responses(401, 404, 500, 503, 504)
+)
 async def deployment_stat(name: str, srv: ServerDep) -> DeploymentStat:
     """The deployment's counters now (503 while a deploy of this server has no workers yet)."""
     llm: DeployClient = srv.llm
     try:
-        stat = await asyncio.to_thread(llm.stat, name)
+        stat = await srv.timed(asyncio.to_thread(llm.stat, name))
     except ModelNotFoundError:
         pending = srv.deploys.get(name)
         if pending is None:

@@ -14,6 +14,7 @@ this server's memory until the next build of that name."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,11 @@ class RagAskResponse(BaseModel):
 
 
 # --- state -------------------------------------------------------------------------------------
+# documents one build from the console may index (a folder of more is for ``byzerllm rag build``)
+MAX_BUILD_FILES = 10_000
+log = logging.getLogger("byzerllm.server.documents")
+
+
 @dataclass
 class Build:
     """A build this server started: ``state`` building, ready or failed; ``progress`` replaced
@@ -385,10 +391,29 @@ def _prepare(srv: Server, base: Path, body: RagIndexRequest) -> tuple[Any, list[
     from ...rag import DocumentIndex
     from ...rag.loaders import iter_documents
 
-    paths = list(iter_documents(body.source_dir))  # InvalidRequestError naming source_dir
+    root = Path(srv.documents_root or Path.cwd()).resolve()
+    folder_path = Path(body.source_dir).expanduser().resolve()
+    if not folder_path.is_relative_to(root):  # a key must not open the server's other folders
+        raise InvalidRequestError(
+            f"source_dir must be a folder under {root} (byzerllm serve --documents_root)", param="source_dir"
+        )
     emb_model = srv.deployment(body.emb_model) if body.emb_model else None
+    deployed = srv.llm.list_deployments()
+    if (emb_model or "") and emb_model not in deployed:
+        raise InvalidRequestError(
+            f"no embedding deployment named {emb_model!r}; deployed: {', '.join(sorted(deployed)) or 'none'}",
+            param="emb_model",
+            available=sorted(deployed),
+        )
+    paths = list(iter_documents(str(folder_path)))  # InvalidRequestError naming source_dir
+    if len(paths) > MAX_BUILD_FILES:
+        raise InvalidRequestError(
+            f"{folder_path} holds {len(paths)} documents; a build from the console takes {MAX_BUILD_FILES} at most "
+            "(byzerllm rag build has no limit)",
+            param="source_dir",
+        )
     index = DocumentIndex(body.name, emb_model=emb_model, base_dir=str(base), llm=srv.llm)
-    folder = str(Path(body.source_dir).resolve())
+    folder = str(folder_path)
     built_from = index.recorded.get("source_dir")
     if built_from and built_from != folder:
         raise InvalidRequestError(
@@ -416,7 +441,11 @@ def _run_build(docs: Documents, base: Path, build: Build, index: Any) -> None:
     try:
         stats = index.build(build.source_dir, progress)
     except Exception as exc:  # reported as the index's state, for the console to show
-        build.error = str(exc) if isinstance(exc, ByzerLLMError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ByzerLLMError):
+            build.error = str(exc)
+        else:  # its text may hold paths or document content: the log has it
+            log.error("the build of index %r failed", build.name, exc_info=exc)
+            build.error = f"{type(exc).__name__} (details in the server's log)"
         build.state = "failed"
         return
     build.progress = {

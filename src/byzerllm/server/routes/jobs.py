@@ -104,8 +104,9 @@ async def job_log(
 
 @router.post("/v1/jobs/{name}/cancel", response_model=JobStatus, responses=error_responses(400, 401, 404, 500, 503))
 async def cancel_job(name: str) -> JobStatus:
-    """Stops the job after its current step (with a checkpoint there); answers once it stopped."""
-    return JobStatus(**await asyncio.to_thread(_jobs().cancel_job, name))
+    """Asks the job to stop after its current step (with a checkpoint there) and answers at once; the
+    job's state turns ``cancelled`` when it has stopped (poll ``GET /v1/jobs/{name}``)."""
+    return JobStatus(**await asyncio.to_thread(_jobs().cancel_job, name, wait=False))
 
 
 @router.post("/v1/jobs/{name}/resume", response_model=JobStatus, responses=error_responses(400, 401, 404, 500, 503))
