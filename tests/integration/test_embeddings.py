@@ -86,6 +86,6 @@ def test_bad_rerank_and_emb_input_is_named(emb_models):
         llm.emb_rerank("t_rerank", sentence_pairs=[["only one"]])
     with pytest.raises(InvalidRequestError, match="reranker"):
         llm.emb("t_rerank", "text")
-    with pytest.raises(InvalidRequestError, match="not a chat model"):
+    with pytest.raises(InvalidRequestError, match="serves embed, rerank, not chat"):
         llm.chat_oai([{"role": "user", "content": "hi"}], model="t_emb")
     assert llm.emb("t_emb", "still serving")[0].output  # the worker lives on

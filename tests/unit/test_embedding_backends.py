@@ -58,7 +58,7 @@ def test_sentence_transformers_embeds_normalised_vectors_with_token_counts(minil
 def test_embedding_model_reranks_by_cosine_and_refuses_chat(minilm):
     scores, tokens = minilm.rerank([("what is a panda?", PANDA), ("what is a panda?", PARIS)])
     assert len(scores) == 2 and scores[0] > scores[1] and -1 <= scores[1] <= 1 and tokens > 0
-    with pytest.raises(InvalidRequestError, match="not a chat model"):
+    with pytest.raises(InvalidRequestError, match="serves embed, rerank, not chat"):
         next(iter(minilm.stream(ChatRequest(messages=[{"role": "user", "content": "hi"}]))))
 
 

