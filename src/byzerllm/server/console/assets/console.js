@@ -1,4 +1,4 @@
-// The Byzer-LLM web console: a single page over the server's JSON API (docs: the console contract).
+// The Byzer-LLM web console: a single page over the server's JSON API (docs/console.md lists the endpoints).
 // Plain ES modules, no build step; uPlot (assets/vendor/uplot) draws the charts.
 //
 // data-testid attributes the browser tests use (<name> is a deployment, job, index or "db.table"):
