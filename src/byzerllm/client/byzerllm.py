@@ -909,14 +909,10 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         extra_request_params: dict[str, Any] | None = None,
     ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """``stream_chat_oai`` for asyncio code: an async iterator of ``(text, meta)``."""
-        if await asyncio.to_thread(self._task_of, self._model(model)) is not None:
+        task = await asyncio.to_thread(self._task_of, self._model(model))
+        if task is not None:
             resp = await asyncio.to_thread(
-                self._task_chat,
-                self._model(model),
-                self._task_of(self._model(model)),
-                conversations,
-                llm_config,
-                extra_request_params,
+                self._task_chat, self._model(model), task, conversations, llm_config, extra_request_params
             )
             yield resp.output, SingleOutputMeta(finish_reason="stop")
             return
