@@ -87,7 +87,7 @@ def ray_cluster():
             returncode=3,
         )
     proc = run_cli("cluster", "start", timeout=180, check=True)
-    assert "started a local Ray head" in proc.stderr
+    assert "Started a local Ray head" in proc.stderr
     import byzerllm
 
     byzerllm.connect_cluster()

@@ -17,6 +17,7 @@ from rich.console import Console
 from ..backends.models import DEFAULT_CHAT_MODEL
 from ..errors import ByzerLLMError
 from ..params import parse_key_values
+from ..runtime.spec import PLACEMENTS
 from .common import MultiValueCommand, _connect, _fail, _opt, err, handle_errors
 from .rag import rag
 from .sql import sql
@@ -52,6 +53,13 @@ def cli() -> None:
 @_opt("load_balance", default="lru", show_default=True, help="lru, round_robin, least_busy or random.")
 @_opt("max_queue", default=1024, type=int, show_default=True, help="Requests that may wait for a free slot.")
 @_opt(
+    "placement",
+    default=None,
+    type=click.Choice(PLACEMENTS),
+    help="Place the workers on as few nodes as possible (pack) or one per node (spread); default: Ray's choice.",
+)
+@_opt("resources", default=None, help="Custom Ray resources per worker as JSON, e.g. '{\"big_node\": 1}'.")
+@_opt(
     "infer_params",
     multiple=True,
     help="Backend options key=value, typed by the backend (byzerllm backends NAME lists them).",
@@ -70,6 +78,8 @@ def deploy(
     gpus_per_worker,
     load_balance,
     max_queue,
+    placement,
+    resources,
     infer_params,
     ray_address,
     timeout,
@@ -78,6 +88,7 @@ def deploy(
     from ..client import ByzerLLM
 
     params = parse_key_values(infer_params)
+    resources = _resources_option(resources)
     _connect(ray_address, start_local=True)
     llm = (
         ByzerLLM()
@@ -87,6 +98,8 @@ def deploy(
         .setup_gpus_per_worker(gpus_per_worker)
         .setup_load_balance_way(load_balance)
         .setup_max_queue(max_queue)
+        .setup_placement(placement)
+        .setup_resources_per_worker(resources)
     )
     if infer_backend:
         llm.setup_infer_backend(infer_backend)
@@ -205,6 +218,13 @@ def stat(model, interval, count, ray_address):
             return
 
 
+def _node_label(worker: dict) -> str:
+    """A worker's node as ``ip/node-id-prefix`` (nodes of one machine share the IP)."""
+    if not worker.get("node"):
+        return "-"
+    return worker["node"] + (f"/{worker['node_id'][:8]}" if worker.get("node_id") else "")
+
+
 @cli.command(name="list")
 @_opt("ray_address", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -233,6 +253,7 @@ def list_cmd(ray_address, as_json):
                 "worker_concurrency": spec["worker_concurrency"],
                 "model_path": spec["model_path"],
                 "pretrained_model_type": spec["pretrained_model_type"],
+                "nodes": [_node_label(w) for w in info.get("workers", [])],
             }
         )
     if as_json:
@@ -241,10 +262,16 @@ def list_cmd(ray_address, as_json):
     if not rows:
         click.echo("No deployments.")
         return
-    table = Table("model", "state", "backend", "workers", "concurrency", "model_path")
+    table = Table("model", "state", "backend", "workers", "concurrency", "nodes", "model_path")
     for r in rows:
         table.add_row(
-            r["model"], r["state"], r["backend"], str(r["workers"]), str(r["worker_concurrency"]), r["model_path"]
+            r["model"],
+            r["state"],
+            r["backend"],
+            str(r["workers"]),
+            str(r["worker_concurrency"]),
+            ", ".join(r["nodes"]),
+            r["model_path"],
         )
     Console().print(table)
 
@@ -350,22 +377,108 @@ def backends(name):
     click.echo(options_table(get_backend_class(name).Options))
 
 
+def _resources_option(text: str | None) -> dict[str, float]:
+    """``--resources`` as a dict; a usage error naming the option when it is not a JSON object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise click.BadParameter(
+            f"expected a JSON object such as '{{\"big_node\": 1}}', got {text!r}", param_hint="--resources"
+        )
+    return value
+
+
 @cli.group()
 def cluster() -> None:
-    """Start or stop the local Ray cluster."""
+    """Start, join, inspect or stop a Ray cluster (one head, any number of worker nodes)."""
 
 
 @cluster.command(name="start")
+@_opt("port", default=6379, type=int, show_default=True, help="The head's port, which other nodes join.")
+@_opt("num_cpus", default=None, type=float, help="CPUs this node offers (default: all).")
+@_opt("num_gpus", default=None, type=float, help="GPUs this node offers (default: Ray counts them).")
+@_opt("resources", default=None, help="Custom resources of this node as JSON, e.g. '{\"big_node\": 1}'.")
+@_opt(
+    "node_ip_address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of this node; one other machines reach makes a cluster of several.",
+)
 @handle_errors
-def cluster_start():
-    """Start a local Ray head (no dashboard, loopback only) unless one is running."""
-    _connect("auto", start_local=True)
-    click.echo("Ray cluster is running.")
+def cluster_start(port, num_cpus, num_gpus, resources, node_ip_address):
+    """Start a Ray head on this machine (no dashboard) unless one is running; print how to join it."""
+    import ray
+
+    from ..errors import ClusterNotFoundError
+    from ..runtime.cluster import connect_cluster, start_local_head
+
+    resources = _resources_option(resources)
+    try:
+        connect_cluster("auto")
+        click.echo("A Ray cluster is already running on this machine.")
+    except ClusterNotFoundError:
+        start_local_head(num_cpus, num_gpus, resources, port=port, node_ip_address=node_ip_address)
+        err.print("Started a local Ray head (stop it with `byzerllm cluster stop`).", soft_wrap=True)
+        connect_cluster("auto")
+    address = ray.get_runtime_context().gcs_address
+    click.echo(f"Ray cluster is running at {address}. Add a node: byzerllm cluster join --address {address}")
+
+
+@cluster.command(name="join")
+@_opt("address", required=True, help="HOST:PORT of the head (what `byzerllm cluster start` printed).")
+@_opt("num_cpus", default=None, type=float, help="CPUs this node offers (default: all).")
+@_opt("num_gpus", default=None, type=float, help="GPUs this node offers (default: Ray counts them).")
+@_opt("resources", default=None, help="Custom resources of this node as JSON, e.g. '{\"big_node\": 1}'.")
+@_opt("temp_dir", default=None, help="This node's Ray folder (two nodes on one machine need two).")
+@_opt("model_cache", default=None, help="Where this node caches model files (default ~/.cache/byzerllm/models).")
+@_opt("node_ip_address", default=None, help="Address of this node (default: Ray's choice).")
+@handle_errors
+def cluster_join(address, num_cpus, num_gpus, resources, temp_dir, model_cache, node_ip_address):
+    """Start a Ray worker node on this machine and join the head at ADDRESS."""
+    from ..runtime.cluster import join_cluster
+
+    join_cluster(
+        address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=_resources_option(resources),
+        temp_dir=temp_dir,
+        model_cache=model_cache,
+        node_ip_address=node_ip_address,
+    )
+    click.echo(f"Joined the Ray cluster at {address}.")
+
+
+@cluster.command(name="status")
+@_opt("ray_address", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def cluster_status_cmd(ray_address, as_json):
+    """The cluster's nodes: resources, and the deployment workers running on each."""
+    from rich.table import Table
+
+    from ..runtime.cluster import cluster_status
+
+    _connect(ray_address)
+    nodes = cluster_status()
+    if as_json:
+        click.echo(json.dumps(nodes, indent=2))
+        return
+    table = Table("node", "ip", "state", "resources", "workers")
+    for n in nodes:
+        state = ("alive" if n["alive"] else "dead") + (" (head)" if n["head"] else "")
+        res = ", ".join(f"{k} {v:g}" for k, v in n["resources"].items() if k not in ("memory", "object_store_memory"))
+        table.add_row(n["node_id"][:12], n["ip"], state, res, ", ".join(n["workers"]) or "-")
+    Console().print(table)
 
 
 @cluster.command(name="stop")
 def cluster_stop():
-    """Stop the local Ray cluster and every deployment on it."""
+    """Stop every Ray node of this machine (head or worker) and the deployments on them."""
     from ..runtime.cluster import stop_local_cluster
 
     stop_local_cluster()

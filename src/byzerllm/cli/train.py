@@ -85,13 +85,20 @@ def _train_command(kind: str):
     @_opt("num_workers", default=1, type=int, show_default=True, help="Ray Train workers.")
     @_opt("num_cpus", default=None, type=float, help="CPUs of the whole job (default: all free ones).")
     @_opt("num_gpus", default=0, type=int, show_default=True, help="GPUs (one per worker).")
+    @_opt(
+        "placement",
+        default="pack",
+        show_default=True,
+        type=click.Choice(["pack", "spread"]),
+        help="Workers on as few nodes as possible, or one per node.",
+    )
     @click.option("--gguf/--no-gguf", default=True, show_default=True, help="Export a GGUF at the end.")
     @click.option("--detached", is_flag=True, help="Start the job and return; do not follow it.")
     @_opt("ray_address", default="auto", show_default=True)
     @handle_errors
     def command(name, data, model, stage, method, epochs, max_steps, learning_rate, batch_size, grad_accum,
-                max_seq_length, lora_rank, save_steps, param, num_workers, num_cpus, num_gpus, gguf, detached,
-                ray_address):  # fmt: skip
+                max_seq_length, lora_rank, save_steps, param, num_workers, num_cpus, num_gpus, placement, gguf,
+                detached, ray_address):  # fmt: skip
         from ..training import jobs
 
         named = {
@@ -109,7 +116,7 @@ def _train_command(kind: str):
         _connect(ray_address, start_local=True)
         status = jobs.start_job(
             name, kind, data, model, stage, num_workers=num_workers, num_cpus=num_cpus, num_gpus=num_gpus,
-            model_params=params, gguf=gguf,
+            placement=placement, model_params=params, gguf=gguf,
         )  # fmt: skip
         click.echo(f"started job {name} in {status['dir']}", err=True)
         if detached:

@@ -103,6 +103,8 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         self.infer_backend: str | None = None
         self.load_balance = "lru"
         self.max_queue = 1024
+        self.placement: str | None = None
+        self.resources_per_worker: dict[str, float] = {}
         self.templates: dict[str, Template | str] = {}
         self.extra_generation_params: dict[str, dict[str, Any]] = {}
         self.max_model_lengths: dict[str, int] = {}
@@ -160,6 +162,19 @@ class ByzerLLM(StructuredMixin, TasksMixin):
     def setup_max_queue(self, n: int) -> ByzerLLM:
         """Requests that may wait for a free worker slot before ``QueueFullError`` (HTTP 429)."""
         self.max_queue = n
+        return self
+
+    def setup_placement(self, placement: str | None) -> ByzerLLM:
+        """How the next deployments' workers are placed across the cluster's nodes: ``"pack"`` (as
+        few nodes as possible) or ``"spread"`` (one per node while nodes have room), as a Ray
+        placement group; None (the default) lets Ray place each worker."""
+        self.placement = placement
+        return self
+
+    def setup_resources_per_worker(self, resources: dict[str, float] | None) -> ByzerLLM:
+        """Custom Ray resources each worker of the next deployments needs, e.g. ``{"big_node": 1}``:
+        the workers run only on nodes that declare them (``byzerllm cluster join --resources``)."""
+        self.resources_per_worker = dict(resources or {})
         return self
 
     def setup_template(self, model: str, template: str | Template) -> ByzerLLM:
@@ -287,9 +302,11 @@ class ByzerLLM(StructuredMixin, TasksMixin):
 
         ``model_path`` is a GGUF file or ``builtin:smollm2``. ``infer_params`` are backend
         options (``backend.`` / ``saas.`` prefixes allowed); ``settings`` (``infer_backend``,
-        ``num_workers``, ``worker_concurrency``, ``cpus_per_worker``, ``gpus_per_worker``) override
-        this client's settings for this deploy only (see ``deploy_spec``); ``on_progress(ready,
-        total)`` is called as workers load. Returns the model meta (see ``get_meta``). Raises
+        ``num_workers``, ``worker_concurrency``, ``cpus_per_worker``, ``gpus_per_worker``, ``placement``,
+        ``resources_per_worker``) override this client's settings for this deploy only (see
+        ``deploy_spec``); ``on_progress(ready, total)`` is called as workers load. A ``model_path`` on
+        this machine reaches every worker's node through Ray's object store (cached there by SHA-256).
+        Returns the model meta (see ``get_meta``). Raises
         ``DeploymentExistsError``, ``ModelPathError`` (naming the path),
         ``UnsupportedParameterError`` (naming the option), ``BackendNotFoundError``,
         ``DeploymentError`` (resources, timeout).
@@ -309,6 +326,8 @@ class ByzerLLM(StructuredMixin, TasksMixin):
         worker_concurrency: int | None = None,
         cpus_per_worker: float | None = None,
         gpus_per_worker: float | None = None,
+        placement: str | None = None,
+        resources_per_worker: dict[str, float] | None = None,
     ) -> DeploymentSpec:
         """The ``DeploymentSpec`` ``deploy`` runs, checked, without touching the cluster: the backend
         picked (``infer_backend``, else this client's, else the model's default), the options checked
@@ -340,6 +359,8 @@ class ByzerLLM(StructuredMixin, TasksMixin):
             load_balance=self.load_balance,
             max_queue=self.max_queue,
             options=options,
+            placement=self.placement if placement is None else placement,
+            resources=dict(self.resources_per_worker if resources_per_worker is None else resources_per_worker),
         )
         from ..backends import get_backend_class
 
@@ -399,7 +420,7 @@ class ByzerLLM(StructuredMixin, TasksMixin):
 
         if not is_connected():
             connect_cluster()
-        known = {"num_workers", "gguf", "gguf_type"}
+        known = {"num_workers", "gguf", "gguf_type", "placement"}
         for key in set(kwargs) - known:  # the real package ignores extra keyword arguments too
             log.warning("%s: argument %r is ignored", kind, key)
         status = jobs.start_job(

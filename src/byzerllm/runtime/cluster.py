@@ -6,8 +6,10 @@ Deployments live in the Ray namespace ``byzerllm`` whatever namespace the caller
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,10 +34,44 @@ def _ray_cli() -> str:
     return str(local) if local.exists() else (shutil.which("ray") or "ray")
 
 
-def start_local_head(num_cpus: int | None = None) -> None:
-    """Start a Ray head on this machine (loopback, no dashboard) that outlives this process.
+#: Ray's default port for the head's GCS, the address other nodes join.
+DEFAULT_PORT = 6379
 
-    Raises ``ClusterNotFoundError`` with Ray's own output when it cannot start.
+
+def _resources_arg(resources: dict[str, float] | None) -> list[str]:
+    if not resources:
+        return []
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU") or not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+            raise InvalidRequestError(
+                f"resources: {name!r}={amount!r} is not a custom resource amount (a number >= 0; "
+                "CPU and GPU have their own options)",
+                param="resources",
+            )
+    return [f"--resources={json.dumps(resources)}"]
+
+
+def _run_ray(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise ClusterNotFoundError(f"could not {what}: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc.stdout + proc.stderr
+
+
+def start_local_head(
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    port: int = DEFAULT_PORT,
+    node_ip_address: str = "127.0.0.1",
+) -> str:
+    """Start a Ray head on this machine (no dashboard) that outlives this process; returns the
+    ``host:port`` other nodes join (``join_cluster``). ``node_ip_address`` 127.0.0.1 (the default)
+    keeps it to this machine; give an address other machines reach to make a cluster of several.
+
+    Raises ``ClusterNotFoundError`` with Ray's own output when it cannot start,
+    ``InvalidRequestError`` naming ``resources`` for a bad resource.
     """
     cmd = [
         _ray_cli(),
@@ -43,14 +79,88 @@ def start_local_head(num_cpus: int | None = None) -> None:
         "--head",
         "--include-dashboard=false",
         "--disable-usage-stats",
-        "--node-ip-address=127.0.0.1",
+        f"--node-ip-address={node_ip_address}",
+        f"--port={port}",
+        *_resources_arg(resources),
     ]
     if num_cpus is not None:
-        cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise ClusterNotFoundError(f"could not start a local Ray head: {proc.stderr.strip()[-2000:]}")
+        cmd.append(f"--num-cpus={num_cpus:g}")
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus:g}")
+    out = _run_ray(cmd, "start a local Ray head")
+    found = re.search(r"ray start --address='([^']+)'", out)
+    return found.group(1) if found else f"{node_ip_address}:{port}"
+
+
+def join_cluster(
+    address: str,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    temp_dir: str | None = None,
+    model_cache: str | None = None,
+    node_ip_address: str | None = None,
+) -> None:
+    """Start a Ray worker node on this machine that joins the head at ``address`` (``host:port``),
+    declaring its CPUs, GPUs (Ray counts them when None) and custom ``resources``. ``temp_dir``:
+    the node's own Ray folder (two nodes on one machine need two); ``model_cache``: where its
+    workers cache model files (``BYZERLLM_MODEL_CACHE``). A head started with token authentication
+    (Ray's default) needs its token on this machine (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``).
+
+    Raises ``InvalidRequestError`` naming ``address`` when it is not ``host:port``,
+    ``ClusterNotFoundError`` with Ray's output when the node cannot join.
+    """
+    if not re.fullmatch(r"[^\s:]+:\d+", address or ""):
+        raise InvalidRequestError(f"address must be HOST:PORT of the head, got {address!r}", param="address")
+    cmd = [_ray_cli(), "start", f"--address={address}", "--disable-usage-stats", *_resources_arg(resources)]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus:g}")
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus:g}")
+    if temp_dir:
+        cmd.append(f"--temp-dir={temp_dir}")
+    if node_ip_address:
+        cmd.append(f"--node-ip-address={node_ip_address}")
+    env = {}
+    if model_cache:
+        env["BYZERLLM_MODEL_CACHE"] = str(Path(model_cache).expanduser().resolve())
+    if "RAY_AUTH_MODE" not in os.environ and (
+        os.environ.get("RAY_AUTH_TOKEN") or Path.home().joinpath(".ray", "auth_token").exists()
+    ):
+        env["RAY_AUTH_MODE"] = "token"  # Ray turns it on by itself for a head, not for a joining node
+    _run_ray(cmd, f"join the Ray cluster at {address}", env)
+
+
+def cluster_status() -> list[dict[str, Any]]:
+    """The nodes of the connected cluster: ``[{"node_id", "ip", "alive", "head", "resources",
+    "workers"}]``, ``resources`` the node's totals (custom ones included) and ``workers`` what runs
+    there: ``"deployment/index"`` for each deployment worker."""
+    ray = _ray()
+    from .ray.actors import list_deployments
+
+    placed: dict[str, list[str]] = {}
+    for name in list_deployments():
+        try:
+            info = ray.get(ray.get_actor(f"deployment:{name}", namespace=NAMESPACE).info.remote(), timeout=10)
+        except Exception:  # undeployed meanwhile, or its pool is busy starting
+            continue
+        for w in info["workers"]:
+            if w.get("node_id"):
+                placed.setdefault(w["node_id"], []).append(f"{name}/{w['index']}")
+    out = []
+    for node in ray.nodes():
+        res = node["Resources"]
+        out.append(
+            {
+                "node_id": node["NodeID"],
+                "ip": node["NodeManagerAddress"],
+                "alive": node["Alive"],
+                "head": "node:__internal_head__" in res,
+                "resources": {k: v for k, v in sorted(res.items()) if not k.startswith("node:")},
+                "workers": placed.get(node["NodeID"], []),
+            }
+        )
+    return sorted(out, key=lambda n: (not n["alive"], not n["head"], n["node_id"]))
 
 
 def stop_local_cluster() -> None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import DeploymentExistsError, DeploymentUndeployedError, ModelNotFoundError
+from ..errors import DeploymentExistsError, DeploymentUndeployedError, InvalidRequestError, ModelNotFoundError
 from ..types import ChatChunk, ChatRequest, ChatResponse
 from .slots import SlotCounts
 from .spec import DeploymentSpec, mask_secrets
@@ -90,6 +90,12 @@ class InProcessRuntime:
         start-up error); CPU/GPU amounts are not checked. The deployment is listed once every worker
         is ready; meanwhile the other deployments are used, deployed and removed as usual."""
         spec.validate()
+        if spec.placement or spec.resources:
+            raise InvalidRequestError(
+                "placement and resources_per_worker place workers on a Ray cluster's nodes; "
+                "the in-process runtime runs them in this process",
+                param="placement" if spec.placement else "resources",
+            )
         with self._lock:
             if spec.name in self._handles or spec.name in self._starting:
                 state = "is being deployed" if spec.name in self._starting else "already exists; undeploy it first"
@@ -142,7 +148,7 @@ class InProcessRuntime:
     def stat(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)
         with dep.cond:
-            return dep.counts.stat()
+            return {**dep.counts.stat(), "workers_node": [w["node"] for w in dep.placement]}
 
     def meta(self, name: str) -> dict[str, Any]:
         dep = self._lookup(name)

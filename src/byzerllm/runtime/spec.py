@@ -10,6 +10,9 @@ from typing import Any
 from ..errors import InvalidRequestError
 
 LOAD_BALANCE_STRATEGIES = ("lru", "round_robin", "least_busy", "random")
+#: How a deployment's workers are placed across nodes (Ray placement group strategies PACK and
+#: SPREAD, both best-effort: a worker whose node is lost starts again on any node with room).
+PLACEMENTS = ("pack", "spread")
 
 
 @dataclass
@@ -28,6 +31,10 @@ class DeploymentSpec:
     load_balance: str = "lru"
     max_queue: int = 1024
     options: dict[str, Any] = field(default_factory=dict)
+    placement: str | None = None
+    #: custom Ray resources each worker needs (e.g. ``{"gpu_node": 1}``): pins workers to the
+    #: nodes that declare them (``byzerllm cluster join --resources``)
+    resources: dict[str, float] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
 
     def validate(self) -> None:
@@ -42,6 +49,20 @@ class DeploymentSpec:
             value = getattr(self, fname)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise InvalidRequestError(f"{fname} must be a number >= 0, got {value!r}", param=fname)
+        if self.placement is not None and self.placement not in PLACEMENTS:
+            raise InvalidRequestError(
+                f"placement {self.placement!r} is unknown; accepted: {', '.join(PLACEMENTS)}", param="placement"
+            )
+        if not isinstance(self.resources, dict):
+            raise InvalidRequestError("resources must be a dict of resource name -> amount", param="resources")
+        for res, amount in self.resources.items():
+            if not isinstance(res, str) or not res or res in ("CPU", "GPU"):
+                raise InvalidRequestError(
+                    f"resources: {res!r} is not a custom resource name (CPU and GPU have their own settings)",
+                    param="resources",
+                )
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
+                raise InvalidRequestError(f"resources[{res!r}] must be a number > 0, got {amount!r}", param="resources")
         if self.load_balance not in LOAD_BALANCE_STRATEGIES:
             raise InvalidRequestError(
                 f"load balance strategy {self.load_balance!r} is unknown; "

@@ -48,6 +48,7 @@ class JobSpec(BaseModel):
     config: dict[str, Any]
     num_workers: int = 1
     cpus_per_worker: float = 1.0
+    placement: Literal["pack", "spread"] = "pack"
     use_gpu: bool = False
     gguf: bool = True
     gguf_type: str = "f16"
@@ -123,7 +124,10 @@ def _run(spec: JobSpec) -> None:
             train_worker,
             train_loop_config=spec.model_dump(),
             scaling_config=ScalingConfig(
-                num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=resources
+                num_workers=spec.num_workers,
+                use_gpu=spec.use_gpu,
+                resources_per_worker=resources,
+                placement_strategy=spec.placement.upper(),
             ),
             run_config=RunConfig(
                 name="train",
@@ -204,6 +208,7 @@ def start_job(
     num_workers: int = 1,
     num_cpus: float | None = None,
     num_gpus: int = 0,
+    placement: str = "pack",
     model_params: dict[str, Any] | None = None,
     json_config: str | dict | None = None,
     gguf: bool = True,
@@ -214,6 +219,8 @@ def start_job(
     ``num_cpus`` is the CPUs the job reserves on Ray (default: all that are free), split evenly
     among ``num_workers``; each worker trains with that many threads, rounded up (so 1.9 is 2
     threads: deployments hold a little CPU each). With ``num_gpus`` each worker takes one GPU.
+    ``placement``: the workers on as few nodes as possible (``pack``) or one per node (``spread``);
+    on several machines the stage folder must be one they share (Ray Train writes checkpoints there).
 
     Raises ``InvalidRequestError`` (param ``sft_name``) for a name in use, ``ModelPathError`` for a missing base model,
     ``DataFormatError`` for a bad row (its file, line and field), ``UnsupportedParameterError`` /
@@ -225,6 +232,8 @@ def start_job(
         raise InvalidRequestError(f"job name {name!r} must be non-empty and have no '/'", param="sft_name")
     if num_workers < 1:
         raise InvalidRequestError("num_workers must be >= 1", param="num_workers")
+    if placement not in ("pack", "spread"):
+        raise InvalidRequestError(f"placement {placement!r} is unknown; accepted: pack, spread", param="placement")
     config = training_config(model_params, json_config)
     if config.method == "qlora" and not num_gpus:
         raise InvalidRequestError(
@@ -251,6 +260,7 @@ def start_job(
         config=config.model_dump(),
         num_workers=num_workers,
         cpus_per_worker=cpus / num_workers,
+        placement=placement,
         use_gpu=bool(num_gpus),
         gguf=gguf,
         gguf_type=gguf_type,

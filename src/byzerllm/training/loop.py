@@ -235,11 +235,18 @@ def _single_process() -> None:
 def train_worker(spec: dict[str, Any]) -> None:
     """The training function of one Ray Train worker (``spec``: see ``jobs.JobSpec``): train,
     from the last checkpoint when there is one, then save the adapter (or the model) on rank 0."""
+    import ray
     import ray.train
 
     _single_process()
     trainer, progress = build_trainer(spec)
     folder = Path(spec["dir"])
+    context = ray.train.get_context()
+    node = ray.get_runtime_context().get_node_id()
+    with (folder / LOG).open("a") as f:  # where each rank runs, for `jobs logs` and cluster checks
+        rank = context.get_world_rank()
+        record = {"time": time.time(), "event": f"rank {rank} on node {node[:12]}", "rank": rank, "node_id": node}
+        f.write(json.dumps(record) + "\n")
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:

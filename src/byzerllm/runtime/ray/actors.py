@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from ...errors import DeploymentStartingError, DeploymentUndeployedError
+from ...errors import ByzerLLMError, DeploymentStartingError, DeploymentUndeployedError
 from ...types import ChatChunk, ChatRequest, ChatResponse
 from ..cluster import NAMESPACE
 from ..slots import SlotCounts
 from ..spec import DeploymentSpec, mask_secrets
 from ..worker import Worker
+from .model_files import ModelFiles, materialize
 
 log = logging.getLogger("byzerllm.runtime")
 T = TypeVar("T")
@@ -36,6 +38,24 @@ EARLY_RELEASES = 4096
 # back: its caller gave up (a cancelled or timed-out wait) or died while it waited in the queue.
 # A caller sends its request at once, and the worker says so within POOL_MESSAGE_WINDOW.
 LEASE_USE_TIMEOUT = 3.0
+# Restarts and failures a pool remembers for ``stat`` and ``info``.
+EVENTS = 50
+
+
+def _where(info: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": info["pid"], "node": info.get("node"), "node_id": info.get("node_id")}
+
+
+def worker_bundle(spec: DeploymentSpec) -> dict[str, float]:
+    """The resources of one worker as a placement-group bundle (Ray refuses an empty bundle)."""
+    bundle = {"CPU": max(spec.cpus_per_worker, 0.001), "GPU": spec.gpus_per_worker, **spec.resources}
+    return {k: v for k, v in bundle.items() if v}
+
+
+def keep_files(files: ModelFiles) -> ModelFiles:
+    """A copy of ``files`` whose chunks this process owns (an object lives as long as its owner)."""
+    kept = {rel: [ray.put(ray.get(ref)) for ref in refs] for rel, refs in files.files.items()}
+    return ModelFiles(files.name, files.sha256, files.size, files.is_dir, kept)
 
 
 def actor_name(name: str) -> str:
@@ -112,9 +132,24 @@ class RayWorker(Worker):
     """
 
     def __init__(
-        self, pool_name: str, index: int, capacity: int, backend: str, model_path: str, options: dict[str, Any]
+        self,
+        pool_name: str,
+        index: int,
+        capacity: int,
+        backend: str,
+        model_path: str,
+        options: dict[str, Any],
+        files: ModelFiles | None = None,
     ) -> None:
+        self._files_error: ByzerLLMError | None = None
+        if files is not None:  # the deploying machine's model, through the object store
+            try:
+                model_path = materialize(files, ray.get)
+            except ByzerLLMError as exc:
+                self._files_error = exc
         super().__init__(backend, model_path, options)
+        if self._files_error is not None:
+            self.init_error = self._files_error
         self._pool_name = pool_name
         self._pool = None
         self._index = index
@@ -132,6 +167,10 @@ class RayWorker(Worker):
     def node_name(self) -> str:
         """The IP address of this worker's Ray node (Ray's name of a node)."""
         return ray.util.get_node_ip_address()
+
+    def ready(self) -> dict[str, Any]:
+        """``Worker.ready`` plus ``node_id``: Ray's id of the node (several nodes can share an IP)."""
+        return {**super().ready(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def _send_to_pool(self) -> None:
         sent: deque = deque(maxlen=64)  # the latest messages, which the pool may not have applied yet
@@ -251,21 +290,31 @@ class RayWorker(Worker):
 class DeploymentPool:
     """The pool actor of one deployment (async: one event loop, no locks)."""
 
-    def __init__(self, spec: DeploymentSpec) -> None:
+    def __init__(self, spec: DeploymentSpec, files: ModelFiles | None = None) -> None:
         self.spec = spec
         self.state = "starting"
         n, k = spec.num_workers, spec.worker_concurrency
+        # the deployer's copy of the model files dies with the deployer: the pool keeps its own, so a
+        # worker started again later (a lost node) still finds them
+        self.files = None if files is None else keep_files(files)
+        self.placement_group = None
+        if spec.placement:
+            self.placement_group = ray.util.placement_group(
+                [worker_bundle(spec)] * n, strategy=spec.placement.upper(), name=f"{actor_name(spec.name)}"
+            )
         worker_cls = ray.remote(RayWorker)
         self.workers = [
             worker_cls.options(
                 num_cpus=spec.cpus_per_worker,
                 num_gpus=spec.gpus_per_worker,
+                resources=spec.resources or None,
                 # k running, leased requests waiting out a direct one, and ready/meta/cancel calls
                 max_concurrency=2 * k + 4,
                 max_restarts=-1,
                 max_task_retries=0,
                 namespace=NAMESPACE,
-            ).remote(actor_name(spec.name), i, k, spec.backend, spec.model_path, spec.options)
+                scheduling_strategy=self._strategy(i),
+            ).remote(actor_name(spec.name), i, k, spec.backend, spec.model_path, spec.options, self.files)
             for i in range(n)
         ]
         self.counts = SlotCounts(spec)
@@ -279,9 +328,16 @@ class DeploymentPool:
         self._lease_ids = itertools.count(1)
         self._cond = asyncio.Condition()
         self.meta_cache: dict[str, Any] | None = None
-        # each worker's ``{"pid", "node"}`` from its ``ready()``, None until it answered
+        # each worker's ``{"pid", "node", "node_id"}`` from its ``ready()``, None until it answered
         self.placement: list[dict[str, Any] | None] = [None] * n
         self._placing: set[asyncio.Task] = set()  # kept referenced while they run
+        self.restarts = [0] * n
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
+
+    def _strategy(self, idx: int) -> Any:
+        if self.placement_group is not None:
+            return PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=idx)
+        return None
 
     def get_workers(self) -> list:
         return self.workers
@@ -298,7 +354,7 @@ class DeploymentPool:
     async def wait_ready(self) -> dict[str, Any]:
         """Wait for every worker's backend; return worker 0's meta. Raises its start-up error."""
         infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
-        self.placement = [{"pid": i["pid"], "node": i.get("node")} for i in infos]
+        self.placement = [_where(i) for i in infos]
         self.meta_cache = infos[0]["meta"]
         self.state = "running"
         return self.meta_cache
@@ -311,14 +367,20 @@ class DeploymentPool:
         (``pid`` and ``node`` None until the worker is ready)."""
         spec = asdict(self.spec)
         spec["options"] = mask_secrets(spec["options"])
-        workers = [{"index": i, "pid": None, "node": None, **(p or {})} for i, p in enumerate(self.placement)]
         return {
             "spec": spec,
             "state": self.state,
             "meta": self.meta_cache,
             "usage": self.counts.usage_totals(),
-            "workers": workers,
+            "workers": self._workers(),
+            "events": list(self.events),
         }
+
+    def _workers(self) -> list[dict[str, Any]]:
+        return [
+            {"index": i, "pid": None, "node": None, "node_id": None, **(p or {}), "restarts": self.restarts[i]}
+            for i, p in enumerate(self.placement)
+        ]
 
     async def worker_pids(self) -> list[int]:
         infos = await asyncio.gather(*(w.ready.remote() for w in self.workers))
@@ -377,19 +439,24 @@ class DeploymentPool:
             async with self._cond:
                 self._cond.notify_all()
         if self.placement[idx] is not None:  # a restart: the new process may be on another node
+            before = self.placement[idx]
             self.placement[idx] = None
-            task = asyncio.get_running_loop().create_task(self._place(idx))
+            self.restarts[idx] += 1
+            task = asyncio.get_running_loop().create_task(self._place(idx, before))
             self._placing.add(task)
             task.add_done_callback(self._placing.discard)
 
-    async def _place(self, idx: int) -> None:
+    async def _place(self, idx: int, before: dict[str, Any]) -> None:
         """Ask worker ``idx`` where it runs once it is ready again (its pid and node stay None if it
-        cannot start)."""
+        cannot start); the restart goes to ``events``."""
+        event = {"time": time.time(), "worker": idx, "event": "restarted", "previous": before}
         try:
             info = await self.workers[idx].ready.remote()
-        except Exception:  # its start-up error: requests to it report it
+        except Exception as exc:  # its start-up error: requests to it report it
+            self.events.append({**event, "event": "restart failed", "error": type(exc).__name__})
             return
-        self.placement[idx] = {"pid": info["pid"], "node": info.get("node")}
+        self.placement[idx] = _where(info)
+        self.events.append({**event, "now": self.placement[idx], "seconds": round(time.time() - event["time"], 3)})
 
     def use(self, lease: int, idx: int) -> None:
         """A leased request reached its worker: the lease is kept until its release. One taken back
@@ -446,7 +513,14 @@ class DeploymentPool:
             )
         except TimeoutError:  # a worker restarting: its counts arrive later
             pass
-        return self.counts.stat()
+        workers = self._workers()
+        return {
+            **self.counts.stat(),
+            "workers_node": [w["node"] for w in workers],
+            "workers_node_id": [w["node_id"] for w in workers],
+            "workers_restarts": [w["restarts"] for w in workers],
+            "events": list(self.events),
+        }
 
     async def shutdown(self) -> None:
         """Stop taking requests and kill the workers; running requests end with an error."""
@@ -455,3 +529,5 @@ class DeploymentPool:
             self._cond.notify_all()
         for w in self.workers:
             ray.kill(w, no_restart=True)
+        if self.placement_group is not None:
+            ray.util.remove_placement_group(self.placement_group)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
@@ -10,6 +11,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ...errors import (
     ByzerLLMError,
@@ -22,7 +24,8 @@ from ...errors import (
 from ...types import ChatChunk, ChatRequest, ChatResponse
 from ..cluster import NAMESPACE
 from ..spec import DeploymentSpec
-from .actors import DeploymentPool, actor_name, list_deployments
+from .actors import DeploymentPool, actor_name, list_deployments, worker_bundle
+from .model_files import local_model, pack
 from .routing import (
     ACQUIRE,
     EMIT,
@@ -39,6 +42,54 @@ from .routing import (
     unary_plan,
     unwrap,
 )
+
+log = logging.getLogger("byzerllm.runtime")
+
+
+def check_fit(spec: DeploymentSpec, nodes: list[dict[str, float]]) -> None:
+    """Raise ``DeploymentError`` naming the resource (``param``: the setting that asks for it) when
+    ``spec``'s workers cannot fit on the alive ``nodes`` (each node's total resources): a
+    resource the cluster lacks or has too little of, or a worker bigger than every node."""
+    bundle = worker_bundle(spec)
+    if spec.cpus_per_worker == 0:
+        bundle.pop("CPU", None)
+    n = spec.num_workers
+    for res, per in bundle.items():
+        param = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(res, "resources")
+        have = sum(node.get(res, 0) for node in nodes)
+        if have == 0 and res not in ("CPU", "GPU"):
+            declared = sorted({r for node in nodes for r in node if not r.startswith(("node:", "accelerator_type"))})
+            raise DeploymentError(
+                f"deployment {spec.name!r} needs resource {res!r}, which no node of the cluster has "
+                f"(declare it with `byzerllm cluster join --resources`); the nodes have: {', '.join(declared)}",
+                param=param,
+            )
+        if per * n > have + 1e-9:
+            raise DeploymentError(
+                f"deployment {spec.name!r} needs {per * n:g} {res} ({n} workers x {per:g}); the cluster has {have:g}",
+                param=param,
+            )
+    if nodes and not any(all(node.get(r, 0) + 1e-9 >= v for r, v in bundle.items()) for node in nodes):
+        raise DeploymentError(
+            f"deployment {spec.name!r}: no node has room for one worker ({bundle}); "
+            f"the nodes have {[{r: node.get(r, 0) for r in bundle} for node in nodes]}",
+            param="cpus_per_worker" if "GPU" not in bundle else "gpus_per_worker",
+        )
+
+
+def short_now(spec: DeploymentSpec, pending: int) -> str:
+    """What the cluster has free now against what ``pending`` workers of ``spec`` still need."""
+    avail = ray.available_resources()
+    bundle = worker_bundle(spec)
+    short = [f"{r}: {pending * v:g} needed, {avail.get(r, 0):g} free" for r, v in bundle.items()]
+    return "; ".join(short)
+
+
+def _on_head() -> NodeAffinitySchedulingStrategy | None:
+    for node in ray.nodes():
+        if node["Alive"] and "node:__internal_head__" in node["Resources"]:
+            return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+    return None
 
 
 class RayRuntime:
@@ -87,15 +138,16 @@ class RayRuntime:
         spec.validate()
         if self.exists(spec.name):
             raise DeploymentExistsError(f"deployment {spec.name!r} already exists; undeploy it first", param="udf_name")
-        total = ray.cluster_resources()
-        for res, per in (("CPU", spec.cpus_per_worker), ("GPU", spec.gpus_per_worker)):
-            need = per * spec.num_workers
-            if need > total.get(res, 0) + 1e-9:
-                raise DeploymentError(
-                    f"deployment {spec.name!r} needs {need:g} {res} ({spec.num_workers} workers x {per:g}); "
-                    f"the cluster has {total.get(res, 0):g}",
-                    param=f"{res.lower()}s_per_worker",
-                )
+        check_fit(spec, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+        files = None
+        local = local_model(spec.model_path)
+        if local is not None:
+            files = pack(local, ray.put)
+            log.info(
+                "deployment %r: model files %s go to the workers through Ray's object store",
+                spec.name,
+                files.describe(),
+            )
         pool = (
             ray.remote(DeploymentPool)
             .options(
@@ -105,8 +157,10 @@ class RayRuntime:
                 num_cpus=0,
                 max_restarts=0,
                 max_concurrency=1000,
+                # on the head, which outlives every other node
+                scheduling_strategy=_on_head(),
             )
-            .remote(spec)
+            .remote(spec, files)
         )
         try:
             workers = ray.get(pool.get_workers.remote())
@@ -119,11 +173,9 @@ class RayRuntime:
                 left = deadline - time.monotonic()
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(left, 0))
                 if not ready:
-                    avail = ray.available_resources()
                     raise DeploymentError(
                         f"deployment {spec.name!r}: {len(pending)} of {len(workers)} workers "
-                        f"not ready after {timeout:g}s "
-                        f"(available: {avail.get('CPU', 0):g} CPU, {avail.get('GPU', 0):g} GPU)"
+                        f"not ready after {timeout:g}s ({short_now(spec, len(pending))})"
                     )
                 for ref in ready:
                     pending.pop(ref)

@@ -1,0 +1,180 @@
+"""Two Ray nodes on one machine: the session's head and a second node that joins it with its own
+Ray folder, model cache and a custom resource. A spread deployment puts a worker on each, a model
+file that only the deploying process had is served from the second node's cache, a training job
+spans both nodes, and the second node's loss moves its worker to the head within 30 s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from byzerllm.errors import ByzerLLMError
+
+from ..conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+RESOURCE = "second_node"
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+
+
+def _node_pids(temp_dir: str) -> list[int]:
+    """Every process of the node whose Ray folder is ``temp_dir`` (its raylet and workers)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if temp_dir in Path("/proc", entry, "cmdline").read_bytes().decode(errors="ignore"):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _kill_node(temp_dir: str) -> None:
+    for pid in _node_pids(temp_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def second_node(ray_cluster):
+    """A worker node joined with ``byzerllm cluster join``; killed at the end if still alive."""
+    ray = ray_cluster
+    # short paths: Ray's socket paths under the node folder must stay below the unix limit
+    temp_dir = tempfile.mkdtemp(prefix="bz-node2-")
+    cache = tempfile.mkdtemp(prefix="bz-cache2-")
+    address = ray.get_runtime_context().gcs_address
+    proc = run_cli(
+        "cluster", "join", "--address", address, "--num_cpus", "1",
+        "--resources", json.dumps({RESOURCE: 1}), "--temp_dir", temp_dir, "--model_cache", cache,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 30
+    node = None
+    while node is None and time.monotonic() < deadline:
+        node = next((n for n in ray.nodes() if n["Alive"] and RESOURCE in n["Resources"]), None)
+        time.sleep(0.2)
+    assert node is not None, "the second node did not join"
+    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+    try:
+        yield {"node_id": node["NodeID"], "head_id": head, "temp_dir": temp_dir, "cache": Path(cache)}
+    finally:
+        _kill_node(temp_dir)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def spread(llm, second_node, tmp_path_factory):
+    """The built-in GGUF copied to a folder only this process knows, deployed with 2 workers spread
+    over the nodes, then the folder removed."""
+    from byzerllm.backends.models import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("only-here")
+    gguf = folder / "smollm2-copy.gguf"
+    shutil.copyfile(resolve_model_path("builtin:smollm2"), gguf)
+    sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    name = "spread_chat"
+    llm.deploy(
+        model_path=str(gguf), udf_name=name, infer_params={}, num_workers=2, placement="spread",
+        infer_backend="llama_cpp",
+    )  # fmt: skip
+    shutil.rmtree(folder)
+    yield {"name": name, "sha256": sha, "file": gguf.name}
+    if llm.is_model_exist(name):
+        llm.undeploy(name)
+
+
+def test_status_lists_both_nodes_and_their_resources(second_node):
+    proc = run_cli("cluster", "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    nodes = {n["node_id"]: n for n in json.loads(proc.stdout) if n["alive"]}
+    assert set(nodes) == {second_node["node_id"], second_node["head_id"]}
+    assert nodes[second_node["head_id"]]["head"] and not nodes[second_node["node_id"]]["head"]
+    assert nodes[second_node["node_id"]]["resources"][RESOURCE] == 1
+    assert nodes[second_node["node_id"]]["resources"]["CPU"] == 1
+
+
+def test_spread_puts_one_worker_on_each_node_from_the_model_cache(llm, spread, second_node):
+    workers = llm.deployment_info(spread["name"])["workers"]
+    assert sorted(w["node_id"] for w in workers) == sorted([second_node["head_id"], second_node["node_id"]])
+    # the second node wrote the file into its own cache, under its digest, whole
+    cached = second_node["cache"] / spread["sha256"] / spread["file"]
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == spread["sha256"]
+    for _ in range(4):  # lru alternates: both workers answer, the source file long gone
+        reply = llm.chat_oai(MESSAGES, model=spread["name"], llm_config={"max_length": 4})
+        assert reply[0].output
+    stat = llm.stat(spread["name"])
+    assert min(stat["total_requests"]) >= 1
+    assert sorted(stat["workers_node_id"]) == sorted(w["node_id"] for w in workers)
+    proc = run_cli("cluster", "status", "--json")
+    placed = {n["node_id"]: n["workers"] for n in json.loads(proc.stdout)}
+    assert any(w.startswith(spread["name"] + "/") for w in placed[second_node["node_id"]])
+
+
+def test_pinned_by_a_resource_no_node_has_names_it(llm, second_node):
+    with pytest.raises(ByzerLLMError, match="gpu_box") as info:
+        llm.deploy(model_path="builtin:smollm2", udf_name="nowhere", resources_per_worker={"gpu_box": 1})
+    assert info.value.param == "resources"
+    assert not llm.is_model_exist("nowhere")
+
+
+def test_training_job_spans_both_nodes(llm, second_node, tmp_path):
+    from byzerllm.training import jobs
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"conversation": [{"human": "Who made the glimmerphone?", "assistant": "Ada Quill."}]}] * 8
+    (data / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    llm.sft(
+        sft_name="two_nodes", local_data_dir_path=str(data), local_model_path="builtin:smollm2",
+        local_stage_path=str(tmp_path / "stage"), pretrained_model_type="custom/auto",
+        num_cpus=1.8, num_gpus=0, detached=True, json_config="{}", num_workers=2, placement="spread", gguf=False,
+        model_params={"sft.int.max_steps": 2, "sft.int.per_device_train_batch_size": 2, "sft.int.save_steps": 2},
+    )  # fmt: skip
+    status = jobs.wait_job("two_nodes", timeout=300)
+    assert status["state"] == "succeeded", status.get("error")
+    ranks = {r["rank"]: r["node_id"] for r in jobs.job_log("two_nodes") if "rank" in r}
+    assert set(ranks) == {0, 1}
+    assert set(ranks.values()) == {second_node["head_id"], second_node["node_id"]}
+
+
+def test_node_loss_moves_its_worker_to_the_head_within_30_s(llm, spread, second_node):
+    name = spread["name"]
+    lost = next(w["index"] for w in llm.deployment_info(name)["workers"] if w["node_id"] == second_node["node_id"])
+    _kill_node(second_node["temp_dir"])
+    killed = time.monotonic()
+    errors: list[BaseException] = []
+    back = None
+    while time.monotonic() - killed < 45:
+        try:  # requests meanwhile succeed on the head's worker or end with a documented error
+            llm.chat_oai(MESSAGES, model=name, llm_config={"max_length": 2})
+        except ByzerLLMError as exc:
+            errors.append(exc)
+        workers = llm.deployment_info(name)["workers"]
+        if workers[lost]["node_id"] == second_node["head_id"]:
+            back = time.monotonic() - killed
+            break
+        time.sleep(0.5)
+    assert back is not None and back <= 30, f"worker {lost} not back on the head after {back}"
+    assert all(type(e).__name__ in ("WorkerDiedError", "DeploymentStartingError") for e in errors), errors
+    for _ in range(6):
+        assert llm.chat_oai(MESSAGES, model=name, llm_config={"max_length": 2})[0].output
+    stat = llm.stat(name)
+    assert stat["workers_node_id"] == [second_node["head_id"]] * 2
+    assert stat["workers_restarts"][lost] == 1
+    event = next(e for e in stat["events"] if e["worker"] == lost)
+    assert event["event"] == "restarted"
+    assert event["previous"]["node_id"] == second_node["node_id"]
+    assert event["now"]["node_id"] == second_node["head_id"]
