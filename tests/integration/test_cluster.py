@@ -24,6 +24,13 @@ pytestmark = pytest.mark.integration
 
 RESOURCE = "second_node"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
+STEPS = 8
+
+
+def _answered(reply) -> bool:
+    """A whole answer came back (its text may be anything, even empty, from this small model)."""
+    meta = reply[0].metadata
+    return meta["finish_reason"] in ("stop", "length") and meta["generated_tokens_count"] >= 1
 
 
 def _node_pids(temp_dir: str) -> list[int]:
@@ -113,8 +120,7 @@ def test_spread_puts_one_worker_on_each_node_from_the_model_cache(llm, spread, s
     cached = second_node["cache"] / spread["sha256"] / spread["file"]
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == spread["sha256"]
     for _ in range(4):  # lru alternates: both workers answer, the source file long gone
-        reply = llm.chat_oai(MESSAGES, model=spread["name"], llm_config={"max_length": 4})
-        assert reply[0].output
+        assert _answered(llm.chat_oai(MESSAGES, model=spread["name"], llm_config={"max_length": 4}))
     stat = llm.stat(spread["name"])
     assert min(stat["total_requests"]) >= 1
     assert sorted(stat["workers_node_id"]) == sorted(w["node_id"] for w in workers)
@@ -130,27 +136,46 @@ def test_pinned_by_a_resource_no_node_has_names_it(llm, second_node):
     assert not llm.is_model_exist("nowhere")
 
 
-def test_training_job_spans_both_nodes(llm, second_node, tmp_path):
-    from byzerllm.training import jobs
-
-    data = tmp_path / "data"
-    data.mkdir()
+@pytest.fixture(scope="module")
+def two_node_job(llm, second_node, tmp_path_factory):
+    """A 2-worker LoRA job spread over both nodes, checkpointing every 2 steps, left running."""
+    data = tmp_path_factory.mktemp("job-data")
     rows = [{"conversation": [{"human": "Who made the glimmerphone?", "assistant": "Ada Quill."}]}] * 8
     (data / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     llm.sft(
         sft_name="two_nodes", local_data_dir_path=str(data), local_model_path="builtin:smollm2",
-        local_stage_path=str(tmp_path / "stage"), pretrained_model_type="custom/auto",
+        local_stage_path=str(tmp_path_factory.mktemp("stage")), pretrained_model_type="custom/auto",
         num_cpus=1.8, num_gpus=0, detached=True, json_config="{}", num_workers=2, placement="spread", gguf=False,
-        model_params={"sft.int.max_steps": 2, "sft.int.per_device_train_batch_size": 2, "sft.int.save_steps": 2},
+        model_params={"sft.int.max_steps": STEPS, "sft.int.per_device_train_batch_size": 2, "sft.int.save_steps": 2,
+                      "sft.int.logging_steps": 1},
     )  # fmt: skip
-    status = jobs.wait_job("two_nodes", timeout=300)
-    assert status["state"] == "succeeded", status.get("error")
-    ranks = {r["rank"]: r["node_id"] for r in jobs.job_log("two_nodes") if "rank" in r}
-    assert set(ranks) == {0, 1}
-    assert set(ranks.values()) == {second_node["head_id"], second_node["node_id"]}
+    return "two_nodes"
 
 
-def test_node_loss_moves_its_worker_to_the_head_within_30_s(llm, spread, second_node):
+def _ranks(job: str) -> list[dict]:
+    from byzerllm.training import jobs
+
+    return [r for r in jobs.job_log(job) if "rank" in r]
+
+
+def test_training_job_spans_both_nodes(two_node_job, second_node):
+    from byzerllm.training import jobs
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (jobs.job_status(two_node_job).get("step") or 0) < 3:
+        assert jobs.job_status(two_node_job)["state"] in ("pending", "running"), jobs.job_status(two_node_job)
+        time.sleep(0.5)
+    first = {r["rank"]: r["node_id"] for r in _ranks(two_node_job)}
+    assert set(first) == {0, 1}
+    assert set(first.values()) == {second_node["head_id"], second_node["node_id"]}
+
+
+def test_node_loss_moves_its_workers_to_the_head(llm, spread, second_node, two_node_job):
+    """The deployment's worker is back within 30 s; the job's workers start again on the head from
+    the last checkpoint and the job ends at its last step."""
+    from byzerllm.training import jobs
+
+    assert jobs.job_status(two_node_job)["state"] == "running"  # killed mid-run
     name = spread["name"]
     lost = next(w["index"] for w in llm.deployment_info(name)["workers"] if w["node_id"] == second_node["node_id"])
     _kill_node(second_node["temp_dir"])
@@ -168,13 +193,22 @@ def test_node_loss_moves_its_worker_to_the_head_within_30_s(llm, spread, second_
             break
         time.sleep(0.5)
     assert back is not None and back <= 30, f"worker {lost} not back on the head after {back}"
+    print(f"worker {lost} back on the head {back:.1f} s after its node was killed")
     assert all(type(e).__name__ in ("WorkerDiedError", "DeploymentStartingError") for e in errors), errors
     for _ in range(6):
-        assert llm.chat_oai(MESSAGES, model=name, llm_config={"max_length": 2})[0].output
+        assert _answered(llm.chat_oai(MESSAGES, model=name, llm_config={"max_length": 2}))
     stat = llm.stat(name)
     assert stat["workers_node_id"] == [second_node["head_id"]] * 2
-    assert stat["workers_restarts"][lost] == 1
+    assert stat["workers_restarts"][lost] == 1, json.dumps(stat["events"])
     event = next(e for e in stat["events"] if e["worker"] == lost)
     assert event["event"] == "restarted"
     assert event["previous"]["node_id"] == second_node["node_id"]
     assert event["now"]["node_id"] == second_node["head_id"]
+
+    status = jobs.wait_job(two_node_job, timeout=300)
+    assert status["state"] == "succeeded", status.get("error")
+    assert status["step"] == STEPS
+    again = _ranks(two_node_job)[2:]
+    assert {r["rank"] for r in again} == {0, 1}
+    assert {r["node_id"] for r in again} == {second_node["head_id"]}
+    assert all(r["resume"] for r in again)  # from a checkpoint, not from the start

@@ -92,13 +92,20 @@ def _train_command(kind: str):
         type=click.Choice(["pack", "spread"]),
         help="Workers on as few nodes as possible, or one per node.",
     )
+    @_opt(
+        "max_failures",
+        default=2,
+        type=int,
+        show_default=True,
+        help="Restarts from the last checkpoint after a worker or node loss.",
+    )
     @click.option("--gguf/--no-gguf", default=True, show_default=True, help="Export a GGUF at the end.")
     @click.option("--detached", is_flag=True, help="Start the job and return; do not follow it.")
     @_opt("ray_address", default="auto", show_default=True)
     @handle_errors
     def command(name, data, model, stage, method, epochs, max_steps, learning_rate, batch_size, grad_accum,
-                max_seq_length, lora_rank, save_steps, param, num_workers, num_cpus, num_gpus, placement, gguf,
-                detached, ray_address):  # fmt: skip
+                max_seq_length, lora_rank, save_steps, param, num_workers, num_cpus, num_gpus, placement,
+                max_failures, gguf, detached, ray_address):  # fmt: skip
         from ..training import jobs
 
         named = {
@@ -116,7 +123,7 @@ def _train_command(kind: str):
         _connect(ray_address, start_local=True)
         status = jobs.start_job(
             name, kind, data, model, stage, num_workers=num_workers, num_cpus=num_cpus, num_gpus=num_gpus,
-            placement=placement, model_params=params, gguf=gguf,
+            placement=placement, max_failures=max_failures, model_params=params, gguf=gguf,
         )  # fmt: skip
         click.echo(f"started job {name} in {status['dir']}", err=True)
         if detached:

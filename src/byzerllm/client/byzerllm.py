@@ -420,7 +420,7 @@ class ByzerLLM(StructuredMixin, TasksMixin):
 
         if not is_connected():
             connect_cluster()
-        known = {"num_workers", "gguf", "gguf_type", "placement"}
+        known = {"num_workers", "gguf", "gguf_type", "placement", "max_failures"}
         for key in set(kwargs) - known:  # the real package ignores extra keyword arguments too
             log.warning("%s: argument %r is ignored", kind, key)
         status = jobs.start_job(

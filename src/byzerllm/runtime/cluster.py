@@ -131,6 +131,20 @@ def join_cluster(
     _run_ray(cmd, f"join the Ray cluster at {address}", env)
 
 
+def on_head() -> Any:
+    """A Ray scheduling strategy that puts an actor on the head node, which lives as long as the
+    cluster does: the actors that hold a deployment or a job together go there, so losing any other
+    node loses only workers, which are started again (None when no head is found)."""
+    ray = _ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    for node in ray.nodes():
+        if node["Alive"] and "node:__internal_head__" in node["Resources"]:
+            # hard: a soft affinity was seen to land the actor on another node with room
+            return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+    return None
+
+
 def cluster_status() -> list[dict[str, Any]]:
     """The nodes of the connected cluster: ``[{"node_id", "ip", "alive", "head", "resources",
     "workers"}]``, ``resources`` the node's totals (custom ones included) and ``workers`` what runs

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..errors import InvalidRequestError, JobNotFoundError
-from ..runtime.cluster import NAMESPACE
+from ..runtime.cluster import NAMESPACE, on_head
 from .config import training_config
 from .data import load_rows
 from .loop import CANCEL, LOG, PROGRESS, write_json
@@ -49,6 +49,7 @@ class JobSpec(BaseModel):
     num_workers: int = 1
     cpus_per_worker: float = 1.0
     placement: Literal["pack", "spread"] = "pack"
+    max_failures: int = 2
     use_gpu: bool = False
     gguf: bool = True
     gguf_type: str = "f16"
@@ -86,7 +87,9 @@ def _registry():
         def all(self) -> dict[str, str]:
             return dict(self.jobs)
 
-    return JobRegistry.options(name=REGISTRY, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote()
+    return JobRegistry.options(
+        name=REGISTRY, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=on_head()
+    ).remote()
 
 
 def _write_status(folder: Path, **fields: Any) -> dict[str, Any]:
@@ -132,7 +135,8 @@ def _run(spec: JobSpec) -> None:
             run_config=RunConfig(
                 name="train",
                 storage_path=str(folder / "ray"),
-                failure_config=FailureConfig(max_failures=0),
+                # a lost node or a killed worker: Ray Train starts the workers again, from the last checkpoint
+                failure_config=FailureConfig(max_failures=spec.max_failures),
                 # Ray sets OMP_NUM_THREADS to the whole CPUs reserved (1 for 1.99), before torch starts
                 worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads(spec.cpus_per_worker))}},
             ),
@@ -172,7 +176,9 @@ def _start(spec: JobSpec) -> None:
             finally:  # the actor ends with its job, freeing the name; as a kill, not a crash
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
-    TrainingJob.options(name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached").remote(spec)
+    TrainingJob.options(
+        name=PREFIX + spec.name, namespace=NAMESPACE, lifetime="detached", scheduling_strategy=on_head()
+    ).remote(spec)
 
 
 def _cpus(num_workers: int, num_cpus: float | None, num_gpus: int) -> float:
@@ -209,6 +215,7 @@ def start_job(
     num_cpus: float | None = None,
     num_gpus: int = 0,
     placement: str = "pack",
+    max_failures: int = 2,
     model_params: dict[str, Any] | None = None,
     json_config: str | dict | None = None,
     gguf: bool = True,
@@ -221,6 +228,8 @@ def start_job(
     threads: deployments hold a little CPU each). With ``num_gpus`` each worker takes one GPU.
     ``placement``: the workers on as few nodes as possible (``pack``) or one per node (``spread``);
     on several machines the stage folder must be one they share (Ray Train writes checkpoints there).
+    ``max_failures``: how often the workers are started again after a worker or node loss, each time
+    from the last checkpoint, before the job fails.
 
     Raises ``InvalidRequestError`` (param ``sft_name``) for a name in use, ``ModelPathError`` for a missing base model,
     ``DataFormatError`` for a bad row (its file, line and field), ``UnsupportedParameterError`` /
@@ -234,6 +243,8 @@ def start_job(
         raise InvalidRequestError("num_workers must be >= 1", param="num_workers")
     if placement not in ("pack", "spread"):
         raise InvalidRequestError(f"placement {placement!r} is unknown; accepted: pack, spread", param="placement")
+    if not isinstance(max_failures, int) or isinstance(max_failures, bool) or max_failures < 0:
+        raise InvalidRequestError(f"max_failures must be an integer >= 0, got {max_failures!r}", param="max_failures")
     config = training_config(model_params, json_config)
     if config.method == "qlora" and not num_gpus:
         raise InvalidRequestError(
@@ -261,6 +272,7 @@ def start_job(
         num_workers=num_workers,
         cpus_per_worker=cpus / num_workers,
         placement=placement,
+        max_failures=max_failures,
         use_gpu=bool(num_gpus),
         gguf=gguf,
         gguf_type=gguf_type,

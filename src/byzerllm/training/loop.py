@@ -241,18 +241,18 @@ def train_worker(spec: dict[str, Any]) -> None:
     _single_process()
     trainer, progress = build_trainer(spec)
     folder = Path(spec["dir"])
-    context = ray.train.get_context()
-    node = ray.get_runtime_context().get_node_id()
-    with (folder / LOG).open("a") as f:  # where each rank runs, for `jobs logs` and cluster checks
-        rank = context.get_world_rank()
-        record = {"time": time.time(), "event": f"rank {rank} on node {node[:12]}", "rank": rank, "node_id": node}
-        f.write(json.dumps(record) + "\n")
     resume = None
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts a failed run
     if checkpoint:
         resume = str(Path(checkpoint.to_directory()) / "checkpoint")
     elif spec.get("resume_from"):
         resume = spec["resume_from"]
+    rank = ray.train.get_context().get_world_rank()
+    node = ray.get_runtime_context().get_node_id()
+    event = f"rank {rank} on node {node[:12]}" + (f", resuming from {resume}" if resume else "")
+    with (folder / LOG).open("a") as f:  # where each rank runs, for `jobs logs` and cluster checks
+        f.write(json.dumps({"time": time.time(), "event": event, "rank": rank, "node_id": node, "resume": resume}))
+        f.write("\n")
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero() and not progress.cancelled:
         save_outputs(trainer, folder, spec["model_path"], lora=spec["config"].get("method") != "full")

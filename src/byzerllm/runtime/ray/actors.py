@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -162,7 +163,7 @@ class RayWorker(Worker):
         threading.Thread(target=self._send_to_pool, name="pool-messages", daemon=True).start()
         # a restarted worker holds no request: the pool forgets the slots its previous process held,
         # whose last messages (a release within the last few milliseconds) died with it
-        self._tell_pool("start", index)
+        self._tell_pool("start", index, os.getpid())
 
     def node_name(self) -> str:
         """The IP address of this worker's Ray node (Ray's name of a node)."""
@@ -428,9 +429,12 @@ class DeploymentPool:
                 async with self._cond:
                     self._cond.notify()
 
-    async def worker_started(self, idx: int) -> None:
-        """Worker ``idx`` (re)started with every slot free: its earlier leases are void (their callers
-        saw it die; returning them again is harmless)."""
+    async def worker_started(self, idx: int, pid: int | None = None) -> None:
+        """Worker ``idx`` (process ``pid``) (re)started with every slot free: its earlier leases are
+        void (their callers saw it die; returning them again is harmless)."""
+        known = self.placement[idx]
+        if known is not None and known["pid"] == pid:
+            return  # the first start of a process the pool knows, told after its ready()
         for lease in [lease for lease, i in self.leases.items() if i == idx]:
             del self.leases[lease]
             self._unused.pop(lease, None)
@@ -438,8 +442,8 @@ class DeploymentPool:
             self.counts.in_flight[idx] = 0
             async with self._cond:
                 self._cond.notify_all()
-        if self.placement[idx] is not None:  # a restart: the new process may be on another node
-            before = self.placement[idx]
+        if known is not None:  # a restart: the new process may be on another node
+            before = known
             self.placement[idx] = None
             self.restarts[idx] += 1
             task = asyncio.get_running_loop().create_task(self._place(idx, before))
@@ -466,7 +470,7 @@ class DeploymentPool:
             self.counts.in_flight[idx] += 1
 
     async def apply(self, messages: list[tuple[str, tuple]]) -> None:
-        """Messages from a worker, in order: ``("start", (idx,))`` when its process (re)starts, and
+        """Messages from a worker, in order: ``("start", (idx, pid))`` when its process (re)starts, and
         ``("claim", args)``, ``("use", args)``, ``("release", args)`` for its requests."""
         for method, args in messages:
             if method == "claim":

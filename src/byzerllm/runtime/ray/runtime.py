@@ -11,7 +11,6 @@ from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ...errors import (
     ByzerLLMError,
@@ -22,7 +21,7 @@ from ...errors import (
     WorkerDiedError,
 )
 from ...types import ChatChunk, ChatRequest, ChatResponse
-from ..cluster import NAMESPACE
+from ..cluster import NAMESPACE, on_head
 from ..spec import DeploymentSpec
 from .actors import DeploymentPool, actor_name, list_deployments, worker_bundle
 from .model_files import local_model, pack
@@ -83,13 +82,6 @@ def short_now(spec: DeploymentSpec, pending: int) -> str:
     bundle = worker_bundle(spec)
     short = [f"{r}: {pending * v:g} needed, {avail.get(r, 0):g} free" for r, v in bundle.items()]
     return "; ".join(short)
-
-
-def _on_head() -> NodeAffinitySchedulingStrategy | None:
-    for node in ray.nodes():
-        if node["Alive"] and "node:__internal_head__" in node["Resources"]:
-            return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-    return None
 
 
 class RayRuntime:
@@ -158,7 +150,7 @@ class RayRuntime:
                 max_restarts=0,
                 max_concurrency=1000,
                 # on the head, which outlives every other node
-                scheduling_strategy=_on_head(),
+                scheduling_strategy=on_head(),
             )
             .remote(spec, files)
         )
