@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import typing
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -456,19 +457,25 @@ async def test_the_ray_pool_keeps_where_its_workers_run_and_asks_again_after_a_r
     pool = DeploymentPool.__new__(DeploymentPool)  # the actor's state without Ray (no worker actors)
     pool.spec, pool.state, pool.meta_cache, pool.counts = spec, "starting", None, SlotCounts(spec)
     pool.placement, pool._placing, pool.leases, pool._unused = [None, None], set(), {}, {}
+    pool.restarts, pool.events = [0, 0], deque()
     pool._cond = asyncio.Condition()
     pool.workers = [FakeWorkerHandle(11, "10.0.0.1"), FakeWorkerHandle(12, "10.0.0.2")]
-    assert pool.info()["workers"] == [{"index": 0, "pid": None, "node": None}, {"index": 1, "pid": None, "node": None}]
+
+    def where(index, pid, node, restarts=0):
+        return {"index": index, "pid": pid, "node": node, "node_id": None, "restarts": restarts}
+
+    assert pool.info()["workers"] == [where(0, None, None), where(1, None, None)]
     await pool.wait_ready()
-    assert pool.info()["workers"] == [
-        {"index": 0, "pid": 11, "node": "10.0.0.1"},
-        {"index": 1, "pid": 12, "node": "10.0.0.2"},
-    ]
+    assert pool.info()["workers"] == [where(0, 11, "10.0.0.1"), where(1, 12, "10.0.0.2")]
+    await pool.worker_started(1, 12)  # its first start, told after its ready(): no restart
+    assert pool.info()["workers"][1] == where(1, 12, "10.0.0.2") and not pool.events
     pool.workers[1] = FakeWorkerHandle(13, "10.0.0.3")  # worker 1's process restarted elsewhere
-    await pool.worker_started(1)
-    assert pool.info()["workers"][1] == {"index": 1, "pid": None, "node": None}
+    await pool.worker_started(1, 13)
+    assert pool.info()["workers"][1] == where(1, None, None, restarts=1)
     await asyncio.gather(*pool._placing)
-    assert pool.info()["workers"][1] == {"index": 1, "pid": 13, "node": "10.0.0.3"}
+    assert pool.info()["workers"][1] == where(1, 13, "10.0.0.3", restarts=1)
+    (event,) = pool.info()["events"]
+    assert (event["event"], event["worker"], event["previous"]["pid"], event["now"]["pid"]) == ("restarted", 1, 12, 13)
 
 
 def test_secrets_are_masked_in_headers_urls_and_nested_options():
