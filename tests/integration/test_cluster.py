@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from byzerllm.errors import ByzerLLMError
+from byzerllm.runtime.cluster import node_processes
 
 from ..conftest import run_cli
 
@@ -33,21 +34,9 @@ def _answered(reply) -> bool:
     return meta["finish_reason"] in ("stop", "length") and meta["generated_tokens_count"] >= 1
 
 
-def _node_pids(temp_dir: str) -> list[int]:
-    """Every process of the node whose Ray folder is ``temp_dir`` (its raylet and workers)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if temp_dir in Path("/proc", entry, "cmdline").read_bytes().decode(errors="ignore"):
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
 def _kill_node(temp_dir: str) -> None:
-    for pid in _node_pids(temp_dir):
+    """A machine lost: every process of the node dies at once (no goodbye to the head)."""
+    for pid in node_processes(temp_dir):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -75,7 +64,13 @@ def second_node(ray_cluster):
     assert node is not None, "the second node did not join"
     head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
     try:
-        yield {"node_id": node["NodeID"], "head_id": head, "temp_dir": temp_dir, "cache": Path(cache)}
+        yield {
+            "node_id": node["NodeID"],
+            "head_id": head,
+            "temp_dir": temp_dir,
+            "cache": Path(cache),
+            "address": address,
+        }
     finally:
         _kill_node(temp_dir)
         shutil.rmtree(cache, ignore_errors=True)
@@ -106,7 +101,9 @@ def spread(llm, second_node, tmp_path_factory):
 def test_status_lists_both_nodes_and_their_resources(second_node):
     proc = run_cli("cluster", "status", "--json")
     assert proc.returncode == 0, proc.stderr
-    nodes = {n["node_id"]: n for n in json.loads(proc.stdout) if n["alive"]}
+    status = json.loads(proc.stdout)
+    assert status["address"] == second_node["address"]
+    nodes = {n["node_id"]: n for n in status["nodes"] if n["alive"]}
     assert set(nodes) == {second_node["node_id"], second_node["head_id"]}
     assert nodes[second_node["head_id"]]["head"] and not nodes[second_node["node_id"]]["head"]
     assert nodes[second_node["node_id"]]["resources"][RESOURCE] == 1
@@ -125,7 +122,7 @@ def test_spread_puts_one_worker_on_each_node_from_the_model_cache(llm, spread, s
     assert min(stat["total_requests"]) >= 1
     assert sorted(stat["workers_node_id"]) == sorted(w["node_id"] for w in workers)
     proc = run_cli("cluster", "status", "--json")
-    placed = {n["node_id"]: n["workers"] for n in json.loads(proc.stdout)}
+    placed = {n["node_id"]: n["workers"] for n in json.loads(proc.stdout)["nodes"]}
     assert any(w.startswith(spread["name"] + "/") for w in placed[second_node["node_id"]])
 
 

@@ -459,6 +459,7 @@ def cluster_join(address, num_cpus, num_gpus, resources, temp_dir, model_cache, 
 @handle_errors
 def cluster_status_cmd(ray_address, as_json):
     """The cluster's nodes: resources, and the deployment workers running on each."""
+    import ray
     from rich.table import Table
 
     from ..runtime.cluster import cluster_status
@@ -466,7 +467,7 @@ def cluster_status_cmd(ray_address, as_json):
     _connect(ray_address)
     nodes = cluster_status()
     if as_json:
-        click.echo(json.dumps(nodes, indent=2))
+        click.echo(json.dumps({"address": ray.get_runtime_context().gcs_address, "nodes": nodes}, indent=2))
         return
     table = Table("node", "ip", "state", "resources", "workers")
     for n in nodes:
@@ -477,10 +478,17 @@ def cluster_status_cmd(ray_address, as_json):
 
 
 @cluster.command(name="stop")
-def cluster_stop():
-    """Stop every Ray node of this machine (head or worker) and the deployments on them."""
-    from ..runtime.cluster import stop_local_cluster
+@_opt("temp_dir", default=None, help="Stop only the node joined with this --temp_dir.")
+@handle_errors
+def cluster_stop(temp_dir):
+    """Stop every Ray node of this machine (head or worker) and the deployments on them, or only the
+    node whose Ray folder is --temp_dir."""
+    from ..runtime.cluster import stop_local_cluster, stop_node
 
+    if temp_dir:
+        stop_node(temp_dir)
+        click.echo(f"Ray node of {temp_dir} stopped.")
+        return
     stop_local_cluster()
     click.echo("Ray cluster stopped.")
 

@@ -11,8 +11,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,44 @@ def join_cluster(
     ):
         env["RAY_AUTH_MODE"] = "token"  # Ray turns it on by itself for a head, not for a joining node
     _run_ray(cmd, f"join the Ray cluster at {address}", env)
+
+
+def node_processes(temp_dir: str) -> list[int]:
+    """The pids of the Ray node of this machine whose Ray folder is ``temp_dir`` (its raylet and
+    the processes it started, which all name that folder on their command line). Linux only."""
+    folder = str(Path(temp_dir).expanduser().resolve())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:  # ended meanwhile
+                continue
+            if any(folder in a.decode(errors="ignore") for a in args):
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_node(temp_dir: str, grace: float = 10.0) -> int:
+    """Stop only the Ray node of this machine whose Ray folder is ``temp_dir`` (``join_cluster``'s):
+    SIGTERM, so the head hears it leave at once, then SIGKILL what is left after ``grace`` seconds.
+    Returns the number of processes stopped. Raises ``ClusterNotFoundError`` when no node uses it."""
+    pids = node_processes(temp_dir)
+    if not pids:
+        raise ClusterNotFoundError(f"no Ray node of this machine uses the folder {temp_dir}")
+    stopped = len(pids)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while (pids := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pids:
+            break
+    return stopped
 
 
 def on_head() -> Any:
