@@ -104,6 +104,7 @@ def deploy(
     if infer_backend:
         llm.setup_infer_backend(infer_backend)
     start = time.monotonic()
+    _say_if_shipped(model_path)
     with err.status(f"Deploying {model}: starting {num_workers} worker(s)...") as status:
 
         def progress(ready: int, total: int) -> None:
@@ -375,6 +376,23 @@ def backends(name):
             click.echo(f"{backend}\t{', '.join(cls.tasks)}")
         return
     click.echo(options_table(get_backend_class(name).Options))
+
+
+def _say_if_shipped(model_path: str) -> None:
+    """Tell the user when the model files will travel to the workers' nodes (it can take a while)."""
+    import ray
+
+    from ..runtime.ray.model_files import local_model
+
+    local = local_model(model_path)
+    if local is None or sum(n["Alive"] for n in ray.nodes()) < 2:
+        return
+    size = sum(p.stat().st_size for p in ([local] if local.is_file() else local.rglob("*")) if p.is_file())
+    err.print(
+        f"Model files {local.name} ({size / 1e6:.1f} MB) go to the workers' nodes through Ray's object store "
+        "(cached there by SHA-256).",
+        soft_wrap=True,
+    )
 
 
 def _resources_option(text: str | None) -> dict[str, float]:

@@ -130,10 +130,11 @@ class RayRuntime:
         spec.validate()
         if self.exists(spec.name):
             raise DeploymentExistsError(f"deployment {spec.name!r} already exists; undeploy it first", param="udf_name")
-        check_fit(spec, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        check_fit(spec, nodes)
         files = None
         local = local_model(spec.model_path)
-        if local is not None:
+        if local is not None and len(nodes) > 1:  # one node reads the path itself
             files = pack(local, ray.put)
             log.info(
                 "deployment %r: model files %s go to the workers through Ray's object store",
