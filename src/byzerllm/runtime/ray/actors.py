@@ -301,7 +301,7 @@ class DeploymentPool:
         self.placement_group = None
         if spec.placement:
             self.placement_group = ray.util.placement_group(
-                [worker_bundle(spec)] * n, strategy=spec.placement.upper(), name=f"{actor_name(spec.name)}"
+                [worker_bundle(spec)] * n, strategy=spec.placement.upper(), name=actor_name(spec.name)
             )
         worker_cls = ray.remote(RayWorker)
         self.workers = [
