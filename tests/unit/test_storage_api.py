@@ -1,4 +1,5 @@
-"""ByzerStorage on real SQLite files: schema, writes, upsert, delete, truncate, drop, search."""
+"""ByzerStorage on both engines (SQLite files, a PostgreSQL server): schema, writes, upsert, delete,
+truncate, drop, search."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from byzerllm.apps.byzer_storage.fusion import rrf
 from byzerllm.apps.byzer_storage.sqlite_engine import SqliteEngine
 from byzerllm.errors import InvalidRequestError
 
+pytestmark = pytest.mark.engines("sqlite", "postgres")
 DIM = 16
 TEXTS = [
     "我们使用向量数据库来存储文本的嵌入",
@@ -81,12 +83,20 @@ def ids(results):
     return [r["_id"] for r in results]
 
 
+@pytest.mark.engines("sqlite")
 def test_file_location_and_env_override(tmp_path, monkeypatch):
     s = make(tmp_path)
     assert s.path == tmp_path / "byzerai_store" / "testdb.db" and s.path.exists()
     monkeypatch.setenv("BYZERLLM_STORAGE_DIR", str(tmp_path / "env"))
     s2 = ByzerStorage(None, "other", "t")
     assert s2.path == tmp_path / "env" / "byzerai_store" / "other.db"
+
+
+def test_the_engine_is_the_one_chosen(storage, store_engine):
+    from byzerllm.apps.byzer_storage.postgres_engine import PostgresEngine
+
+    assert isinstance(storage.engine, {"sqlite": SqliteEngine, "postgres": PostgresEngine}[store_engine])
+    assert (storage.url is None) == (store_engine == "sqlite")
 
 
 def test_schema_builder_text_and_existing_table(tmp_path):
@@ -161,20 +171,23 @@ def test_delete_truncate_drop(storage, tmp_path):
         storage.count()
 
 
-def test_knn_matches_numpy_brute_force(tmp_path):
+def test_knn_matches_numpy_brute_force(tmp_path, store_engine):
     s = make(tmp_path)
     data = rows(300, seed=3)
     s.write_builder().add_items(data, vector_fields=["vector"], search_fields=["content"]).execute()
     mat = np.array([r["vector"] for r in data], dtype=np.float32)
     mat /= np.linalg.norm(mat, axis=1, keepdims=True)
-    vec0 = SqliteEngine(s.path, vector_cache=False)
+    vec0 = SqliteEngine(s.path, vector_cache=False) if store_engine == "sqlite" else None  # sqlite-vec's own scan
     rng = np.random.default_rng(7)
     for _ in range(10):
         q = rng.standard_normal(DIM).astype(np.float32)
         expected = [str(i) for i in np.argsort(-(mat @ (q / np.linalg.norm(q))))[:10]]
         got = s.query_builder().set_vector_query(q.tolist(), fields=["vector"]).execute()
         assert ids(got) == expected
-        assert ids(vec0.search("docs", s.query_builder().set_vector_query(q.tolist(), "vector").request())) == expected
+        if vec0 is not None:
+            assert (
+                ids(vec0.search("docs", s.query_builder().set_vector_query(q.tolist(), "vector").request())) == expected
+            )
         sims = mat[[int(i) for i in expected]] @ (q / np.linalg.norm(q))
         assert [r["_score"] for r in got] == pytest.approx(sims.tolist(), abs=1e-5)
 

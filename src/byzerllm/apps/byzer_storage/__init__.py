@@ -1,4 +1,5 @@
-"""The built-in vector + full-text store: ``ByzerStorage`` over an embedded SQLite engine."""
+"""The built-in vector + full-text store: ``ByzerStorage`` over an embedded SQLite engine, or over a
+PostgreSQL server (``postgres_engine``, ``postgres_server``: install the ``postgres`` extra)."""
 
 from .engine import Condition, FieldSpec, Filter, SearchRequest, StorageEngine, TableSchema
 from .errors import StorageError, TableNotFoundError, UnknownFieldError, VectorDimensionError

@@ -3,8 +3,9 @@ Byzer-Retrieval library in a folder.
 
 Byzer-LLM's storage runs Byzer-Retrieval, a Java service shipped as ``byzer-retrieval-lib-<x.y.z>``
 folders and run on JDK 21, and this module found both. Our ``ByzerStorage`` is an embedded SQLite
-store and needs neither Java nor that library: the functions are kept for callers such as
-auto-coder, which look the library up before connecting.
+store, or a PostgreSQL server that ``byzerllm storage start --engine postgres`` runs, and needs
+neither Java nor that library: the functions are kept for callers such as auto-coder, which look
+the library up before connecting.
 """
 
 from __future__ import annotations

@@ -27,3 +27,11 @@ class TableNotFoundError(StorageError):
 
 class StorageIntegrityError(ByzerLLMError):
     """The database file failed SQLite's integrity check."""
+
+
+class StorageServerError(ByzerLLMError):
+    """The PostgreSQL server of the store could not be set up, started, stopped or reached; the
+    message carries the server log's tail. ``param`` names a bad option (``host``, ``port``)."""
+
+    status_code = 503
+    error_type = "server_error"

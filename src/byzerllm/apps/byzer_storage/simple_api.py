@@ -13,6 +13,9 @@ The public names and call shapes are Byzer-LLM's ``byzerllm.apps.byzer_storage.s
 
 Data lives in ``<base_dir>/<cluster_name>/<database>.db`` (an embedded SQLite engine, see
 ``sqlite_engine.py``); ``base_dir`` defaults to ``$BYZERLLM_STORAGE_DIR`` or ``~/.byzerllm/storage``.
+Or on a PostgreSQL server (``postgres_engine.py``: schema ``<database>``), chosen by
+``storage_url``: ``url=`` given, else ``$BYZERLLM_STORAGE_URL``, else the connection file that
+``byzerllm storage start --engine postgres`` wrote in the cluster's folder.
 Differences from Byzer-Retrieval: analyzed fields return their original text (segmentation only
 feeds the index), and writes are durable when ``execute()`` returns (``commit()`` only checkpoints).
 """
@@ -76,6 +79,27 @@ def database_path(cluster_name: str | None, database: str, base_dir: str | os.Pa
     """Where a database lives: ``<base_dir>/<cluster_name>/<database>.db``."""
     base = Path(base_dir).expanduser() if base_dir else default_base_dir()
     return base / check_name("cluster", cluster_name or DEFAULT_CLUSTER) / f"{check_name('database', database)}.db"
+
+
+def storage_url(
+    cluster_name: str | None, base_dir: str | os.PathLike | None = None, url: str | None = None
+) -> str | None:
+    """The PostgreSQL URL a store uses, or None for the embedded SQLite engine: ``url`` when
+    given, else ``$BYZERLLM_STORAGE_URL``, else the ``url`` of ``<base_dir>/<cluster>/postgres.json``
+    (written by ``byzerllm storage start --engine postgres``). Raises ``StorageError``
+    (``param="url"``) for a URL that is not ``postgresql://...``."""
+    from .postgres_server import read_connection_file
+
+    chosen = url or os.environ.get("BYZERLLM_STORAGE_URL") or None
+    if chosen is None:
+        base = Path(base_dir).expanduser() if base_dir else default_base_dir()
+        return read_connection_file(base / check_name("cluster", cluster_name or DEFAULT_CLUSTER))
+    if not isinstance(chosen, str) or not chosen.startswith(("postgresql://", "postgres://")):
+        raise StorageError(
+            f"field 'url': the store's server URL must start with postgresql://, got {str(chosen)[:40]!r}",
+            param="url",
+        )
+    return chosen
 
 
 def _enum(value: Any, enum: type[Enum], what: str, field: str) -> Enum:
@@ -351,8 +375,14 @@ class ByzerStorage:
     ``<base_dir>/<cluster_name>/<database>.db``; the table need not exist until
     ``schema_builder().execute()``. ``emb_model`` is the embedding deployment used by ``emb`` (and for
     text given in ``vector_fields``); it is reached through ``byzerllm.ByzerLLM`` on the Ray cluster at
-    ``ray_address`` only when text is embedded. ``engine`` lets tests or a server engine replace the
-    embedded SQLite one. Raises ``StorageError`` for invalid names.
+    ``ray_address`` only when text is embedded. ``engine`` lets tests replace the engine.
+
+    The engine is PostgreSQL (schema ``<database>`` on the server; ``PostgresEngine``) when, in
+    this order, ``url="postgresql://user:password@host:port/db"`` is given, ``$BYZERLLM_STORAGE_URL``
+    is set, or the cluster's folder holds the connection file ``postgres.json`` of
+    ``byzerllm storage start --engine postgres``; else the embedded SQLite file. ``self.url`` is
+    the URL used (None for SQLite). Raises ``StorageError`` for invalid names or URL, and
+    ``StorageServerError`` when the server cannot be reached.
     """
 
     def __init__(
@@ -364,6 +394,7 @@ class ByzerStorage:
         ray_address: str = "auto",
         emb_model: str = "emb",
         engine: StorageEngine | None = None,
+        url: str | None = None,
     ) -> None:
         self.cluster_name = cluster_name or DEFAULT_CLUSTER
         self.database = check_name("database", database)
@@ -372,7 +403,12 @@ class ByzerStorage:
         self.ray_address = ray_address
         self.path = database_path(self.cluster_name, database, base_dir)
         self.base_dir = str(self.path.parent.parent)
-        if engine is None:
+        self.url = storage_url(self.cluster_name, base_dir, url) if engine is None else None
+        if engine is None and self.url is not None:
+            from .postgres_engine import PostgresEngine
+
+            engine = PostgresEngine(self.url, self.database)
+        elif engine is None:
             from .sqlite_engine import SqliteEngine
 
             engine = SqliteEngine(self.path)
@@ -417,7 +453,8 @@ class ByzerStorage:
 
     # --- table operations ----------------------------------------------------------------------
     def commit(self) -> bool:
-        """Writes are committed when ``execute()`` returns; this checkpoints the write-ahead log."""
+        """Writes are committed when ``execute()`` returns; this checkpoints SQLite's write-ahead
+        log (nothing to do on PostgreSQL)."""
         self.engine.checkpoint()
         return True
 

@@ -18,7 +18,6 @@ survives a crash of the process; after power loss the last batches may be rolled
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,6 @@ import numpy as np
 
 from . import text as textmod
 from .engine import (
-    FILTER_OPS,
     SCALAR_KINDS,
     Filter,
     SearchRequest,
@@ -40,7 +38,19 @@ from .engine import (
     check_name,
 )
 from .errors import StorageError, StorageIntegrityError, TableNotFoundError, VectorDimensionError
-from .fusion import convex, rrf
+from .values import (
+    check_limit,
+    check_sorts,
+    conditions,
+    from_db,
+    fuse,
+    out_fields,
+    prepare_rows,
+    query_vector,
+    sort_rows,
+    text_fields,
+    vector_field,
+)
 from .vector_index import IVF_MIN_ROWS, VectorIndex
 
 RID = '"$rid"'
@@ -258,59 +268,14 @@ class SqliteEngine(StorageEngine):
         return True
 
     # --- writes --------------------------------------------------------------------------------
-    def _prepare(self, schema: TableSchema, rows: list[dict[str, Any]]) -> tuple[list, dict[str, list], dict[str, int]]:
-        """Validate ``rows``; return (row tuples, vectors per field as float32 bytes or None, new dims)."""
-        scalar = [f for f in schema.fields if f.kind != "vector"]
-        vectors = {f.name: [] for f in schema.of_kind("vector")}
-        dims = {f.name: f.dim for f in schema.of_kind("vector") if f.dim}
-        new_dims: dict[str, int] = {}
-        out = []
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise StorageError(f"row {i} must be a dict of field -> value, got {type(row).__name__}", param="row")
-            for key in row:
-                if key not in dims and key not in vectors:
-                    schema.field(key)  # raises UnknownFieldError naming the key
-            rid = row.get("_id")
-            if isinstance(rid, bool) or not isinstance(rid, (str, int)) or rid == "":
-                raise StorageError(
-                    f"row {i}: field '_id' must be a non-empty string (or int), got {rid!r}", param="_id"
-                )
-            values = [str(rid)]
-            for f in scalar[1:]:
-                values.append(_to_sql(f, row.get(f.name), i))
-            out.append(tuple(values))
-            for name in vectors:
-                v = row.get(name)
-                if v is None:
-                    vectors[name].append(None)
-                    continue
-                arr = _vector(name, v, i)
-                dim = dims.setdefault(name, arr.shape[0])
-                if name not in new_dims and not any(f.name == name and f.dim for f in schema.fields):
-                    new_dims[name] = dim
-                if arr.shape[0] != dim:
-                    raise VectorDimensionError(
-                        f"row {i}: field {name!r} has a {arr.shape[0]}-dim vector; the table's {name!r} is {dim}-dim",
-                        param=name,
-                        expected=dim,
-                        got=int(arr.shape[0]),
-                    )
-                vectors[name].append(arr.tobytes())
-        return out, vectors, new_dims
-
     def upsert(self, table: str, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
         with self._lock:
             schema = self._schema(table)
-        prepared, vectors, new_dims = self._prepare(schema, rows)
-        # the last row with an _id wins, as if the rows were written one after another
-        last = {r[0]: k for k, r in enumerate(prepared)}
-        if len(last) < len(prepared):
-            keep = sorted(last.values())
-            prepared = [prepared[k] for k in keep]
-            vectors = {name: [vs[k] for k in keep] for name, vs in vectors.items()}
+        checked = prepare_rows(schema, rows)
+        prepared, new_dims = checked.rows, checked.new_dims
+        vectors = {name: [None if v is None else v.tobytes() for v in vs] for name, vs in checked.vectors.items()}
         names = [f.name for f in schema.fields if f.kind != "vector"]
         cols = ", ".join(q(n) for n in names)
         marks = ", ".join("?" * len(names))
@@ -417,19 +382,18 @@ class SqliteEngine(StorageEngine):
             return self._search(table, schema, request)
 
     def _search(self, table: str, schema: TableSchema, req: SearchRequest) -> list[dict[str, Any]]:
-        if not isinstance(req.limit, int) or isinstance(req.limit, bool) or req.limit < 0:
-            raise StorageError(f"limit must be an integer >= 0, got {req.limit!r}", param="limit")
+        check_limit(req.limit)
         check_fusion(req.fusion)
         where, params = _where(schema, req.filter)
-        sorts = _sorts(schema, req.sorts)
-        out_fields = _out_fields(schema, req.fields)
+        sorts = check_sorts(schema, req.sorts)
+        fields = out_fields(schema, req.fields)
         has_vec = req.vector is not None and len(req.vector) > 0
         has_kw = req.keyword is not None and req.keyword.strip() != ""
         if not has_vec and not has_kw:
             order = ", ".join(f"{q(n)} {d}" for n, d in sorts) or RID
             sql = f"SELECT {RID} FROM {_rows(table)}" + (f" WHERE {where}" if where else "")
             rids = [r[0] for r in self._conn.execute(f"{sql} ORDER BY {order} LIMIT ?", (*params, req.limit))]
-            return self._fetch(table, schema, rids, None, out_fields)
+            return self._fetch(table, schema, rids, None, fields)
         ranked: list[list[tuple[int, float]]] = []
         n = req.limit if not (has_vec and has_kw) else max(req.n_candidates, req.limit)
         knn = self._knn(table, schema, req, n, where, params) if has_vec else None
@@ -441,44 +405,18 @@ class SqliteEngine(StorageEngine):
             ranked = [knn()]
         else:
             ranked = [self._bm25(table, schema, req, n, where, params)]
-        if len(ranked) == 1:
-            top = ranked[0][: req.limit]
-        elif req.fusion == "convex":  # both lists score higher-is-better: similarity or -distance, -bm25
-            top = convex(ranked)[: req.limit]
-        else:
-            top = rrf([[rid for rid, _ in r] for r in ranked], k=req.rrf_k)[: req.limit]
-        rows = self._fetch(table, schema, [rid for rid, _ in top], [s for _, s in top], out_fields)
-        for name, direction in reversed(sorts):  # a stable sort per key, last key first
-            rows.sort(key=lambda r, n=name: (r.get(n) is None, r.get(n)), reverse=direction == "DESC")
-        return rows
+        top = fuse(ranked, req)  # both lists score higher-is-better: similarity or -distance, -bm25
+        return sort_rows(self._fetch(table, schema, [rid for rid, _ in top], [s for _, s in top], fields), sorts)
 
     def _knn(
         self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str, params: list
     ) -> Callable[[], list[tuple[int, float]]]:
         """Validate the vector query and return the k-NN search as a function: with the in-memory
         index it touches no SQLite connection, so a hybrid query runs it on another thread."""
-        if not req.vector_field:
-            raise StorageError(
-                "a vector query needs a vector field: set_vector_query(v, fields=[...])", param="vector_field"
-            )
-        f = schema.field(req.vector_field)
-        if f.kind != "vector":
-            names = [v.name for v in schema.of_kind("vector")]
-            raise StorageError(
-                f"field {f.name!r} is not a vector field; vector fields: {', '.join(names) or '(none)'}",
-                param=f.name,
-                accepted=names,
-            )
-        arr = _vector(f.name, req.vector, None)
+        f = vector_field(schema, req)
+        arr = query_vector(f, req.vector)
         if not f.dim or k == 0:
             return list  # no vector written yet
-        if arr.shape[0] != f.dim:
-            raise VectorDimensionError(
-                f"the query vector is {arr.shape[0]}-dim; field {f.name!r} is {f.dim}-dim",
-                param=f.name,
-                expected=f.dim,
-                got=int(arr.shape[0]),
-            )
         if self.vector_cache:
             index = self._index(table, f.name, schema.metric)
             if schema.metric == "cosine":
@@ -545,17 +483,7 @@ class SqliteEngine(StorageEngine):
         self, table: str, schema: TableSchema, req: SearchRequest, k: int, where: str, params: list
     ) -> list[tuple[int, float]]:
         analyzed = [f.name for f in schema.analyzed]
-        names = req.search_fields or analyzed
-        for name in names:
-            if not schema.field(name).analyze:
-                raise StorageError(
-                    f"field {name!r} is not a full-text field (add it with FieldOption.ANALYZE); "
-                    f"full-text fields: {', '.join(analyzed) or '(none)'}",
-                    param=name,
-                    accepted=analyzed,
-                )
-        if not names:
-            raise StorageError("the table has no full-text field (FieldOption.ANALYZE) to search", param="fields")
+        names = text_fields(schema, req)
         terms, op = self._affordable_terms(table, textmod.query_terms(req.keyword or ""))
         if not terms or k == 0:
             return []
@@ -581,34 +509,10 @@ class SqliteEngine(StorageEngine):
         return self._dfcache[key]
 
     def _affordable_terms(self, table: str, terms: list[str]) -> tuple[list[str], str]:
-        """The query terms to rank with, and how to join them (``OR`` / ``AND``).
-
-        BM25 in FTS5 costs ~2 us per matching document, so a common word ("the", "的") in 70% of
-        100k chunks costs ~150 ms. When the terms' postings add up to more than ``fts_budget``,
-        terms are kept rarest first within the budget (the idea of Elasticsearch's
-        ``cutoff_frequency``: frequent terms carry little BM25 weight). When even the rarest term
-        is over the budget, the documents holding all the terms are ranked if they fit in it;
-        else the rarest term alone. Below the budget every term is scored: plain BM25.
-        """
-        if len(terms) <= 1 or self.fts_budget <= 0:
-            return terms, "OR"
+        """The query terms to rank with and how to join them: ``text.affordable_terms`` with
+        this engine's ``fts_budget`` (BM25 in FTS5 costs ~2 us per matching document)."""
         cap = self.fts_budget + 1
-        df = {t: self._df(table, [t], cap) for t in terms}
-        terms = [t for t in terms if df[t] > 0]
-        if sum(df.values()) <= self.fts_budget:
-            return terms, "OR"
-        terms.sort(key=lambda t: df[t])
-        if df[terms[0]] > self.fts_budget:
-            if len(terms) > 1 and 0 < self._df(table, terms, cap) <= self.fts_budget:
-                return terms, "AND"
-            return terms[:1], "OR"
-        kept, total = [], 0
-        for t in terms:
-            if total + df[t] > self.fts_budget:
-                break
-            kept.append(t)
-            total += df[t]
-        return kept, "OR"
+        return textmod.affordable_terms(terms, lambda ts: self._df(table, ts, cap), self.fts_budget)
 
     def _fetch(
         self, table: str, schema: TableSchema, rids: list[int], scores: list[float] | None, out_fields: list[str]
@@ -629,7 +533,7 @@ class SqliteEngine(StorageEngine):
         for i, rid in enumerate(rids):
             if rid not in got:
                 continue
-            row = {n: _from_sql(kind, v) for n, kind, v in zip(plain, kinds, got[rid], strict=True)}
+            row = {n: from_db(kind, v) for n, kind, v in zip(plain, kinds, got[rid], strict=True)}
             for n in out_fields:
                 if n not in row:
                     blob = (
@@ -683,101 +587,18 @@ class SqliteEngine(StorageEngine):
 
 
 # --- values ------------------------------------------------------------------------------------
-def _vector(name: str, v: Any, row: int | None) -> np.ndarray:
-    where = f"row {row}: " if row is not None else ""
-    if isinstance(v, str):
-        raise StorageError(
-            f"{where}field {name!r} needs a vector (list of floats), got a string; pass it in "
-            "vector_fields=[...] to embed text",
-            param=name,
-        )
-    try:
-        arr = np.asarray(v, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise StorageError(
-            f"{where}field {name!r} needs a vector (list of floats), got {type(v).__name__}", param=name
-        ) from None
-    if arr.ndim != 1 or arr.shape[0] == 0:
-        raise StorageError(f"{where}field {name!r} needs a non-empty 1-dim vector, got shape {arr.shape}", param=name)
-    if not np.isfinite(arr).all():
-        raise StorageError(f"{where}field {name!r} has NaN or infinite values", param=name)
-    return arr
-
-
-def _to_sql(f, v: Any, row: int) -> Any:
-    if v is None:
-        return None
-    if f.kind == "json":
-        try:
-            return json.dumps(v, ensure_ascii=False)
-        except TypeError:
-            raise StorageError(
-                f"row {row}: field {f.name!r} ({f.type_text}) must be JSON-serialisable", param=f.name
-            ) from None
-    ok = SCALAR_KINDS[f.kind]
-    if not isinstance(v, ok) or (f.kind != "boolean" and isinstance(v, bool)):
-        raise StorageError(
-            f"row {row}: field {f.name!r} is {f.kind.upper()}, got {type(v).__name__} {v!r:.60}", param=f.name
-        )
-    if f.kind in ("float", "double") and not math.isfinite(v):
-        raise StorageError(f"row {row}: field {f.name!r} is not finite: {v!r}", param=f.name)
-    return int(v) if f.kind == "boolean" else v
-
-
-def _from_sql(kind: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if kind == "json":
-        return json.loads(v)
-    if kind == "boolean":
-        return bool(v)
-    return v
-
-
 def _where(schema: TableSchema, flt: Filter | None) -> tuple[str, list]:
-    if flt is None or not flt.conditions:
+    mode, conds = conditions(schema, flt)
+    if not conds:
         return "", []
-    if flt.mode not in ("and", "or"):
-        raise StorageError(f"unknown filter mode {flt.mode!r}; accepted: and, or", param="filter")
     parts, params = [], []
-    for c in flt.conditions:
-        f = schema.field(c.field)
-        if f.kind not in SCALAR_KINDS:
-            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be filtered; only scalar fields can", param=f.name)
-        if c.op not in FILTER_OPS:
-            raise StorageError(
-                f"unknown filter operator {c.op!r} on {f.name!r}; accepted: {', '.join(FILTER_OPS)}", param=f.name
-            )
-        if c.op == "in":
-            if not isinstance(c.value, (list, tuple, set)):
-                raise StorageError(f"filter 'in' on {f.name!r} needs a list of values", param=f.name)
-            values = [_to_sql(f, v, -1) for v in c.value]
+    for f, op, value in conds:
+        if op == "in":
             parts.append(f"{q(f.name)} IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(values))
-        elif c.value is None:
-            parts.append(f"{q(f.name)} IS {'NOT ' if c.op == '!=' else ''}NULL")
+            params.append(json.dumps(value))
+        elif value is None:
+            parts.append(f"{q(f.name)} IS {'NOT ' if op == '!=' else ''}NULL")
         else:
-            parts.append(f"{q(f.name)} {c.op} ?")
-            params.append(_to_sql(f, c.value, -1))
-    return "(" + f" {flt.mode.upper()} ".join(parts) + ")", params
-
-
-def _sorts(schema: TableSchema, sorts: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    out = []
-    for name, direction in sorts:
-        f = schema.field(name)
-        if f.kind not in SCALAR_KINDS:
-            raise StorageError(f"field {f.name!r} ({f.kind}) cannot be sorted on; only scalar fields can", param=f.name)
-        d = str(direction).lower()
-        if d not in ("asc", "desc"):
-            raise StorageError(f"unknown sort order {direction!r} for {f.name!r}; accepted: asc, desc", param=f.name)
-        out.append((f.name, d.upper()))
-    return out
-
-
-def _out_fields(schema: TableSchema, fields: list[str]) -> list[str]:
-    if not fields:
-        return [f.name for f in schema.fields if f.kind != "vector"]
-    for n in fields:
-        schema.field(n)
-    return ["_id", *[n for n in fields if n != "_id"]]
+            parts.append(f"{q(f.name)} {op} ?")
+            params.append(value)
+    return "(" + f" {mode} ".join(parts) + ")", params
