@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from byzerllm.cli.main import cli
 from byzerllm.client import ByzerLLM
-from byzerllm.errors import DeploymentError, InvalidRequestError, ModelPathError
+from byzerllm.errors import DeploymentError, InvalidRequestError
 from byzerllm.runtime.ray import model_files
 from byzerllm.runtime.ray.actors import worker_bundle
 from byzerllm.runtime.ray.runtime import check_fit
@@ -125,6 +126,7 @@ def test_a_file_travels_in_chunks_and_is_cached_by_its_digest(tmp_path, monkeypa
     source.unlink()
     path = model_files.materialize(files, store.get)
     assert path == str(tmp_path / "cache" / files.sha256 / "m.gguf")
+    assert oct((tmp_path / "cache").stat().st_mode & 0o777) == "0o700"  # weights are private
     assert open(path, "rb").read() == data
     gets = store.gets
     assert model_files.materialize(files, store.get) == path  # reused: nothing fetched again
@@ -140,7 +142,7 @@ def test_a_folder_travels_with_its_layout(tmp_path, monkeypatch):
     store = Store()
     files = model_files.pack(folder, store.put)
     path = model_files.materialize(files, store.get)
-    assert sorted(p.relative_to(path).as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file()) == [
+    assert sorted(p.relative_to(path).as_posix() for p in Path(path).rglob("*") if p.is_file()) == [
         "config.json",
         "sub/weights.bin",
     ]
@@ -154,10 +156,10 @@ def test_a_corrupted_copy_is_refused_and_leaves_no_cache_entry(tmp_path, monkeyp
     store = Store()
     files = model_files.pack(source, store.put)
     store.objects[files.files[""][0]] = b"weighs"
-    with pytest.raises(ModelPathError, match="arrived corrupted"):
+    with pytest.raises(DeploymentError, match="arrived corrupted"):
         model_files.materialize(files, store.get)
     assert not (tmp_path / "cache" / files.sha256 / "m.gguf").exists()
-    assert list((tmp_path / "cache" / files.sha256).iterdir()) == []  # no partial copy left
+    assert [p.name for p in (tmp_path / "cache" / files.sha256).iterdir()] == [".lock"]  # no partial copy left
 
 
 def test_only_paths_on_this_machine_are_shipped(tmp_path):
@@ -181,3 +183,101 @@ def test_cluster_commands_name_bad_input(args, words):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0
     assert words in result.output
+
+
+def test_a_writer_that_died_leaves_nothing_the_next_one_trips_on(tmp_path, monkeypatch):
+    monkeypatch.setenv(model_files.CACHE_ENV, str(tmp_path / "cache"))
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"weights")
+    store = Store()
+    files = model_files.pack(source, store.put)
+    stale = tmp_path / "cache" / files.sha256 / ".partial-dead"
+    stale.mkdir(parents=True)
+    (stale / "m.gguf").write_bytes(b"wei")
+    path = model_files.materialize(files, store.get)
+    assert open(path, "rb").read() == b"weights" and not stale.exists()
+
+
+def test_workers_of_one_node_write_an_entry_once(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv(model_files.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(model_files, "CHUNK_BYTES", 10)
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"x" * 100)
+    store = Store()
+    files = model_files.pack(source, store.put)
+    paths: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(model_files.materialize(files, store.get))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == 1 and len(paths) == 4
+    assert store.gets == 10  # the 10 chunks fetched once, by one writer
+
+
+def test_a_node_is_found_by_its_own_folder_only(tmp_path):
+    import subprocess
+    import sys
+
+    from byzerllm.runtime.cluster import node_processes
+
+    folder = tmp_path / "node"
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    mine = [
+        subprocess.Popen([*sleep, f"--temp-dir={folder}"]),
+        subprocess.Popen([*sleep, f"--session-dir={folder}/session_2026_1"]),
+    ]
+    others = [
+        subprocess.Popen([*sleep, f"--temp-dir={folder}2"]),  # a folder whose name starts the same
+        subprocess.Popen([*sleep, f"{folder}/notes.txt"]),  # names the folder, not a node's session
+    ]
+    try:
+        assert sorted(node_processes(str(folder))) == sorted(p.pid for p in mine)
+    finally:
+        for p in mine + others:
+            p.kill()
+            p.wait()
+
+
+class FakeRay:
+    """Ray's resource views for ``_cpus``: the cluster totals and what is free."""
+
+    def __init__(self, free_per_node: list[float]) -> None:
+        self.free = free_per_node
+
+    def cluster_resources(self):
+        return {"CPU": sum(self.free) + 1}
+
+    def available_resources(self):
+        return {"CPU": sum(self.free)}
+
+
+@pytest.mark.parametrize(
+    ("free", "workers", "asked", "expected"),
+    [
+        ([1.998], 1, None, 1.998),
+        ([1.998, 1.0], 2, None, 2.0),  # one worker per node, the smaller node sets the share
+        ([1.998, 1.0], 2, 1.8, 1.8),
+        ([4.0, 1.0], 1, None, 4.0),
+    ],
+)
+def test_a_job_takes_what_its_workers_find_room_for(monkeypatch, free, workers, asked, expected):
+    from byzerllm.training import jobs
+
+    monkeypatch.setattr(jobs, "_ray", lambda: FakeRay(free))
+    monkeypatch.setattr(jobs, "_free_per_node", lambda: {str(i): {"CPU": c} for i, c in enumerate(free)})
+    assert jobs._cpus(workers, asked, 0) == pytest.approx(expected)
+
+
+def test_a_job_whose_workers_fit_no_node_is_refused(monkeypatch):
+    from byzerllm.training import jobs
+
+    monkeypatch.setattr(jobs, "_ray", lambda: FakeRay([1.998, 1.0]))
+    monkeypatch.setattr(jobs, "_free_per_node", lambda: {"a": {"CPU": 1.998}, "b": {"CPU": 1.0}})
+    with pytest.raises(InvalidRequestError, match="do not fit on the nodes") as info:
+        jobs._cpus(2, 2.9, 0)  # 1.45 each: only the head has room for one
+    assert info.value.param == "num_cpus"

@@ -437,7 +437,7 @@ def cluster_start(port, num_cpus, num_gpus, resources, node_ip_address):
     resources = _resources_option(resources)
     try:
         connect_cluster("auto")
-        click.echo("A Ray cluster is already running on this machine.")
+        click.echo("A Ray cluster is already running on this machine (its settings stay as they are).")
     except ClusterNotFoundError:
         start_local_head(num_cpus, num_gpus, resources, port=port, node_ip_address=node_ip_address)
         err.print("Started a local Ray head (stop it with `byzerllm cluster stop`).", soft_wrap=True)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..errors import ByzerLLMError, InvalidRequestError
+from ..runtime.spec import PLACEMENTS
 from .common import _connect, _opt, handle_errors
 
 out = Console(highlight=False)
@@ -89,7 +90,7 @@ def _train_command(kind: str):
         "placement",
         default="pack",
         show_default=True,
-        type=click.Choice(["pack", "spread"]),
+        type=click.Choice(PLACEMENTS),
         help="Workers on as few nodes as possible, or one per node.",
     )
     @_opt(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ClusterNotFoundError, InvalidRequestError
+from .spec import check_resources
 
 NAMESPACE = "byzerllm"
 
@@ -43,14 +44,18 @@ DEFAULT_PORT = 6379
 def _resources_arg(resources: dict[str, float] | None) -> list[str]:
     if not resources:
         return []
-    for name, amount in resources.items():
-        if name in ("CPU", "GPU") or not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-            raise InvalidRequestError(
-                f"resources: {name!r}={amount!r} is not a custom resource amount (a number >= 0; "
-                "CPU and GPU have their own options)",
-                param="resources",
-            )
+    check_resources(resources)
     return [f"--resources={json.dumps(resources)}"]
+
+
+def _capacity_args(num_cpus: float | None, num_gpus: float | None) -> list[str]:
+    out = []
+    for flag, value in (("--num-cpus", num_cpus), ("--num-gpus", num_gpus)):
+        if value is not None:
+            if value < 0:
+                raise InvalidRequestError(f"{flag[2:].replace('-', '_')} must be >= 0, got {value:g}", param=flag[2:])
+            out.append(f"{flag}={value:g}")
+    return out
 
 
 def _run_ray(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
@@ -85,10 +90,10 @@ def start_local_head(
         f"--port={port}",
         *_resources_arg(resources),
     ]
-    if num_cpus is not None:
-        cmd.append(f"--num-cpus={num_cpus:g}")
-    if num_gpus is not None:
-        cmd.append(f"--num-gpus={num_gpus:g}")
+    cmd += _capacity_args(num_cpus, num_gpus)
+    # Ray turns token authentication on when a token exists: make sure one does, so a head on a
+    # routable address never runs open (anyone reaching its port could run code on the cluster)
+    _run_ray([_ray_cli(), "get-auth-token", "--generate"], "create Ray's authentication token")
     out = _run_ray(cmd, "start a local Ray head")
     found = re.search(r"ray start --address='([^']+)'", out)
     return found.group(1) if found else f"{node_ip_address}:{port}"
@@ -106,8 +111,8 @@ def join_cluster(
     """Start a Ray worker node on this machine that joins the head at ``address`` (``host:port``),
     declaring its CPUs, GPUs (Ray counts them when None) and custom ``resources``. ``temp_dir``:
     the node's own Ray folder (two nodes on one machine need two); ``model_cache``: where its
-    workers cache model files (``BYZERLLM_MODEL_CACHE``). A head started with token authentication
-    (Ray's default) needs its token on this machine (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``).
+    workers cache model files (``BYZERLLM_MODEL_CACHE``). The head's token must be on this machine
+    (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``): ``start_local_head`` turns token authentication on.
 
     Raises ``InvalidRequestError`` naming ``address`` when it is not ``host:port``,
     ``ClusterNotFoundError`` with Ray's output when the node cannot join.
@@ -115,10 +120,7 @@ def join_cluster(
     if not re.fullmatch(r"[^\s:]+:\d+", address or ""):
         raise InvalidRequestError(f"address must be HOST:PORT of the head, got {address!r}", param="address")
     cmd = [_ray_cli(), "start", f"--address={address}", "--disable-usage-stats", *_resources_arg(resources)]
-    if num_cpus is not None:
-        cmd.append(f"--num-cpus={num_cpus:g}")
-    if num_gpus is not None:
-        cmd.append(f"--num-gpus={num_gpus:g}")
+    cmd += _capacity_args(num_cpus, num_gpus)
     if temp_dir:
         cmd.append(f"--temp-dir={temp_dir}")
     if node_ip_address:
@@ -134,18 +136,37 @@ def join_cluster(
 
 
 def node_processes(temp_dir: str) -> list[int]:
-    """The pids of the Ray node of this machine whose Ray folder is ``temp_dir`` (its raylet and
-    the processes it started, which all name that folder on their command line). Linux only."""
+    """The pids of the Ray node of this machine whose Ray folder is ``temp_dir``: this user's
+    processes with ``--temp-dir=<folder>`` (the raylet) or a path inside the folder's session
+    (the processes it started) as an argument; never this process or its parents. Linux only."""
     folder = str(Path(temp_dir).expanduser().resolve())
+    flags = {f"--temp-dir={folder}", f"--temp_dir={folder}"}
+    inside = re.compile(r"(^|=)" + re.escape(folder) + r"/session_")
+    spared = {os.getpid(), *_ancestors()}
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:  # ended meanwhile
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
                 continue
-            if any(folder in a.decode(errors="ignore") for a in args):
-                pids.append(int(entry.name))
+            args = [a.decode(errors="ignore") for a in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:  # ended meanwhile
+            continue
+        if any(a in flags or inside.search(a) for a in args):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _ancestors() -> list[int]:
+    pids, pid = [], os.getppid()
+    while pid > 1:
+        pids.append(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
     return pids
 
 
@@ -161,7 +182,7 @@ def stop_node(temp_dir: str, grace: float = 10.0) -> int:
         for pid in pids:
             try:
                 os.kill(pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):  # ended, or no longer this user's
                 pass
         deadline = time.monotonic() + grace
         while (pids := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:

@@ -53,22 +53,30 @@ class DeploymentSpec:
             raise InvalidRequestError(
                 f"placement {self.placement!r} is unknown; accepted: {', '.join(PLACEMENTS)}", param="placement"
             )
-        if not isinstance(self.resources, dict):
-            raise InvalidRequestError("resources must be a dict of resource name -> amount", param="resources")
-        for res, amount in self.resources.items():
-            if not isinstance(res, str) or not res or res in ("CPU", "GPU"):
-                raise InvalidRequestError(
-                    f"resources: {res!r} is not a custom resource name (CPU and GPU have their own settings)",
-                    param="resources",
-                )
-            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
-                raise InvalidRequestError(f"resources[{res!r}] must be a number > 0, got {amount!r}", param="resources")
+        check_resources(self.resources)
         if self.load_balance not in LOAD_BALANCE_STRATEGIES:
             raise InvalidRequestError(
                 f"load balance strategy {self.load_balance!r} is unknown; "
                 f"accepted: {', '.join(LOAD_BALANCE_STRATEGIES)}",
                 param="load_balance",
             )
+
+
+def check_resources(resources: Any) -> dict[str, float]:
+    """Return ``resources`` when it maps custom Ray resource names (not CPU or GPU, which have
+    their own settings) to amounts > 0; raise ``InvalidRequestError`` (``param="resources"``)
+    naming the bad entry otherwise."""
+    if not isinstance(resources, dict):
+        raise InvalidRequestError("resources must be a dict of resource name -> amount", param="resources")
+    for res, amount in resources.items():
+        if not isinstance(res, str) or not res or res in ("CPU", "GPU"):
+            raise InvalidRequestError(
+                f"resources: {res!r} is not a custom resource name (CPU and GPU have their own settings)",
+                param="resources",
+            )
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
+            raise InvalidRequestError(f"resources[{res!r}] must be a number > 0, got {amount!r}", param="resources")
+    return resources
 
 
 _SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential", "cookie")

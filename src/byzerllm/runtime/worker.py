@@ -38,11 +38,16 @@ class Worker:
     can report it without the runtime restarting a worker that can never start.
     """
 
-    def __init__(self, backend: str, model_path: str, options: dict[str, Any]) -> None:
-        self.init_error: ByzerLLMError | None = None
+    def __init__(
+        self, backend: str, model_path: str, options: dict[str, Any], init_error: ByzerLLMError | None = None
+    ) -> None:
+        """``init_error``: a failure before the backend (its model files could not be had): no
+        backend is built and ``ready()`` raises it."""
+        self.init_error: ByzerLLMError | None = init_error
         self.backend = None
         try:
-            self.backend = create_backend(backend, model_path, options)
+            if init_error is None:
+                self.backend = create_backend(backend, model_path, options)
         except ByzerLLMError as exc:
             self.init_error = exc
         except Exception as exc:  # engine start-up failures of any kind

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from ..errors import InvalidRequestError, JobNotFoundError
 from ..runtime.cluster import NAMESPACE, on_head
+from ..runtime.spec import PLACEMENTS
 from .config import training_config
 from .data import load_rows
 from .loop import CANCEL, LOG, PROGRESS, write_json
@@ -182,8 +183,9 @@ def _start(spec: JobSpec) -> None:
 
 
 def _cpus(num_workers: int, num_cpus: float | None, num_gpus: int) -> float:
-    """The CPUs the job reserves: ``num_cpus``, or all that are free. Raises ``InvalidRequestError``
-    naming ``num_gpus`` / ``num_cpus`` when the cluster cannot give them (Ray would wait silently)."""
+    """The CPUs the job reserves: ``num_cpus``, or all that are free where its workers fit (each
+    worker's share on one node). Raises ``InvalidRequestError`` naming ``num_gpus`` / ``num_cpus``
+    when the cluster cannot give them (Ray would wait silently)."""
     ray = _ray()
     total, free = ray.cluster_resources(), ray.available_resources()
     if num_gpus and total.get("GPU", 0) < num_gpus:
@@ -193,7 +195,12 @@ def _cpus(num_workers: int, num_cpus: float | None, num_gpus: int) -> float:
             param="num_gpus",
         )
     have = free.get("CPU", 0.0)
-    cpus = have if num_cpus is None else float(num_cpus)
+    per_node = sorted((r.get("CPU", 0.0) for r in _free_per_node().values()), reverse=True) or [have]
+    if num_cpus is None:  # the largest equal share that num_workers workers find room for
+        cpus = max((min(have / num_workers, c) for c in per_node if _fitting(per_node, c) >= num_workers), default=0)
+        cpus *= num_workers
+    else:
+        cpus = float(num_cpus)
     if cpus <= 0 or cpus > have + 1e-9:
         raise InvalidRequestError(
             f"the job needs {cpus:g} CPU(s) for {num_workers} worker(s) but {have:g} of the cluster's "
@@ -201,7 +208,24 @@ def _cpus(num_workers: int, num_cpus: float | None, num_gpus: int) -> float:
             "(num_cpus=1.9 still runs 2 threads)",
             param="num_cpus",
         )
+    if _fitting(per_node, cpus / num_workers) < num_workers:
+        raise InvalidRequestError(
+            f"{num_workers} worker(s) of {cpus / num_workers:g} CPU each do not fit on the nodes "
+            f"(free CPUs per node: {', '.join(f'{c:g}' for c in per_node)}); ask for fewer num_cpus",
+            param="num_cpus",
+        )
     return cpus
+
+
+def _free_per_node() -> dict[str, dict[str, float]]:
+    from ray._private.state import available_resources_per_node  # Ray has no public per-node view
+
+    return available_resources_per_node()
+
+
+def _fitting(per_node: list[float], share: float) -> int:
+    """How many workers of ``share`` CPUs the nodes' free CPUs hold."""
+    return sum(int((c + 1e-9) // share) for c in per_node) if share > 0 else 0
 
 
 def start_job(
@@ -241,8 +265,10 @@ def start_job(
         raise InvalidRequestError(f"job name {name!r} must be non-empty and have no '/'", param="sft_name")
     if num_workers < 1:
         raise InvalidRequestError("num_workers must be >= 1", param="num_workers")
-    if placement not in ("pack", "spread"):
-        raise InvalidRequestError(f"placement {placement!r} is unknown; accepted: pack, spread", param="placement")
+    if placement not in PLACEMENTS:
+        raise InvalidRequestError(
+            f"placement {placement!r} is unknown; accepted: {', '.join(PLACEMENTS)}", param="placement"
+        )
     if not isinstance(max_failures, int) or isinstance(max_failures, bool) or max_failures < 0:
         raise InvalidRequestError(f"max_failures must be an integer >= 0, got {max_failures!r}", param="max_failures")
     config = training_config(model_params, json_config)

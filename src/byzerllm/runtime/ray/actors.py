@@ -142,15 +142,13 @@ class RayWorker(Worker):
         options: dict[str, Any],
         files: ModelFiles | None = None,
     ) -> None:
-        self._files_error: ByzerLLMError | None = None
+        files_error: ByzerLLMError | None = None
         if files is not None:  # the deploying machine's model, through the object store
             try:
                 model_path = materialize(files, ray.get)
             except ByzerLLMError as exc:
-                self._files_error = exc
-        super().__init__(backend, model_path, options)
-        if self._files_error is not None:
-            self.init_error = self._files_error
+                files_error = exc
+        super().__init__(backend, model_path, options, init_error=files_error)
         self._pool_name = pool_name
         self._pool = None
         self._index = index
@@ -163,7 +161,7 @@ class RayWorker(Worker):
         threading.Thread(target=self._send_to_pool, name="pool-messages", daemon=True).start()
         # a restarted worker holds no request: the pool forgets the slots its previous process held,
         # whose last messages (a release within the last few milliseconds) died with it
-        self._tell_pool("start", index, os.getpid())
+        self._tell_pool("start", index, os.getpid(), ray.get_runtime_context().get_node_id())
 
     def node_name(self) -> str:
         """The IP address of this worker's Ray node (Ray's name of a node)."""
@@ -429,11 +427,11 @@ class DeploymentPool:
                 async with self._cond:
                     self._cond.notify()
 
-    async def worker_started(self, idx: int, pid: int | None = None) -> None:
-        """Worker ``idx`` (process ``pid``) (re)started with every slot free: its earlier leases are
-        void (their callers saw it die; returning them again is harmless)."""
+    async def worker_started(self, idx: int, pid: int | None = None, node_id: str | None = None) -> None:
+        """Worker ``idx`` (process ``pid`` on node ``node_id``) (re)started with every slot free: its
+        earlier leases are void (their callers saw it die; returning them again is harmless)."""
         known = self.placement[idx]
-        if known is not None and known["pid"] == pid:
+        if known is not None and (known["pid"], known["node_id"]) == (pid, node_id):
             return  # the first start of a process the pool knows, told after its ready()
         for lease in [lease for lease, i in self.leases.items() if i == idx]:
             del self.leases[lease]
@@ -470,7 +468,7 @@ class DeploymentPool:
             self.counts.in_flight[idx] += 1
 
     async def apply(self, messages: list[tuple[str, tuple]]) -> None:
-        """Messages from a worker, in order: ``("start", (idx, pid))`` when its process (re)starts, and
+        """Messages from a worker, in order: ``("start", (idx, pid, node_id))`` when its process (re)starts, and
         ``("claim", args)``, ``("use", args)``, ``("release", args)`` for its requests."""
         for method, args in messages:
             if method == "claim":

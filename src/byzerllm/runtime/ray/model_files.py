@@ -5,12 +5,14 @@ without a shared filesystem: ``pack`` reads it into the object store in chunks (
 the pool actor keeps the chunks for the life of the deployment (so a worker restarted on another
 node later finds them), and each worker calls ``materialize``, which writes the files once per
 node into the model cache and reuses them afterwards. The cache folder is ``$BYZERLLM_MODEL_CACHE``
-(``byzerllm cluster join --model_cache``) or ``~/.cache/byzerllm/models``; an entry is
-``<sha256>/<name>``, written under a temporary name and renamed when its digest matched.
+(``byzerllm cluster join --model_cache``) or ``~/.cache/byzerllm/models`` (created private to its
+user); an entry is ``<sha256>/<name>``, written under a temporary name by one worker of the node at
+a time (the others wait on the entry's lock and reuse it) and renamed once its digest matched.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import ModelPathError
+from ...errors import DeploymentError
 
 log = logging.getLogger("byzerllm.runtime")
 #: Bytes per object-store chunk: big enough that per-object costs vanish, small enough that
@@ -47,6 +49,7 @@ class ModelFiles:
     files: dict[str, list[Any]] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """``name (size MB, sha256 prefix)`` for messages."""
         return f"{self.name} ({self.size / 1e6:.1f} MB, sha256 {self.sha256[:12]})"
 
 
@@ -85,30 +88,54 @@ def local_model(model_path: str) -> Path | None:
 
 
 def pack(root: Path, put) -> ModelFiles:
-    """Read ``root`` into the object store with ``put`` (``ray.put``), chunk by chunk."""
-    listing = _listing(root)
+    """Read ``root`` (a file or folder) into the object store with ``put`` (``ray.put``), chunk by
+    chunk, digesting it on the way (one read). Raises ``OSError`` when it cannot be read."""
     files: dict[str, list[Any]] = {}
     size = 0
-    for rel, path in listing:
+    folder = hashlib.sha256()
+    for rel, path in _listing(root):
         refs = []
+        h = hashlib.sha256()
         with path.open("rb") as f:
             while chunk := f.read(CHUNK_BYTES):
+                h.update(chunk)
                 refs.append(put(chunk))
                 size += len(chunk)
         files[rel] = refs
-    return ModelFiles(root.name, digest(root), size, root.is_dir(), files)
+        folder.update(f"{rel}\0{h.hexdigest()}\n".encode())
+    sha = h.hexdigest() if root.is_file() else folder.hexdigest()
+    return ModelFiles(root.name, sha, size, root.is_dir(), files)
 
 
 def materialize(files: ModelFiles, get) -> str:
     """The path of ``files`` in this node's cache, written from the object store (``get``:
-    ``ray.get``) when it is not there yet; the digest is checked before the entry appears, so a
-    worker killed mid-copy leaves no half-written model. Raises ``ModelPathError`` when the copy
-    does not match its digest or the cache cannot be written."""
+    ``ray.get``) when it is not there yet. One worker of a node writes an entry while the others
+    wait for it; the digest is checked before the entry appears, so a worker killed mid-copy leaves
+    no half-written model (its temporary copy is removed by the next writer). Raises
+    ``DeploymentError`` when the copy does not match its digest or the cache cannot be written."""
     entry = cache_dir() / files.sha256
     target = entry / files.name
     if target.exists():
         return str(target)
-    entry.mkdir(parents=True, exist_ok=True)
+    try:
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        entry.mkdir(mode=0o700, exist_ok=True)
+        with (entry / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            if target.exists():  # another worker of this node wrote it meanwhile
+                return str(target)
+            for stale in entry.glob(".partial-*"):  # left by a writer that died
+                shutil.rmtree(stale, ignore_errors=True)
+            _write(files, get, entry, target)
+    except OSError as exc:
+        raise DeploymentError(
+            f"cannot write model files {files.describe()} to the model cache {entry}: {exc}"
+        ) from None
+    log.info("model files %s cached at %s", files.describe(), target)
+    return str(target)
+
+
+def _write(files: ModelFiles, get, entry: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=entry))
     try:
         out = tmp / files.name
@@ -121,21 +148,7 @@ def materialize(files: ModelFiles, get) -> str:
                 for ref in refs:
                     f.write(get(ref))
         if digest(out) != files.sha256:
-            raise ModelPathError(
-                f"model files {files.describe()} arrived corrupted on this node", param="model_path", path=files.name
-            )
-        try:
-            out.rename(target)
-        except OSError:  # another worker of this node finished first
-            if not target.exists():
-                raise
-        log.info("model files %s cached at %s", files.describe(), target)
-        return str(target)
-    except OSError as exc:
-        raise ModelPathError(
-            f"cannot write model files {files.describe()} to the model cache {entry}: {exc}",
-            param="model_path",
-            path=str(entry),
-        ) from None
+            raise DeploymentError(f"model files {files.describe()} arrived corrupted on this node")
+        out.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

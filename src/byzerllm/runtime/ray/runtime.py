@@ -69,10 +69,12 @@ def check_fit(spec: DeploymentSpec, nodes: list[dict[str, float]]) -> None:
                 param=param,
             )
     if nodes and not any(all(node.get(r, 0) + 1e-9 >= v for r, v in bundle.items()) for node in nodes):
+        # the setting to blame: a resource no single node has enough of, else the custom ones
+        short = next((r for r, v in bundle.items() if all(node.get(r, 0) + 1e-9 < v for node in nodes)), None)
         raise DeploymentError(
             f"deployment {spec.name!r}: no node has room for one worker ({bundle}); "
             f"the nodes have {[{r: node.get(r, 0) for r in bundle} for node in nodes]}",
-            param="cpus_per_worker" if "GPU" not in bundle else "gpus_per_worker",
+            param={"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(short or "", "resources"),
         )
 
 
