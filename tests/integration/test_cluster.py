@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 RESOURCE = "second_node"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
-STEPS = 8
+STEPS = 12  # left running for the node-loss test: ~2.5 s a step
 
 
 def _answered(reply) -> bool:
