@@ -126,6 +126,45 @@ def test_spread_puts_one_worker_on_each_node_from_the_model_cache(llm, spread, s
     assert any(w.startswith(spread["name"] + "/") for w in placed[second_node["node_id"]])
 
 
+def test_one_postgres_store_is_read_and_written_from_both_nodes(ray_cluster, second_node):
+    """A task on the second node writes rows to the store server started here; this process
+    (the head's node) reads them, and the second node finds by full text what the head wrote."""
+    from byzerllm.apps.byzer_storage.postgres_server import PostgresServer
+    from byzerllm.apps.byzer_storage.simple_api import ByzerStorage, DataType, FieldOption
+
+    ray = ray_cluster
+    folder = tempfile.mkdtemp(prefix="bz-store-")  # as root, the server's own user must reach it
+    os.chmod(folder, 0o755)
+    server = PostgresServer(folder, "shared")
+    url = server.start(host="0.0.0.0")["url"]  # what other machines connect to
+    try:
+        store = ByzerStorage("shared", "team", "notes", url=url)
+        store.schema_builder().add_field("_id", DataType.STRING).add_field(
+            "content", DataType.STRING, [FieldOption.ANALYZE]
+        ).execute()
+        store.write_builder().add_items(
+            [{"_id": "head", "content": "written on the head node"}], search_fields=["content"]
+        ).execute()
+
+        @ray.remote(num_cpus=0, resources={RESOURCE: 0.01})
+        def on_second_node(url: str) -> tuple[str, list[str]]:
+            remote = ByzerStorage("shared", "team", "notes", url=url)
+            remote.write_builder().add_items(
+                [{"_id": "second", "content": "from the second node"}], search_fields=["content"]
+            ).execute()
+            found = remote.query_builder().set_search_query("head", fields=["content"]).execute()
+            return ray.get_runtime_context().get_node_id(), [h["_id"] for h in found]
+
+        node, found = ray.get(on_second_node.remote(url), timeout=120)
+        assert node == second_node["node_id"] and found == ["head"]
+        hits = store.query_builder().set_search_query("second", fields=["content"]).execute()
+        assert [h["_id"] for h in hits] == ["second"]
+        store.close()
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_pinned_by_a_resource_no_node_has_names_it(llm, second_node):
     with pytest.raises(ByzerLLMError, match="gpu_box") as info:
         llm.deploy(model_path="builtin:smollm2", udf_name="nowhere", resources_per_worker={"gpu_box": 1})

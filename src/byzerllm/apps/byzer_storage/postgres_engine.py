@@ -163,7 +163,8 @@ def list_databases(url: str) -> list[str]:
 class PostgresEngine(StorageEngine):
     """The tables of database ``database``: schema ``database`` on the PostgreSQL server at ``url``
     (``postgresql://user:password@host:port/dbname``; created with its objects when missing:
-    the ``vector`` extension must exist or the user must be allowed to create it).
+    the user needs the CREATE privilege on the database, and the ``vector`` extension must exist
+    in it or the user must be a superuser, who may create it).
 
     Safe to share between threads of one process (a lock serialises calls; one connection, opened
     again when it broke). ``ef_search``: HNSW candidates per k-NN query (at least the number of
@@ -212,7 +213,8 @@ class PostgresEngine(StorageEngine):
                 conn.close()
                 raise StorageServerError(
                     f"the database of {mask_url(self.url)} has no pgvector extension and this user cannot create "
-                    f"it: {str(exc).strip()} (run CREATE EXTENSION vector as its owner)",
+                    f"it: {str(exc).strip()} (a superuser runs CREATE EXTENSION vector in it; `byzerllm storage start "
+                    "--engine postgres` does for its own server)",
                     url=mask_url(self.url),
                 ) from None
         register_vector_info(conn, TypeInfo.fetch(conn, "vector"))

@@ -14,7 +14,7 @@ The public names and call shapes are Byzer-LLM's ``byzerllm.apps.byzer_storage.s
 Data lives in ``<base_dir>/<cluster_name>/<database>.db`` (an embedded SQLite engine, see
 ``sqlite_engine.py``); ``base_dir`` defaults to ``$BYZERLLM_STORAGE_DIR`` or ``~/.byzerllm/storage``.
 Or on a PostgreSQL server (``postgres_engine.py``: schema ``<database>``), chosen by
-``storage_url``: ``url=`` given, else ``$BYZERLLM_STORAGE_URL``, else the connection file that
+``storage_choice``: ``url=`` given, else ``$BYZERLLM_STORAGE_URL``, else the connection file that
 ``byzerllm storage start --engine postgres`` wrote in the cluster's folder.
 Differences from Byzer-Retrieval: analyzed fields return their original text (segmentation only
 feeds the index), and writes are durable when ``execute()`` returns (``commit()`` only checkpoints).
@@ -22,6 +22,7 @@ feeds the index), and writes are durable when ``execute()`` returns (``commit()`
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import Enum
 from pathlib import Path
@@ -39,6 +40,8 @@ from .engine import (
 )
 from .errors import StorageError
 from .text import segment
+
+log = logging.getLogger("byzerllm.storage")
 
 DEFAULT_CLUSTER = "byzerai_store"
 DEFAULT_BATCH_SIZE = 1000
@@ -81,25 +84,73 @@ def database_path(cluster_name: str | None, database: str, base_dir: str | os.Pa
     return base / check_name("cluster", cluster_name or DEFAULT_CLUSTER) / f"{check_name('database', database)}.db"
 
 
+URL_ENV = "BYZERLLM_STORAGE_URL"
+
+
+def storage_choice(
+    cluster_name: str | None, base_dir: str | os.PathLike | None = None, url: str | None = None
+) -> tuple[str | None, str | None]:
+    """``(url, source)``: the PostgreSQL URL a store uses and what chose it, or ``(None, None)``
+    for the embedded SQLite engine. In this order: ``url`` when given (source ``"url="``),
+    ``$BYZERLLM_STORAGE_URL`` (source ``"$BYZERLLM_STORAGE_URL"``), the ``url`` of
+    ``<base_dir>/<cluster>/postgres.json`` written by ``byzerllm storage start --engine postgres``
+    (source: that file's path). Raises ``StorageError`` (``param="url"``) for a URL that is not
+    ``postgresql://...`` (shown with its password masked), ``StorageServerError`` for a
+    connection file without a URL."""
+    from .postgres_server import CONN_FILE, mask_url, read_connection_file
+
+    if url:
+        chosen, source = url, "url="
+    elif os.environ.get(URL_ENV):
+        chosen, source = os.environ[URL_ENV], f"${URL_ENV}"
+    else:
+        base = Path(base_dir).expanduser() if base_dir else default_base_dir()
+        folder = base / check_name("cluster", cluster_name or DEFAULT_CLUSTER)
+        found = read_connection_file(folder)
+        return (found, str(folder / CONN_FILE)) if found else (None, None)
+    if not isinstance(chosen, str) or not chosen.startswith(("postgresql://", "postgres://")):
+        raise StorageError(
+            f"field 'url': the store's server URL must start with postgresql://, got {mask_url(str(chosen))!r} "
+            f"(from {source})",
+            param="url",
+        )
+    return chosen, source
+
+
 def storage_url(
     cluster_name: str | None, base_dir: str | os.PathLike | None = None, url: str | None = None
 ) -> str | None:
-    """The PostgreSQL URL a store uses, or None for the embedded SQLite engine: ``url`` when
-    given, else ``$BYZERLLM_STORAGE_URL``, else the ``url`` of ``<base_dir>/<cluster>/postgres.json``
-    (written by ``byzerllm storage start --engine postgres``). Raises ``StorageError``
-    (``param="url"``) for a URL that is not ``postgresql://...``."""
-    from .postgres_server import read_connection_file
+    """The PostgreSQL URL a store uses, or None for the embedded SQLite engine: the URL of
+    ``storage_choice`` (``url``, else ``$BYZERLLM_STORAGE_URL``, else the cluster's connection
+    file); raises as it does."""
+    return storage_choice(cluster_name, base_dir, url)[0]
 
-    chosen = url or os.environ.get("BYZERLLM_STORAGE_URL") or None
-    if chosen is None:
-        base = Path(base_dir).expanduser() if base_dir else default_base_dir()
-        return read_connection_file(base / check_name("cluster", cluster_name or DEFAULT_CLUSTER))
-    if not isinstance(chosen, str) or not chosen.startswith(("postgresql://", "postgres://")):
-        raise StorageError(
-            f"field 'url': the store's server URL must start with postgresql://, got {str(chosen)[:40]!r}",
-            param="url",
-        )
-    return chosen
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_unused_sqlite(path: Path, url: str, source: str | None) -> bool:
+    """Log a WARNING (logger ``byzerllm.storage``) when the SQLite file ``path`` exists while
+    the store uses the PostgreSQL server at ``url`` (named with its password masked): the
+    file's tables are not visible there. Once per file and URL in a process; True when logged."""
+    from .postgres_server import mask_url
+
+    key = (str(path), url)
+    if key in _warned or not path.exists():
+        return False
+    _warned.add(key)
+    log.warning(
+        "database %r of cluster %r: using the PostgreSQL server %s (chosen by %s), not the SQLite file %s, "
+        "which exists too: its tables are not visible on the server. The engine is chosen by url=, then $%s, "
+        "then the cluster's postgres.json; engine=SqliteEngine(path) opens the file.",
+        path.stem,
+        path.parent.name,
+        mask_url(url),
+        source or "url=",
+        path,
+        URL_ENV,
+    )
+    return True
 
 
 def _enum(value: Any, enum: type[Enum], what: str, field: str) -> Enum:
@@ -381,8 +432,10 @@ class ByzerStorage:
     this order, ``url="postgresql://user:password@host:port/db"`` is given, ``$BYZERLLM_STORAGE_URL``
     is set, or the cluster's folder holds the connection file ``postgres.json`` of
     ``byzerllm storage start --engine postgres``; else the embedded SQLite file. ``self.url`` is
-    the URL used (None for SQLite). Raises ``StorageError`` for invalid names or URL, and
-    ``StorageServerError`` when the server cannot be reached.
+    the URL used (None for SQLite). When PostgreSQL is chosen and the SQLite file of the same
+    cluster and database exists too, a WARNING (logger ``byzerllm.storage``) names both. Raises
+    ``StorageError`` for invalid names or URL, and ``StorageServerError`` when the server cannot
+    be reached.
     """
 
     def __init__(
@@ -403,10 +456,11 @@ class ByzerStorage:
         self.ray_address = ray_address
         self.path = database_path(self.cluster_name, database, base_dir)
         self.base_dir = str(self.path.parent.parent)
-        self.url = storage_url(self.cluster_name, base_dir, url) if engine is None else None
+        self.url, source = storage_choice(self.cluster_name, base_dir, url) if engine is None else (None, None)
         if engine is None and self.url is not None:
             from .postgres_engine import PostgresEngine
 
+            warn_unused_sqlite(self.path, self.url, source)
             engine = PostgresEngine(self.url, self.database)
         elif engine is None:
             from .sqlite_engine import SqliteEngine
