@@ -424,7 +424,7 @@ def cluster() -> None:
     "node_ip_address",
     default="127.0.0.1",
     show_default=True,
-    help="Address of this node; one other machines reach makes a cluster of several.",
+    help="The address other nodes join, when this machine has several.",
 )
 @handle_errors
 def cluster_start(port, num_cpus, num_gpus, resources, node_ip_address):

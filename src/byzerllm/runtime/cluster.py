@@ -74,8 +74,10 @@ def start_local_head(
     node_ip_address: str = "127.0.0.1",
 ) -> str:
     """Start a Ray head on this machine (no dashboard) that outlives this process; returns the
-    ``host:port`` other nodes join (``join_cluster``). ``node_ip_address`` 127.0.0.1 (the default)
-    keeps it to this machine; give an address other machines reach to make a cluster of several.
+    ``host:port`` other nodes join (``join_cluster``). ``node_ip_address``: the address to give
+    other nodes when the machine has several (Ray 2.60 was seen to announce the machine's own
+    address for 127.0.0.1, the default). Ray listens on every address of the machine, so the head
+    always starts with Ray's token authentication.
 
     Raises ``ClusterNotFoundError`` with Ray's own output when it cannot start,
     ``InvalidRequestError`` naming ``resources`` for a bad resource.
