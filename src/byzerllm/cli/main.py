@@ -382,12 +382,12 @@ def _say_if_shipped(model_path: str) -> None:
     """Tell the user when the model files will travel to the workers' nodes (it can take a while)."""
     import ray
 
-    from ..runtime.ray.model_files import local_model
+    from ..runtime.ray.model_files import size_of, to_ship
 
-    local = local_model(model_path)
-    if local is None or sum(n["Alive"] for n in ray.nodes()) < 2:
+    local = to_ship(model_path, sum(n["Alive"] for n in ray.nodes()))
+    if local is None:
         return
-    size = sum(p.stat().st_size for p in ([local] if local.is_file() else local.rglob("*")) if p.is_file())
+    size = size_of(local)
     err.print(
         f"Model files {local.name} ({size / 1e6:.1f} MB) go to the workers' nodes through Ray's object store "
         "(cached there by SHA-256).",

@@ -213,12 +213,12 @@ def cluster_status() -> list[dict[str, Any]]:
     "workers"}]``, ``resources`` the node's totals (custom ones included) and ``workers`` what runs
     there: ``"deployment/index"`` for each deployment worker."""
     ray = _ray()
-    from .ray.actors import list_deployments
+    from .ray.actors import actor_name, list_deployments
 
     placed: dict[str, list[str]] = {}
     for name in list_deployments():
         try:
-            info = ray.get(ray.get_actor(f"deployment:{name}", namespace=NAMESPACE).info.remote(), timeout=10)
+            info = ray.get(ray.get_actor(actor_name(name), namespace=NAMESPACE).info.remote(), timeout=10)
         except Exception:  # undeployed meanwhile, or its pool is busy starting
             continue
         for w in info["workers"]:

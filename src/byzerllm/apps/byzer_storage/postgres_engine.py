@@ -42,18 +42,15 @@ from .engine import (
     SearchRequest,
     StorageEngine,
     TableSchema,
-    check_fusion,
     check_name,
 )
 from .errors import StorageError, StorageIntegrityError, StorageServerError, TableNotFoundError, VectorDimensionError
 from .postgres_server import mask_url
 from .values import (
-    check_limit,
-    check_sorts,
     conditions,
     from_db,
     fuse,
-    out_fields,
+    plan_search,
     prepare_rows,
     query_vector,
     sort_rows,
@@ -518,24 +515,19 @@ class PostgresEngine(StorageEngine):
     def _search(
         self, conn: Any, table: str, schema: TableSchema, docs: int, total: int, req: SearchRequest
     ) -> list[dict[str, Any]]:
-        check_limit(req.limit)
-        check_fusion(req.fusion)
-        where, params = _where(schema, req.filter)
-        sorts = check_sorts(schema, req.sorts)
-        fields = out_fields(schema, req.fields)
-        has_vec = req.vector is not None and len(req.vector) > 0
-        has_kw = req.keyword is not None and req.keyword.strip() != ""
-        if not has_vec and not has_kw:
+        plan = plan_search(schema, req, _where)
+        where, params, sorts, fields = plan.where, plan.params, plan.sorts, plan.fields
+        if not plan.vector and not plan.keyword:
             order = ", ".join(f"{q(n)} {d} NULLS {'FIRST' if d == 'ASC' else 'LAST'}" for n, d in sorts)
             sql = f'SELECT "$rid" FROM {self._t(table)}' + (f" WHERE {where}" if where else "")
             sql += f' ORDER BY {order + ", " if order else ""}"$rid" LIMIT %s'
             rids = [r[0] for r in conn.execute(sql, (*params, req.limit))]
             return self._fetch(conn, table, schema, rids, None, fields)
-        n = req.limit if not (has_vec and has_kw) else max(req.n_candidates, req.limit)
+        n = plan.candidates
         ranked = []
-        if has_vec:
+        if plan.vector:
             ranked.append(self._knn(conn, table, schema, req, n, where, params))
-        if has_kw:
+        if plan.keyword:
             ranked.append(self._bm25(conn, table, schema, docs, total, req, n, where, params))
         top = fuse(ranked, req)
         return sort_rows(self._fetch(conn, table, schema, [k for k, _ in top], [s for _, s in top], fields), sorts)

@@ -34,17 +34,14 @@ from .engine import (
     SearchRequest,
     StorageEngine,
     TableSchema,
-    check_fusion,
     check_name,
 )
 from .errors import StorageError, StorageIntegrityError, TableNotFoundError, VectorDimensionError
 from .values import (
-    check_limit,
-    check_sorts,
     conditions,
     from_db,
     fuse,
-    out_fields,
+    plan_search,
     prepare_rows,
     query_vector,
     sort_rows,
@@ -382,20 +379,16 @@ class SqliteEngine(StorageEngine):
             return self._search(table, schema, request)
 
     def _search(self, table: str, schema: TableSchema, req: SearchRequest) -> list[dict[str, Any]]:
-        check_limit(req.limit)
-        check_fusion(req.fusion)
-        where, params = _where(schema, req.filter)
-        sorts = check_sorts(schema, req.sorts)
-        fields = out_fields(schema, req.fields)
-        has_vec = req.vector is not None and len(req.vector) > 0
-        has_kw = req.keyword is not None and req.keyword.strip() != ""
+        plan = plan_search(schema, req, _where)
+        where, params, sorts, fields = plan.where, plan.params, plan.sorts, plan.fields
+        has_vec, has_kw = plan.vector, plan.keyword
         if not has_vec and not has_kw:
             order = ", ".join(f"{q(n)} {d}" for n, d in sorts) or RID
             sql = f"SELECT {RID} FROM {_rows(table)}" + (f" WHERE {where}" if where else "")
             rids = [r[0] for r in self._conn.execute(f"{sql} ORDER BY {order} LIMIT ?", (*params, req.limit))]
             return self._fetch(table, schema, rids, None, fields)
         ranked: list[list[tuple[int, float]]] = []
-        n = req.limit if not (has_vec and has_kw) else max(req.n_candidates, req.limit)
+        n = plan.candidates
         knn = self._knn(table, schema, req, n, where, params) if has_vec else None
         if knn and has_kw:  # numpy and SQLite both release the GIL: the two searches overlap
             future = self._pool().submit(knn)

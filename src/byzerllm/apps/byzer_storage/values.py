@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import FILTER_OPS, SCALAR_KINDS, FieldSpec, Filter, SearchRequest, TableSchema
+from .engine import FILTER_OPS, SCALAR_KINDS, FieldSpec, Filter, SearchRequest, TableSchema, check_fusion
 from .errors import StorageError, VectorDimensionError
 from .fusion import convex, rrf
 
@@ -185,6 +185,35 @@ def check_limit(limit: Any) -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise StorageError(f"limit must be an integer >= 0, got {limit!r}", param="limit")
     return limit
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A checked ``SearchRequest``: the engine's WHERE clause and parameters, the sorts and output
+    fields, which searches run (``vector``, ``keyword``) and how many candidates each ranks."""
+
+    where: str
+    params: list
+    sorts: list[tuple[str, str]]
+    fields: list[str]
+    vector: bool
+    keyword: bool
+    candidates: int
+
+
+def plan_search(schema: TableSchema, req: SearchRequest, where) -> SearchPlan:
+    """Check ``req`` against ``schema`` as every engine does (limit, fusion, sorts, fields; the
+    filter through the engine's ``where(schema, filter) -> (sql, params)``). Raises ``StorageError``
+    naming the bad field."""
+    check_limit(req.limit)
+    check_fusion(req.fusion)
+    sql, params = where(schema, req.filter)
+    vector = req.vector is not None and len(req.vector) > 0
+    keyword = req.keyword is not None and req.keyword.strip() != ""
+    candidates = req.limit if not (vector and keyword) else max(req.n_candidates, req.limit)
+    return SearchPlan(
+        sql, params, check_sorts(schema, req.sorts), out_fields(schema, req.fields), vector, keyword, candidates
+    )
 
 
 def fuse(ranked: list[list[tuple[Any, float]]], req: SearchRequest) -> list[tuple[Any, float]]:

@@ -87,6 +87,17 @@ def local_model(model_path: str) -> Path | None:
     return path.resolve() if path.exists() else None
 
 
+def to_ship(model_path: str, alive_nodes: int) -> Path | None:
+    """The file or folder of ``model_path`` to send to the workers' nodes, or None: only on a
+    cluster of several nodes (one node reads the path itself) and only for a local path."""
+    return local_model(model_path) if alive_nodes > 1 else None
+
+
+def size_of(root: Path) -> int:
+    """Bytes of ``root``, a file or every file under a folder."""
+    return sum(path.stat().st_size for _, path in _listing(root))
+
+
 def pack(root: Path, put) -> ModelFiles:
     """Read ``root`` (a file or folder) into the object store with ``put`` (``ray.put``), chunk by
     chunk, digesting it on the way (one read). Raises ``OSError`` when it cannot be read."""

@@ -24,7 +24,7 @@ from ...types import ChatChunk, ChatRequest, ChatResponse
 from ..cluster import NAMESPACE, on_head
 from ..spec import DeploymentSpec
 from .actors import DeploymentPool, actor_name, list_deployments, worker_bundle
-from .model_files import local_model, pack
+from .model_files import pack, to_ship
 from .routing import (
     ACQUIRE,
     EMIT,
@@ -135,8 +135,8 @@ class RayRuntime:
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
         check_fit(spec, nodes)
         files = None
-        local = local_model(spec.model_path)
-        if local is not None and len(nodes) > 1:  # one node reads the path itself
+        local = to_ship(spec.model_path, len(nodes))
+        if local is not None:
             files = pack(local, ray.put)
             log.info(
                 "deployment %r: model files %s go to the workers through Ray's object store",
