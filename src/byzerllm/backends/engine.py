@@ -26,6 +26,7 @@ from ..types import ChatChunk, ChatRequest, ChatResponse
 from .base import Backend, Cancelled, _never
 
 log = logging.getLogger("byzerllm.engine")
+ENGINE_DIED = "the engine process of this worker died; it was started again, retry"
 
 
 def free_port() -> int:
@@ -154,19 +155,19 @@ class EngineBackend(Backend):
         self.prepare(model_path)
         self.engine = EngineProcess(self.engine_name, self.command, self.health_path, self.config["start_timeout"])
         self.engine.start()
-        self.api = OpenAICompatBackend(
-            "",
-            {
-                "model": "default",
-                "base_url": self.engine.base_url + "/v1",
-                "api_key": "none",
-                "max_retries": 0,
-                "timeout": self.config["timeout"],
-                "deadline": self.config["timeout"],
-                "native_tools": False,
-                "prefix_mode": "vllm",
-            },
-        )
+        # the client of the engine's API: built here, and by a caller on this node that reads a
+        # stream straight from the engine (``local_endpoint``)
+        self.api_options: dict[str, Any] = {
+            "model": "default",
+            "base_url": self.engine.base_url + "/v1",
+            "api_key": "none",
+            "max_retries": 0,
+            "timeout": self.config["timeout"],
+            "deadline": self.config["timeout"],
+            "native_tools": False,
+            "prefix_mode": "vllm",
+        }
+        self.api = OpenAICompatBackend("", self.api_options)
 
     def prepare(self, model_path: str) -> None:
         """Check what the engine needs before it starts (the model file, the binary, a GPU...)."""
@@ -190,7 +191,7 @@ class EngineBackend(Backend):
             self.engine.ensure()
         except BackendError as exc:
             log.error("%s did not start again: %s", self.engine_name, exc)
-        return WorkerDiedError("the engine process of this worker died; it was started again, retry")
+        return WorkerDiedError(ENGINE_DIED)
 
     def _serves(self, task: str) -> None:
         if task not in self.served_tasks:
@@ -207,6 +208,23 @@ class EngineBackend(Backend):
             if not self._cut_by_death(exc):
                 raise
             raise self._engine_died() from None
+
+    def local_endpoint(self) -> dict[str, Any]:
+        """The ``OpenAICompatBackend`` options that reach this engine on 127.0.0.1, for a caller on
+        this machine that reads a chat stream from the engine itself instead of through the worker
+        (the engine started again first if it died). Raises ``UnsupportedParameterError`` when the
+        deployment does not serve chat."""
+        self._serves("chat")
+        self.engine.ensure()
+        return dict(self.api_options)
+
+    def engine_cut(self) -> bool:
+        """After a caller's connection to the engine failed: whether the engine died (it is then
+        started again), rather than the connection alone."""
+        if not self.engine.died():
+            return False
+        self._engine_died()
+        return True
 
     def stream(self, request: ChatRequest, cancelled: Cancelled = _never) -> Iterator[ChatChunk]:
         self._serves("chat")

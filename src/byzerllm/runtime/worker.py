@@ -115,6 +115,20 @@ class Worker:
             self._active.discard(rid)
             self._cancelled.discard(rid)
 
+    def local_endpoint(self, request: ChatRequest) -> dict[str, Any] | None:
+        """For a stream of ``request`` a caller on this machine reads from the backend's engine
+        itself: the engine's client options (``EngineBackend.local_endpoint``), after the checks
+        ``stream`` makes; ``None`` for a backend without an engine process."""
+        self._check(request)
+        endpoint = getattr(self.backend, "local_endpoint", None)
+        return None if endpoint is None else endpoint()
+
+    def engine_cut(self) -> bool:
+        """Whether the backend's engine process died (and was started again) after a caller's
+        connection to it failed; False for a backend without one."""
+        cut = getattr(self.backend, "engine_cut", None)
+        return cut is not None and cut()
+
     def embed(self, texts: list[str], query: bool = False) -> tuple[list[list[float]], int]:
         """Embedding vectors of ``texts`` (search queries when ``query``) and their input token count."""
         return self._unary("embed", lambda b: (b.embed_query if query else b.embed)(texts))

@@ -41,6 +41,11 @@ EARLY_RELEASES = 4096
 LEASE_USE_TIMEOUT = 3.0
 # Restarts and failures a pool remembers for ``stat`` and ``info``.
 EVENTS = 50
+# A local stream's slot (see ``RayWorker.open_local``) not closed within the engine's request
+# timeout plus this margin (seconds) is returned by the worker: its caller died mid-stream.
+LOCAL_SLOT_MARGIN = 30.0
+# A value of ``open_local``: the caller is not on this worker's node (the worker moved), use Ray.
+REMOTE = "remote"
 
 
 def _where(info: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +166,12 @@ class RayWorker(Worker):
         threading.Thread(target=self._send_to_pool, name="pool-messages", daemon=True).start()
         # a restarted worker holds no request: the pool forgets the slots its previous process held,
         # whose last messages (a release within the last few milliseconds) died with it
-        self._tell_pool("start", index, os.getpid(), ray.get_runtime_context().get_node_id())
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._tell_pool("start", index, os.getpid(), self._node_id)
+        # slots of streams a caller reads from the engine itself: lease -> when to take it back
+        self._local: dict[int | str, float] = {}
+        self._local_lock = threading.Lock()
+        self._local_reaper: threading.Thread | None = None
 
     def node_name(self) -> str:
         """The IP address of this worker's Ray node (Ray's name of a node)."""
@@ -285,6 +295,45 @@ class RayWorker(Worker):
             done = last is not None and last.finish_reason is not None
             self._release(lease, last.input_tokens if done else 0, last.generated_tokens if done else 0, failed)
 
+    def open_local(
+        self, request: ChatRequest, lease: int | str, direct: bool, node_id: str
+    ) -> dict[str, Any] | str | None:
+        """A slot for a stream that a caller on node ``node_id`` reads from this worker's engine
+        itself (no relay through this actor): the engine's client options, after the request's
+        checks; ``None`` for busy (as ``stream_leased``); ``REMOTE`` when the caller is on another
+        node or the backend has no engine. The caller ends it with ``close_local``; a slot not
+        closed within the engine's timeout (and ``LOCAL_SLOT_MARGIN``) is returned here."""
+        if node_id != self._node_id:
+            return REMOTE
+        options = self.local_endpoint(request)
+        if options is None:
+            return REMOTE
+        if not self._admit(lease, direct):
+            return None
+        with self._local_lock:
+            self._local[lease] = time.monotonic() + float(options["timeout"]) + LOCAL_SLOT_MARGIN
+            if self._local_reaper is None:
+                self._local_reaper = threading.Thread(target=self._reap_local, name="local-slots", daemon=True)
+                self._local_reaper.start()
+        return options
+
+    def close_local(self, lease: int | str, prompt_tokens: int, completion_tokens: int, failed: bool) -> None:
+        """The end of a local stream (``open_local``): its slot back, its tokens or failure counted."""
+        with self._local_lock:
+            held = self._local.pop(lease, None)
+        if held is not None:
+            self._release(lease, prompt_tokens, completion_tokens, failed)
+
+    def _reap_local(self) -> None:
+        while True:
+            time.sleep(LOCAL_SLOT_MARGIN / 3)
+            now = time.monotonic()
+            with self._local_lock:
+                expired = [lease for lease, until in self._local.items() if until < now]
+            for lease in expired:
+                log.warning("worker %s: local stream %s was not closed; its slot is returned", self._index, lease)
+                self.close_local(lease, 0, 0, True)
+
 
 class DeploymentPool:
     """The pool actor of one deployment (async: one event loop, no locks)."""
@@ -348,6 +397,9 @@ class DeploymentPool:
             "state": self.state,
             "capacity": self.spec.worker_concurrency,
             "load_balance": self.spec.load_balance,
+            # a caller on one of these nodes reads a worker's engine streams itself (``open_local``)
+            "engine": bool((self.meta_cache or {}).get("engine")),
+            "nodes": [p and p["node_id"] for p in self.placement],
         }
 
     async def wait_ready(self) -> dict[str, Any]:

@@ -17,11 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ...errors import ByzerLLMError, DeploymentUndeployedError, WorkerDiedError
+from ...backends.engine import ENGINE_DIED
+from ...errors import ByzerLLMError, DeploymentUndeployedError, UpstreamError, WorkerDiedError
 from ...types import ChatRequest
 from ..slots import pick_worker
+from .actors import REMOTE
 
 # A request whose worker died before it produced output is sent again, after these pauses
 # (seconds): Ray needs a moment to notice a dead process before it routes to its replacement.
@@ -36,7 +39,8 @@ ROUTE = "route"  # deployment name -> its Route (cached; looked up when missing)
 REFRESH = "refresh"  # deployment name -> a Route looked up afresh
 ACQUIRE = "acquire"  # Route -> (lease, worker index) from its pool (cancelled with the caller)
 GET = "get"  # ObjectRef -> its value
-NEXT = "next"  # streaming ObjectRefGenerator -> its next value, or END
+NEXT = "next"  # streaming ObjectRefGenerator or LocalStream -> its next value, or END
+LOCAL = "local"  # (engine client options, request) -> a LocalStream (local_streams.py)
 FAILURE = "failure"  # (deployment name, exception) -> the error the user sees
 SLEEP = "sleep"  # seconds -> None
 EMIT = "emit"  # a value for the caller (a stream's chunk, a unary call's result) -> None
@@ -114,30 +118,60 @@ def unary_plan(name: str, method: str, *args: Any) -> Plan:
 
 def stream_plan(name: str, request: ChatRequest) -> Plan:
     """A streamed chat in a slot, emitting each chunk; sent again when its worker died before the
-    first chunk. A caller that stops reading (the plan is closed) stops the generation too."""
+    first chunk. A caller that stops reading (the plan is closed) stops the generation too. On a
+    worker whose engine runs on the caller's node, the caller reads the engine's stream itself
+    (``RayWorker.open_local``); elsewhere the worker relays it through Ray."""
     attempt, via_pool = 0, False
     while True:
         slot = yield from take_plan(name, via_pool)
         finished = started = busy = False
         failure = None
+        chunks = opened = None
         try:
-            chunks = slot.worker.stream_leased.options(num_returns="streaming").remote(request, slot.lease, slot.direct)
-            while (batch := (yield NEXT, chunks)) is not END:
+            if slot.route.local[slot.idx]:
+                options = yield GET, slot.worker.open_local.remote(request, slot.lease, slot.direct, slot.route.node_id)
+                if options is None:
+                    busy = finished = True
+                elif options == REMOTE:  # the worker moved to another node: relay through Ray
+                    slot.route.local[slot.idx] = False
+                else:
+                    chunks = opened = yield LOCAL, (options, request)
+            if chunks is None and not busy:
+                chunks = slot.worker.stream_leased.options(num_returns="streaming").remote(
+                    request, slot.lease, slot.direct
+                )
+            while not busy and (batch := (yield NEXT, chunks)) is not END:
                 if batch is None:
                     busy = finished = True
                     break
-                for chunk in batch:  # the chunks that were ready together on the worker
+                for chunk in batch:  # the chunks that were ready together
                     started = True
                     finished = chunk.finish_reason is not None
                     yield EMIT, chunk
                 if finished:  # done: the end of the task's stream (a moment later) need not be awaited
                     break
-        except (RayTaskError, RayActorError) as exc:
+        except (RayTaskError, RayActorError, UpstreamError) as exc:
             finished, failure = False, exc
         finally:
-            if not finished:  # failed, or the caller stopped reading
+            if opened is not None:
+                opened.close()
+                last = opened.last
+                done = finished and last is not None
+                slot.worker.close_local.remote(
+                    slot.lease,
+                    last.input_tokens if done else 0,
+                    last.generated_tokens if done else 0,
+                    failure is not None,
+                )
+            elif not finished:  # failed, or the caller stopped reading
                 slot.worker.cancel.remote(request.request_id)
             slot.end(finished, failure)
+        if isinstance(failure, UpstreamError) and opened is not None and failure.details.get("status") in (502, 504):
+            try:  # a cut connection: the worker tells whether its engine died
+                if (yield GET, slot.worker.engine_cut.remote()):
+                    failure = WorkerDiedError(ENGINE_DIED)
+            except (RayTaskError, RayActorError) as exc:
+                failure = exc
         if failure is not None:
             attempt = yield from retry_plan(name, failure, attempt, started)
         elif not busy:
@@ -158,6 +192,10 @@ class Route:
         self._capacity = routing["capacity"]
         self._strategy = routing["load_balance"]
         n = len(self.workers)
+        # which workers' engines this process reads streams from itself: those on its own node
+        engine = bool(routing.get("engine"))
+        self.node_id = ray.get_runtime_context().get_node_id() if engine else None
+        self.local = [engine and node == self.node_id for node in routing.get("nodes") or [None] * n]
         self._in_flight = [0] * n
         self._last_work = [0.0] * n
         self._rr = itertools.cycle(range(n))

@@ -24,6 +24,7 @@ from ...types import ChatChunk, ChatRequest, ChatResponse
 from ..cluster import NAMESPACE, on_head
 from ..spec import DeploymentSpec
 from .actors import DeploymentPool, actor_name, list_deployments, worker_bundle
+from .local_streams import LocalStream, LocalStreams
 from .model_files import pack, to_ship
 from .routing import (
     ACQUIRE,
@@ -31,6 +32,7 @@ from .routing import (
     END,
     FAILURE,
     GET,
+    LOCAL,
     NEXT,
     REFRESH,
     ROUTE,
@@ -91,6 +93,7 @@ class RayRuntime:
 
     def __init__(self) -> None:
         self._handles: dict[str, Route] = {}
+        self._local = LocalStreams()
 
     # --- deployments -----------------------------------------------------------------
     def _pool(self, name: str):
@@ -223,6 +226,8 @@ class RayRuntime:
     def abort(self, name: str, request_id: str) -> None:
         """Cancel request ``request_id`` on whichever worker of ``name`` runs it (a dead worker has
         nothing to cancel)."""
+        if self._local.abort(request_id):  # a stream this process reads from an engine itself
+            return
         refs = [w.cancel.remote(request_id) for w in self._lookup(name, refresh=True).workers]
         for ref in refs:
             try:
@@ -253,8 +258,12 @@ class RayRuntime:
         if op == GET:
             return ray.get(arg)
         if op == NEXT:
+            if isinstance(arg, LocalStream):
+                return arg.next_batch()
             ref = next(arg, None)
             return END if ref is None else ray.get(ref)
+        if op == LOCAL:
+            return self._local.open(*arg, END)
         if op == ROUTE:
             return self._lookup(arg)
         if op == REFRESH:
@@ -271,6 +280,8 @@ class RayRuntime:
         if op == GET:
             return await arg
         if op == NEXT:
+            if isinstance(arg, LocalStream):
+                return await arg.anext_batch()
             try:
                 ref = await arg.__anext__()
             except StopAsyncIteration:
@@ -278,6 +289,8 @@ class RayRuntime:
             # __anext__ returns once the value is here, so this get does not block; awaiting the ref
             # instead costs another trip through Ray's callback thread (~90 us a message, measured)
             return ray.get(ref)
+        if op == LOCAL:
+            return self._local.open(*arg, END)
         if op == ROUTE:
             return self._handles.get(arg) or await asyncio.to_thread(self._lookup, arg)
         if op == REFRESH:
@@ -309,7 +322,7 @@ class RayRuntime:
                     continue
                 try:
                     reply = self._do(op, arg)
-                except (RayActorError, RayTaskError) as exc:
+                except (RayActorError, RayTaskError, ByzerLLMError) as exc:
                     error = exc
         except StopIteration:
             return
@@ -328,7 +341,7 @@ class RayRuntime:
                     continue
                 try:
                     reply = await self._ado(op, arg)
-                except (RayActorError, RayTaskError) as exc:
+                except (RayActorError, RayTaskError, ByzerLLMError) as exc:
                     error = exc
         except StopIteration:
             return
