@@ -78,6 +78,49 @@ def test_concurrent_requests_share_the_engine(engine_chat):
     assert llm.stat(name)["state"] == [4]
 
 
+def test_a_caller_on_the_engines_node_reads_its_streams_itself(engine_chat):
+    llm, name = engine_chat
+    assert llm.runtime._lookup(name).local == [True]
+    before = llm.stat(name)
+    deltas = [d for d, _ in llm.stream_chat_oai(ASK, model=name, delta_mode=True, llm_config={"max_length": 6})]
+    after = llm.stat(name)
+    assert len(deltas) > 1 and after["state"] == [4]
+    assert sum(after["total_requests"]) == sum(before["total_requests"]) + 1
+    assert 0 < after["completion_tokens"] - before["completion_tokens"] <= 6
+    assert after["prompt_tokens"] > before["prompt_tokens"]
+
+
+def test_a_local_stream_left_early_or_aborted_gives_its_slot_back(engine_chat):
+    from byzerllm.errors import RequestCancelledError
+
+    llm, name = engine_chat
+    config = {"max_length": 400, "ignore_eos": True}
+    left = llm.stream_chat_oai(LONG, model=name, delta_mode=True, llm_config=config)
+    next(left)
+    left.close()  # the reader stops: the engine's connection closes and the slot comes back
+    aborted = llm.stream_chat_oai(LONG, model=name, delta_mode=True, llm_config={**config, "gen.request_id": "ab-1"})
+    next(aborted)
+    llm.abort("ab-1", model=name)
+    with pytest.raises(RequestCancelledError):
+        for _ in aborted:
+            pass
+    deadline = time.monotonic() + 10
+    while llm.stat(name)["state"] != [4] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert llm.stat(name)["state"] == [4]
+
+
+def test_a_caller_elsewhere_gets_the_stream_relayed_by_the_worker(engine_chat):
+    llm, name = engine_chat
+    route = llm.runtime._lookup(name)
+    route.local[0] = False  # as for a caller on another node
+    try:
+        deltas = [d for d, _ in llm.stream_chat_oai(ASK, model=name, delta_mode=True, llm_config={"max_length": 6})]
+    finally:
+        route.local[0] = True
+    assert len(deltas) > 1 and llm.stat(name)["state"] == [4]
+
+
 def test_an_engine_killed_mid_stream_is_started_again(engine_chat):
     llm, name = engine_chat
     [engine] = engines()
