@@ -91,8 +91,6 @@ def test_a_caller_on_the_engines_node_reads_its_streams_itself(engine_chat):
 
 
 def test_a_local_stream_left_early_or_aborted_gives_its_slot_back(engine_chat):
-    from byzerllm.errors import RequestCancelledError
-
     llm, name = engine_chat
     config = {"max_length": 400, "ignore_eos": True}
     left = llm.stream_chat_oai(LONG, model=name, delta_mode=True, llm_config=config)
@@ -101,9 +99,7 @@ def test_a_local_stream_left_early_or_aborted_gives_its_slot_back(engine_chat):
     aborted = llm.stream_chat_oai(LONG, model=name, delta_mode=True, llm_config={**config, "gen.request_id": "ab-1"})
     next(aborted)
     llm.abort("ab-1", model=name)
-    with pytest.raises(RequestCancelledError):
-        for _ in aborted:
-            pass
+    assert [meta.finish_reason for _, meta in aborted][-1] == "cancelled"
     deadline = time.monotonic() + 10
     while llm.stat(name)["state"] != [4] and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -200,3 +200,154 @@ def test_closing_a_coalesced_stream_stops_its_reader():
         next(out)
         out.close()
         assert closed.wait(5) and len(produced) < 1000
+
+
+class Worker:
+    """A worker actor handle that records its calls: ``w.method.remote(*args)`` returns
+    ``(method, args)`` (``.options(...)`` is ignored)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, method: str):
+        calls = self.calls
+
+        class Method:
+            @staticmethod
+            def remote(*args):
+                calls.append((method, args))
+                return (method, args)
+
+            @staticmethod
+            def options(**_):
+                return Method
+
+        return Method
+
+
+class Opened:
+    """A LocalStream's stand-in: the chunks the plan emitted and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.last = None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run_stream(route_: Route, answer) -> tuple[list, list[Opened]]:
+    """Drive ``stream_plan`` by hand: ``answer(op, arg)`` gives each effect's result (or raises)."""
+    from byzerllm.runtime.ray.routing import FAILURE, LOCAL, ROUTE, SLEEP, stream_plan
+    from byzerllm.types import ChatRequest
+
+    plan = stream_plan("m", ChatRequest(messages=[{"role": "user", "content": "hi"}], request_id="r1"))
+    out, opened, reply, error = [], [], None, None
+    try:
+        while True:
+            op, arg = plan.throw(error) if error else plan.send(reply)
+            reply, error = None, None
+            if op == EMIT:
+                out.append(arg)
+            elif op == ROUTE:
+                reply = route_
+            elif op == FAILURE:
+                reply = arg[1]
+            elif op == SLEEP:
+                pass
+            elif op == LOCAL:
+                opened.append(Opened())
+                reply = opened[-1]
+            else:
+                try:
+                    reply = answer(op, arg, opened[-1] if opened else None)
+                except Exception as exc:
+                    error = exc
+    except StopIteration:
+        pass
+    return out, opened
+
+
+def local_route() -> tuple[Route, Worker]:
+    worker = Worker()
+    r = Route(None, {"workers": [worker], "state": "running", "capacity": 2, "load_balance": "lru"})
+    r.local, r.node_id = [True], "node-1"
+    return r, worker
+
+
+def engine(chunks_after_open, engine_died=False):
+    """The answers of a worker whose engine is on this node: ``open_local`` gives options, each
+    ``NEXT`` the next item of ``chunks_after_open`` (an exception is raised)."""
+    from byzerllm.runtime.ray.routing import END, GET
+
+    items = iter(chunks_after_open)
+
+    def answer(op, arg, opened):
+        if op == GET and arg[0] == "open_local":
+            return {"base_url": "http://127.0.0.1:1/v1", "timeout": 600}
+        if op == GET and arg[0] == "engine_cut":
+            return engine_died
+        item = next(items, END)
+        if isinstance(item, Exception):
+            raise item
+        if item is not END:
+            opened.last = item[-1]
+        return item
+
+    return answer
+
+
+def test_a_local_stream_gives_its_slot_back_with_its_token_counts():
+    from byzerllm.types import ChatChunk
+
+    r, worker = local_route()
+    out, [opened] = run_stream(r, engine([[ChatChunk("a")], [ChatChunk("b"), ChatChunk("", "stop", 5, 2)]]))
+    assert [c.delta for c in out] == ["a", "b", ""] and opened.closed
+    [close] = [args for method, args in worker.calls if method == "close_local"]
+    assert close[1:] == (5, 2, False)
+    assert not [m for m, _ in worker.calls if m in ("stream_leased", "cancel")]
+
+
+def test_a_cut_connection_before_any_chunk_is_tried_once_more_when_the_engine_lives():
+    from byzerllm.errors import UpstreamError
+    from byzerllm.types import ChatChunk
+
+    cut = UpstreamError("connection to the engine failed", status=502)
+    r, worker = local_route()
+    out, opened = run_stream(r, engine([cut, [ChatChunk("", "stop", 5, 0)]]))
+    assert len(opened) == 2 and [c.finish_reason for c in out] == ["stop"]
+    assert [a[-1] for m, a in worker.calls if m == "close_local"] == [True, False]  # failed, then done
+    r, _ = local_route()
+    with pytest.raises(UpstreamError):  # a second cut reaches the caller
+        run_stream(r, engine([cut, cut]))
+
+
+def test_a_stream_cut_by_the_engines_death_is_a_dead_worker():
+    from byzerllm.errors import UpstreamError, WorkerDiedError
+    from byzerllm.types import ChatChunk
+
+    cut = UpstreamError("connection to the engine failed", status=502)
+    r, _ = local_route()
+    with pytest.raises(WorkerDiedError, match="engine process"):  # output was delivered: not sent again
+        run_stream(r, engine([[ChatChunk("a")], cut], engine_died=True))
+    r, _ = local_route()
+    out, opened = run_stream(r, engine([cut, [ChatChunk("", "stop", 5, 0)]], engine_died=True))
+    assert len(opened) == 2 and out[-1].finish_reason == "stop"  # nothing delivered: sent again
+
+
+def test_a_worker_on_another_node_relays_the_stream():
+    from byzerllm.runtime.ray.actors import REMOTE
+    from byzerllm.runtime.ray.routing import GET, NEXT
+    from byzerllm.types import ChatChunk
+
+    r, _ = local_route()
+    batches = iter([[ChatChunk("", "stop", 5, 0)]])
+
+    def answer(op, arg, opened):
+        if op == GET and arg[0] == "open_local":
+            return REMOTE
+        assert op == NEXT and arg[0] == "stream_leased"
+        return next(batches)
+
+    out, opened = run_stream(r, answer)
+    assert out[-1].finish_reason == "stop" and not opened and r.local == [False]

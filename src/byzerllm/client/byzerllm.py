@@ -385,8 +385,8 @@ class ByzerLLM(StructuredMixin, TasksMixin):
     def abort(self, request_id: str, model: str | None = None) -> None:
         """Stop the running request whose ``llm_config`` gave ``request_id`` (``gen.request_id``) on
         deployment ``model`` (the default model when None), at its next token. Its ``chat_oai``
-        returns the text so far with finish_reason ``cancelled``; its stream ends with
-        ``RequestCancelledError``. A request that already ended, or that no worker has started, is
+        returns the text so far with finish_reason ``cancelled``; its stream ends there, its last
+        chunk's finish_reason ``cancelled``. A request that already ended, or that no worker has started, is
         not affected. Byzer-LLM aborts on vLLM only; here it works on every backend."""
         if not isinstance(request_id, str) or not request_id:
             raise InvalidRequestError("request_id must be a non-empty string", param="request_id")

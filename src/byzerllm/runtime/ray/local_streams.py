@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...backends.openai_compat import OpenAICompatBackend
-from ...errors import RequestCancelledError
 from ...types import ChatChunk, ChatRequest
 
 _END = object()
@@ -28,7 +27,7 @@ class LocalStream:
     """One request's chunks from an engine. ``next_batch()`` for a blocking caller (one chunk a call),
     ``anext_batch()`` for asyncio (the chunks that arrived together, read by a thread of
     ``readers``); both return ``end`` after the last chunk. ``abort()`` stops the generation at its
-    next chunk (the stream then ends with ``RequestCancelledError``); ``close()`` stops reading."""
+    next chunk (the last chunk's finish_reason is then ``cancelled``); ``close()`` stops reading."""
 
     def __init__(
         self, api: OpenAICompatBackend, request: ChatRequest, readers: ThreadPoolExecutor, end: Any, done: Any
@@ -47,8 +46,6 @@ class LocalStream:
         for chunk in api.stream(request, lambda: self.aborted or self.closed):
             self.last = chunk
             yield chunk
-        if self.aborted:
-            raise RequestCancelledError(f"request {self.request_id} was cancelled")
 
     def abort(self) -> None:
         self.aborted = True

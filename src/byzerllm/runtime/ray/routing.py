@@ -121,7 +121,7 @@ def stream_plan(name: str, request: ChatRequest) -> Plan:
     first chunk. A caller that stops reading (the plan is closed) stops the generation too. On a
     worker whose engine runs on the caller's node, the caller reads the engine's stream itself
     (``RayWorker.open_local``); elsewhere the worker relays it through Ray."""
-    attempt, via_pool = 0, False
+    attempt, via_pool, resent = 0, False, False
     while True:
         slot = yield from take_plan(name, via_pool)
         finished = started = busy = False
@@ -170,6 +170,9 @@ def stream_plan(name: str, request: ChatRequest) -> Plan:
             try:  # a cut connection: the worker tells whether its engine died
                 if (yield GET, slot.worker.engine_cut.remote()):
                     failure = WorkerDiedError(ENGINE_DIED)
+                elif not started and not resent and failure.details["status"] == 502:
+                    resent = True  # a kept-alive connection the engine closed as it was reused: once more
+                    continue
             except (RayTaskError, RayActorError) as exc:
                 failure = exc
         if failure is not None:
