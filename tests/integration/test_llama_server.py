@@ -78,15 +78,29 @@ def test_concurrent_requests_share_the_engine(engine_chat):
     assert llm.stat(name)["state"] == [4]
 
 
-def test_a_caller_on_the_engines_node_reads_its_streams_itself(engine_chat):
+@pytest.fixture
+def opened(monkeypatch):
+    """The streams this process opened on an engine itself (``LocalStreams.open`` calls)."""
+    from byzerllm.runtime.ray.local_streams import LocalStreams
+
+    calls = []
+    real = LocalStreams.open
+    monkeypatch.setattr(LocalStreams, "open", lambda self, *a: calls.append(a) or real(self, *a))
+    return calls
+
+
+SHORT = {"max_length": 6, "ignore_eos": True}
+
+
+def test_a_caller_on_the_engines_node_reads_its_streams_itself(engine_chat, opened):
     llm, name = engine_chat
     assert llm.runtime._lookup(name).local == [True]
     before = llm.stat(name)
-    deltas = [d for d, _ in llm.stream_chat_oai(ASK, model=name, delta_mode=True, llm_config={"max_length": 6})]
+    deltas = [d for d, _ in llm.stream_chat_oai(ASK, model=name, delta_mode=True, llm_config=SHORT)]
     after = llm.stat(name)
-    assert len(deltas) > 1 and after["state"] == [4]
+    assert len(opened) == 1 and len(deltas) > 1 and after["state"] == [4]
     assert sum(after["total_requests"]) == sum(before["total_requests"]) + 1
-    assert 0 < after["completion_tokens"] - before["completion_tokens"] <= 6
+    assert after["completion_tokens"] - before["completion_tokens"] == 6
     assert after["prompt_tokens"] > before["prompt_tokens"]
 
 
@@ -106,15 +120,17 @@ def test_a_local_stream_left_early_or_aborted_gives_its_slot_back(engine_chat):
     assert llm.stat(name)["state"] == [4]
 
 
-def test_a_caller_elsewhere_gets_the_stream_relayed_by_the_worker(engine_chat):
+def test_a_caller_elsewhere_gets_the_stream_relayed_by_the_worker(engine_chat, opened):
     llm, name = engine_chat
     route = llm.runtime._lookup(name)
     route.local[0] = False  # as for a caller on another node
+    before = llm.stat(name)["completion_tokens"]
     try:
-        deltas = [d for d, _ in llm.stream_chat_oai(ASK, model=name, delta_mode=True, llm_config={"max_length": 6})]
+        deltas = [d for d, _ in llm.stream_chat_oai(ASK, model=name, delta_mode=True, llm_config=SHORT)]
     finally:
         route.local[0] = True
-    assert len(deltas) > 1 and llm.stat(name)["state"] == [4]
+    assert not opened and len(deltas) > 1 and llm.stat(name)["state"] == [4]
+    assert llm.stat(name)["completion_tokens"] - before == 6
 
 
 def test_an_engine_killed_mid_stream_is_started_again(engine_chat):

@@ -137,3 +137,18 @@ def test_closing_stops_the_reader_and_the_engine_stream(readers):
     sync.next_batch()
     sync.close()
     assert sync._chunks.gi_frame is None  # the generator (and the engine's connection) closed
+
+
+def test_an_unexpected_engine_client_error_reaches_the_caller_by_its_type_only(readers):
+    from byzerllm.errors import BackendError
+
+    class Broken:
+        def stream(self, request, cancelled):
+            yield ChatChunk("t0")
+            raise ValueError("the prompt was: a secret")
+
+    stream = LocalStream(Broken(), request(), readers, END, lambda s: None)
+    stream.next_batch()
+    with pytest.raises(BackendError) as err:
+        stream.next_batch()
+    assert "ValueError" in str(err.value) and "secret" not in str(err.value)

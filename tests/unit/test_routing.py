@@ -351,3 +351,68 @@ def test_a_worker_on_another_node_relays_the_stream():
 
     out, opened = run_stream(r, answer)
     assert out[-1].finish_reason == "stop" and not opened and r.local == [False]
+
+
+def test_a_busy_worker_sends_the_stream_to_the_pool_and_holds_nothing():
+    from byzerllm.runtime.ray.routing import GET, stream_plan
+    from byzerllm.types import ChatRequest
+
+    r, worker = local_route()
+    plan = stream_plan("m", ChatRequest(messages=[{"role": "user", "content": "hi"}], request_id="r1"))
+    assert plan.send(None)[0] == "route"
+    op, (method, _) = plan.send(r)
+    assert (op, method) == (GET, "open_local")
+    assert plan.send(None)[0] == "route"  # busy: the next attempt asks the pool for a lease
+    assert plan.send(r)[0] == "acquire"
+    plan.close()
+    assert [m for m, _ in worker.calls] == ["open_local"]  # no close_local, no cancel
+
+
+def test_a_request_refused_by_the_worker_reaches_the_caller():
+    from ray.exceptions import RayTaskError
+
+    from byzerllm.errors import InvalidRequestError
+
+    r, worker = local_route()
+    refused = RayTaskError("open_local", "", InvalidRequestError("bad", param="messages"))
+
+    def answer(op, arg, opened):
+        raise refused
+
+    with pytest.raises(RayTaskError):  # the runtime's FAILURE effect unwraps it; here the raw error
+        run_stream(r, answer)
+    assert [a[-1] for m, a in worker.calls if m == "close_local"] == [True]  # harmless: it held nothing
+
+
+def test_a_caller_that_stops_reading_gives_the_slot_back_with_the_tokens_so_far():
+    from byzerllm.runtime.ray.routing import GET, LOCAL, stream_plan
+    from byzerllm.types import ChatChunk, ChatRequest
+
+    r, worker = local_route()
+    plan = stream_plan("m", ChatRequest(messages=[{"role": "user", "content": "hi"}], request_id="r1"))
+    plan.send(None)
+    op, _ = plan.send(r)
+    assert op == GET
+    op, _ = plan.send({"base_url": "http://127.0.0.1:1/v1", "timeout": 600})
+    assert op == LOCAL
+    stream = Opened()
+    assert plan.send(stream)[0] == "next"
+    stream.last = ChatChunk("a", None, 7, 1)
+    assert plan.send([stream.last]) == (EMIT, stream.last)
+    plan.close()  # the caller stopped reading
+    assert stream.closed
+    [close] = [a for m, a in worker.calls if m == "close_local"]
+    assert close[1:] == (7, 1, False)
+
+
+def test_a_caller_that_gives_up_before_the_worker_answered_tells_it():
+    from byzerllm.runtime.ray.routing import GET, stream_plan
+    from byzerllm.types import ChatRequest
+
+    r, worker = local_route()
+    plan = stream_plan("m", ChatRequest(messages=[{"role": "user", "content": "hi"}], request_id="r1"))
+    plan.send(None)
+    assert plan.send(r)[0] == GET  # open_local on its way
+    plan.close()
+    [close] = [a for m, a in worker.calls if m == "close_local"]
+    assert close[1:] == (0, 0, True)

@@ -170,6 +170,7 @@ class RayWorker(Worker):
         self._tell_pool("start", index, os.getpid(), self._node_id)
         # slots of streams a caller reads from the engine itself: lease -> when to take it back
         self._local: dict[int | str, float] = {}
+        self._closed_early: OrderedDict[int | str, None] = OrderedDict()  # closed before opened
         self._local_lock = threading.Lock()
         self._local_reaper: threading.Thread | None = None
 
@@ -311,16 +312,26 @@ class RayWorker(Worker):
         if not self._admit(lease, direct):
             return None
         with self._local_lock:
-            self._local[lease] = time.monotonic() + float(options["timeout"]) + LOCAL_SLOT_MARGIN
+            closed = self._closed_early.pop(lease, False) is None
+            if not closed:
+                self._local[lease] = time.monotonic() + float(options["timeout"]) + LOCAL_SLOT_MARGIN
             if self._local_reaper is None:
                 self._local_reaper = threading.Thread(target=self._reap_local, name="local-slots", daemon=True)
                 self._local_reaper.start()
+        if closed:  # its caller gave up while this call was on its way: nobody reads the stream
+            self._release(lease, 0, 0, True)
         return options
 
     def close_local(self, lease: int | str, prompt_tokens: int, completion_tokens: int, failed: bool) -> None:
-        """The end of a local stream (``open_local``): its slot back, its tokens or failure counted."""
+        """The end of a local stream (``open_local``): its slot back, its tokens or failure counted.
+        One that overtakes its ``open_local`` (calls to this actor run in several threads, in no set
+        order) is remembered, and that ``open_local`` returns the slot at once."""
         with self._local_lock:
             held = self._local.pop(lease, None)
+            if held is None:
+                self._closed_early[lease] = None
+                if len(self._closed_early) > EARLY_RELEASES:
+                    self._closed_early.popitem(last=False)
         if held is not None:
             self._release(lease, prompt_tokens, completion_tokens, failed)
 

@@ -12,14 +12,17 @@ connection is reported to it, which tells whether the engine died and starts it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...backends.openai_compat import OpenAICompatBackend
+from ...errors import BackendError, ByzerLLMError
 from ...types import ChatChunk, ChatRequest
 
+log = logging.getLogger("byzerllm.runtime")
 _END = object()
 
 
@@ -43,9 +46,17 @@ class LocalStream:
         self._queue: asyncio.Queue | None = None
 
     def _generate(self, api: OpenAICompatBackend, request: ChatRequest) -> Iterator[ChatChunk]:
-        for chunk in api.stream(request, lambda: self.aborted or self.closed):
-            self.last = chunk
-            yield chunk
+        try:
+            for chunk in api.stream(request, lambda: self.aborted or self.closed):
+                self.last = chunk
+                yield chunk
+        except ByzerLLMError:
+            raise
+        except Exception as exc:  # its text may hold the prompt: the type reaches the caller, the rest the log
+            log.error("reading a stream from an engine failed", exc_info=exc)
+            raise BackendError(
+                f"reading the engine's stream failed: {type(exc).__name__} (details in this process's log)"
+            ) from None
 
     def abort(self) -> None:
         self.aborted = True
@@ -95,7 +106,9 @@ class LocalStream:
         put(_END)
 
     def close(self) -> None:
-        """Stop reading (the engine ends the generation when its connection closes)."""
+        """Stop reading. The engine ends the generation when its connection closes, which an
+        asyncio caller's reader does at the engine's next event (the slot is returned at once:
+        llama-server queues a request beyond its slots for that moment)."""
         self.closed = True
         if self._queue is None:
             self._chunks.close()
@@ -103,9 +116,9 @@ class LocalStream:
 
 
 class LocalStreams:
-    """This process's local streams: one engine client per engine address (its connections kept
-    open), the reader threads of asyncio callers, and the running streams by request id for
-    ``abort``."""
+    """This process's local streams (one registry per process, ``local_streams()``): one engine
+    client per engine address (its connections kept open), the reader threads of asyncio callers,
+    and the running streams by request id for ``abort``."""
 
     def __init__(self) -> None:
         self._apis: dict[str, OpenAICompatBackend] = {}
@@ -138,3 +151,16 @@ class LocalStreams:
         if stream is not None:
             stream.abort()
         return stream is not None
+
+
+_registry: LocalStreams | None = None
+_registry_lock = threading.Lock()
+
+
+def local_streams() -> LocalStreams:
+    """The registry of this process's local streams, shared by every client in it."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = LocalStreams()
+        return _registry

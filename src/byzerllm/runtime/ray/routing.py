@@ -124,16 +124,18 @@ def stream_plan(name: str, request: ChatRequest) -> Plan:
     attempt, via_pool, resent = 0, False, False
     while True:
         slot = yield from take_plan(name, via_pool)
-        finished = started = busy = False
+        finished = started = busy = errored = held = False
         failure = None
         chunks = opened = None
         try:
             if slot.route.local[slot.idx]:
+                # from here the worker may hold a slot for this attempt, until told otherwise
+                held = True
                 options = yield GET, slot.worker.open_local.remote(request, slot.lease, slot.direct, slot.route.node_id)
                 if options is None:
-                    busy = finished = True
+                    held, busy, finished = False, True, True
                 elif options == REMOTE:  # the worker moved to another node: relay through Ray
-                    slot.route.local[slot.idx] = False
+                    held, slot.route.local[slot.idx] = False, False
                 else:
                     chunks = opened = yield LOCAL, (options, request)
             if chunks is None and not busy:
@@ -152,16 +154,19 @@ def stream_plan(name: str, request: ChatRequest) -> Plan:
                     break
         except (RayTaskError, RayActorError, UpstreamError) as exc:
             finished, failure = False, exc
+        except Exception:
+            errored = True
+            raise
         finally:
-            if opened is not None:
-                opened.close()
-                last = opened.last
-                done = finished and last is not None
+            if held:  # also when the caller gave up before open_local answered
+                last = opened.last if opened is not None else None
+                if opened is not None:
+                    opened.close()
                 slot.worker.close_local.remote(
                     slot.lease,
-                    last.input_tokens if done else 0,
-                    last.generated_tokens if done else 0,
-                    failure is not None,
+                    last.input_tokens if last else 0,
+                    last.generated_tokens if last else 0,
+                    failure is not None or errored or opened is None,
                 )
             elif not finished:  # failed, or the caller stopped reading
                 slot.worker.cancel.remote(request.request_id)
@@ -196,7 +201,8 @@ class Route:
         self._strategy = routing["load_balance"]
         n = len(self.workers)
         # which workers' engines this process reads streams from itself: those on its own node
-        engine = bool(routing.get("engine"))
+        # (not through Ray Client: its 127.0.0.1 is another machine's)
+        engine = bool(routing.get("engine")) and not ray.util.client.ray.is_connected()
         self.node_id = ray.get_runtime_context().get_node_id() if engine else None
         self.local = [engine and node == self.node_id for node in routing.get("nodes") or [None] * n]
         self._in_flight = [0] * n

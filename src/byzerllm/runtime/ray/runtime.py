@@ -24,7 +24,7 @@ from ...types import ChatChunk, ChatRequest, ChatResponse
 from ..cluster import NAMESPACE, on_head
 from ..spec import DeploymentSpec
 from .actors import DeploymentPool, actor_name, list_deployments, worker_bundle
-from .local_streams import LocalStream, LocalStreams
+from .local_streams import LocalStream, local_streams
 from .model_files import pack, to_ship
 from .routing import (
     ACQUIRE,
@@ -93,7 +93,7 @@ class RayRuntime:
 
     def __init__(self) -> None:
         self._handles: dict[str, Route] = {}
-        self._local = LocalStreams()
+        self._local = local_streams()
 
     # --- deployments -----------------------------------------------------------------
     def _pool(self, name: str):
@@ -227,7 +227,7 @@ class RayRuntime:
         """Cancel request ``request_id`` on whichever worker of ``name`` runs it (a dead worker has
         nothing to cancel)."""
         if self._local.abort(request_id):  # a stream this process reads from an engine itself
-            return
+            return  # (one another process reads is out of reach: see docs/deployment.md)
         refs = [w.cancel.remote(request_id) for w in self._lookup(name, refresh=True).workers]
         for ref in refs:
             try:
