@@ -52,6 +52,13 @@ def readers():
         yield pool
 
 
+def gated(n: int, readers) -> tuple[threading.Semaphore, Engine, LocalStream]:
+    """An engine that makes a chunk each time its gate is released, and the stream read from it."""
+    gate = threading.Semaphore(0)
+    engine = Engine(n, gate)
+    return gate, engine, LocalStream(engine, request(), readers, END, lambda s: None)
+
+
 def texts(batches) -> list[str]:
     return [c.delta for batch in batches for c in batch]
 
@@ -66,9 +73,7 @@ def test_a_blocking_caller_gets_one_chunk_a_call_then_the_end(readers):
 
 
 def test_an_asyncio_caller_gets_the_chunks_that_arrived_together(readers):
-    gate = threading.Semaphore(0)
-    engine = Engine(5, gate)
-    stream = LocalStream(engine, request(), readers, END, lambda s: None)
+    gate, engine, stream = gated(5, readers)
 
     async def run():
         gate.release()
@@ -120,9 +125,7 @@ def test_abort_ends_the_stream_at_its_next_chunk(readers):
 
 
 def test_closing_stops_the_reader_and_the_engine_stream(readers):
-    gate = threading.Semaphore(0)
-    engine = Engine(1000, gate)
-    stream = LocalStream(engine, request(), readers, END, lambda s: None)
+    gate, engine, stream = gated(1000, readers)
 
     async def run():
         gate.release()
