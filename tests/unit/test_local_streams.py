@@ -11,9 +11,8 @@ import pytest
 
 from byzerllm.errors import UpstreamError
 from byzerllm.runtime.ray.local_streams import LocalStream, LocalStreams
+from byzerllm.runtime.ray.routing import END
 from byzerllm.types import ChatChunk, ChatRequest
-
-END = object()
 
 
 class Engine:
@@ -56,7 +55,7 @@ def gated(n: int, readers) -> tuple[threading.Semaphore, Engine, LocalStream]:
     """An engine that makes a chunk each time its gate is released, and the stream read from it."""
     gate = threading.Semaphore(0)
     engine = Engine(n, gate)
-    return gate, engine, LocalStream(engine, request(), readers, END, lambda s: None)
+    return gate, engine, LocalStream(engine, request(), readers, lambda s: None)
 
 
 def texts(batches) -> list[str]:
@@ -64,7 +63,7 @@ def texts(batches) -> list[str]:
 
 
 def test_a_blocking_caller_gets_one_chunk_a_call_then_the_end(readers):
-    stream = LocalStream(Engine(3), request(), readers, END, lambda s: None)
+    stream = LocalStream(Engine(3), request(), readers, lambda s: None)
     batches = []
     while (batch := stream.next_batch()) is not END:
         batches.append(batch)
@@ -91,7 +90,7 @@ def test_an_asyncio_caller_gets_the_chunks_that_arrived_together(readers):
 
 
 def test_an_engine_error_reaches_the_caller_after_the_chunks_before_it(readers):
-    stream = LocalStream(Engine(5, fail_after=2), request(), readers, END, lambda s: None)
+    stream = LocalStream(Engine(5, fail_after=2), request(), readers, lambda s: None)
 
     async def run():
         got = []
@@ -102,7 +101,7 @@ def test_an_engine_error_reaches_the_caller_after_the_chunks_before_it(readers):
 
     got, err = asyncio.run(run())
     assert [c.delta for c in got] == ["t0", "t1"] and err.details["status"] == 502
-    blocking = LocalStream(Engine(5, fail_after=1), request(), readers, END, lambda s: None)
+    blocking = LocalStream(Engine(5, fail_after=1), request(), readers, lambda s: None)
     assert texts([blocking.next_batch()]) == ["t0"]
     with pytest.raises(UpstreamError):
         blocking.next_batch()
@@ -111,7 +110,7 @@ def test_an_engine_error_reaches_the_caller_after_the_chunks_before_it(readers):
 def test_abort_ends_the_stream_at_its_next_chunk(readers):
     streams = LocalStreams()
     engine = Engine(100)
-    stream = LocalStream(engine, request("ab"), readers, END, streams._forget)
+    stream = LocalStream(engine, request("ab"), readers, streams._forget)
     streams._running["ab"] = stream
     assert stream.next_batch()[0].delta == "t0"
     assert streams.abort("ab") and not streams.abort("other")
@@ -136,7 +135,7 @@ def test_closing_stops_the_reader_and_the_engine_stream(readers):
 
     asyncio.run(run())
     assert engine.closed.wait(5) and engine.produced <= 3
-    sync = LocalStream(Engine(1000), request(), readers, END, lambda s: None)
+    sync = LocalStream(Engine(1000), request(), readers, lambda s: None)
     sync.next_batch()
     sync.close()
     assert sync._chunks.gi_frame is None  # the generator (and the engine's connection) closed
@@ -150,7 +149,7 @@ def test_an_unexpected_engine_client_error_reaches_the_caller_by_its_type_only(r
             yield ChatChunk("t0")
             raise ValueError("the prompt was: a secret")
 
-    stream = LocalStream(Broken(), request(), readers, END, lambda s: None)
+    stream = LocalStream(Broken(), request(), readers, lambda s: None)
     stream.next_batch()
     with pytest.raises(BackendError) as err:
         stream.next_batch()

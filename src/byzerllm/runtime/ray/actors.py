@@ -48,6 +48,13 @@ LOCAL_SLOT_MARGIN = 30.0
 REMOTE = "remote"
 
 
+def remember(recent: OrderedDict, key: Any, value: Any = None) -> None:
+    """Keep ``key`` in ``recent``, dropping the oldest beyond ``EARLY_RELEASES`` entries."""
+    recent[key] = value
+    if len(recent) > EARLY_RELEASES:
+        recent.popitem(last=False)
+
+
 def _where(info: dict[str, Any]) -> dict[str, Any]:
     return {"pid": info["pid"], "node": info.get("node"), "node_id": info.get("node_id")}
 
@@ -329,9 +336,7 @@ class RayWorker(Worker):
         with self._local_lock:
             held = self._local.pop(lease, None)
             if held is None:
-                self._closed_early[lease] = None
-                if len(self._closed_early) > EARLY_RELEASES:
-                    self._closed_early.popitem(last=False)
+                remember(self._closed_early, lease)
         if held is not None:
             self._release(lease, prompt_tokens, completion_tokens, failed)
 
@@ -483,9 +488,7 @@ class DeploymentPool:
                 idx = self.leases.pop(lease, None)
                 if idx is None:
                     continue
-                self._taken_back[lease] = idx
-                if len(self._taken_back) > EARLY_RELEASES:
-                    self._taken_back.popitem(last=False)
+                remember(self._taken_back, lease, idx)
                 self.counts.give_back(idx)
                 async with self._cond:
                     self._cond.notify()
@@ -561,9 +564,7 @@ class DeploymentPool:
             self.counts.add_usage(prompt_tokens, completion_tokens, failed)
         if idx is None:
             if isinstance(lease, str):  # a direct request's slot, returned before its claim arrived
-                self._early_releases[lease] = None
-                if len(self._early_releases) > EARLY_RELEASES:
-                    self._early_releases.popitem(last=False)
+                remember(self._early_releases, lease)
             return
         self.counts.give_back(idx)
         async with self._cond:

@@ -21,6 +21,7 @@ from typing import Any
 from ...backends.openai_compat import OpenAICompatBackend
 from ...errors import BackendError, ByzerLLMError
 from ...types import ChatChunk, ChatRequest
+from .routing import END
 
 log = logging.getLogger("byzerllm.runtime")
 _END = object()
@@ -29,17 +30,14 @@ _END = object()
 class LocalStream:
     """One request's chunks from an engine. ``next_batch()`` for a blocking caller (one chunk a call),
     ``anext_batch()`` for asyncio (the chunks that arrived together, read by a thread of
-    ``readers``); both return ``end`` after the last chunk. ``abort()`` stops the generation at its
+    ``readers``); both return the plans' ``END`` after the last chunk. ``abort()`` stops the generation at its
     next chunk (the last chunk's finish_reason is then ``cancelled``); ``close()`` stops reading."""
 
-    def __init__(
-        self, api: OpenAICompatBackend, request: ChatRequest, readers: ThreadPoolExecutor, end: Any, done: Any
-    ) -> None:
+    def __init__(self, api: OpenAICompatBackend, request: ChatRequest, readers: ThreadPoolExecutor, done: Any) -> None:
         self.request_id = request.request_id
         self.aborted = False
         self.closed = False
         self.last: ChatChunk | None = None
-        self._end = end
         self._done = done
         self._readers = readers
         self._chunks = self._generate(api, request)
@@ -65,7 +63,7 @@ class LocalStream:
         try:
             return [next(self._chunks)]
         except StopIteration:
-            return self._end
+            return END
 
     async def anext_batch(self) -> list[ChatChunk] | Any:
         if self._queue is None:
@@ -84,7 +82,7 @@ class LocalStream:
             return batch
         if exc is not None:
             raise exc
-        return self._end
+        return END
 
     def _read(self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
         def put(item: Any, exc: BaseException | None = None) -> None:
@@ -127,14 +125,14 @@ class LocalStreams:
         # one thread per running asyncio stream, reused (starting one costs about a millisecond)
         self._readers = ThreadPoolExecutor(512, thread_name_prefix="engine-stream")
 
-    def open(self, options: dict[str, Any], request: ChatRequest, end: Any) -> LocalStream:
+    def open(self, options: dict[str, Any], request: ChatRequest) -> LocalStream:
         """A stream of ``request`` from the engine that ``options`` (``EngineBackend.local_endpoint``)
-        reach; ``end`` is what its batch calls return after the last chunk."""
+        reach."""
         with self._lock:
             api = self._apis.get(options["base_url"])
             if api is None:
                 api = self._apis[options["base_url"]] = OpenAICompatBackend("", options)
-        stream = LocalStream(api, request, self._readers, end, self._forget)
+        stream = LocalStream(api, request, self._readers, self._forget)
         with self._lock:
             self._running[request.request_id] = stream
         return stream

@@ -159,8 +159,9 @@ def stream_plan(name: str, request: ChatRequest) -> Plan:
             raise
         finally:
             if held:  # also when the caller gave up before open_local answered
-                last = opened.last if opened is not None else None
+                last = None
                 if opened is not None:
+                    last = opened.last
                     opened.close()
                 slot.worker.close_local.remote(
                     slot.lease,

@@ -263,7 +263,7 @@ class RayRuntime:
             ref = next(arg, None)
             return END if ref is None else ray.get(ref)
         if op == LOCAL:
-            return self._local.open(*arg, END)
+            return self._local.open(*arg)
         if op == ROUTE:
             return self._lookup(arg)
         if op == REFRESH:
@@ -290,7 +290,7 @@ class RayRuntime:
             # instead costs another trip through Ray's callback thread (~90 us a message, measured)
             return ray.get(ref)
         if op == LOCAL:
-            return self._local.open(*arg, END)
+            return self._local.open(*arg)
         if op == ROUTE:
             return self._handles.get(arg) or await asyncio.to_thread(self._lookup, arg)
         if op == REFRESH:
