@@ -98,6 +98,24 @@ def through_job(name: str, data: Path, stage: Path, params: dict, workers: int) 
     return {"tokens_per_s": status["tokens_per_s"], "steps": status["step"], "wall_s": wall, "peak_rss_mb": peak}
 
 
+def run_all(root: Path, params: dict) -> dict[str, dict]:
+    """The direct run and both jobs on the same data under ``root``."""
+    data = root / "data"
+    data.mkdir()
+    write_data(data, 256)
+    stamp = time.strftime("%H%M%S")
+    spec = jobs.JobSpec(
+        name="direct", kind="sft", model_path="builtin:smollm2", data_path=str(data), dir=str(root / "direct"),
+        config=training_config(params).model_dump(), cpus_per_worker=2,
+    )  # fmt: skip
+    Path(spec.dir).mkdir()
+    results = {"direct: TRL SFTTrainer, no Ray, 2 threads": direct(spec.model_dump())}
+    with ray_cluster():
+        results["(1) job on Ray Train, 1 worker x 2 CPUs"] = through_job(f"bench1_{stamp}", data, root, params, 1)
+        results["(2) job on Ray Train, 2 workers x 1 CPU"] = through_job(f"bench2_{stamp}", data, root, params, 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
@@ -114,20 +132,8 @@ def main() -> None:
         "save_steps": args.steps,
         "logging_steps": 5,
     }
-    root = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    data = root / "data"
-    data.mkdir()
-    write_data(data, 256)
-    stamp = time.strftime("%H%M%S")
-    spec = jobs.JobSpec(
-        name="direct", kind="sft", model_path="builtin:smollm2", data_path=str(data), dir=str(root / "direct"),
-        config=training_config(params).model_dump(), cpus_per_worker=2,
-    )  # fmt: skip
-    Path(spec.dir).mkdir()
-    results = {"direct: TRL SFTTrainer, no Ray, 2 threads": direct(spec.model_dump())}
-    with ray_cluster():
-        results["(1) job on Ray Train, 1 worker x 2 CPUs"] = through_job(f"bench1_{stamp}", data, root, params, 1)
-        results["(2) job on Ray Train, 2 workers x 1 CPU"] = through_job(f"bench2_{stamp}", data, root, params, 2)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:  # jobs, checkpoints, adapters
+        results = run_all(Path(tmp), params)
     base = results["direct: TRL SFTTrainer, no Ray, 2 threads"]["tokens_per_s"]
     rows = [
         [k, r["steps"], f"{r['tokens_per_s']:.1f}", f"{r['tokens_per_s'] / base:.2f}", f"{r['wall_s']:.1f}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,8 +76,9 @@ def byzerllm_serve(*args: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A fresh local Ray cluster started by ``byzerllm cluster start``; stopped afterwards."""
+def ray_cluster(request):
+    """A fresh local Ray cluster started by ``byzerllm cluster start``; stopped afterwards, and its
+    session folder (logs, spilled objects) removed when every test passed."""
     import ray
 
     probe = subprocess.run([str(BIN / "ray"), "status"], capture_output=True, text=True)
@@ -91,11 +93,14 @@ def ray_cluster():
     import byzerllm
 
     byzerllm.connect_cluster()
+    session = Path(ray._private.worker._global_node.get_session_dir_path())  # no public accessor in Ray
     try:
         yield ray
     finally:
         ray.shutdown()
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, text=True)
+        if not request.session.testsfailed:
+            shutil.rmtree(session, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

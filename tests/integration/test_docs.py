@@ -26,8 +26,15 @@ def blocks(path: Path, lang: str) -> list[str]:
 
 def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     """Run an example to its end; then stop whatever it left in the background (a server whose
-    example failed before stopping it would otherwise hold the output open)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
+    example failed before stopping it would otherwise hold the output open) and remove the temporary
+    files it made (its ``mktemp -d`` and ``tempfile.mkdtemp()`` folders go to a TMPDIR of its own)."""
+    with tempfile.TemporaryDirectory(prefix="byzerllm-example-") as scratch:
+        os.chmod(scratch, 0o755)  # as /tmp: a store server run as its own user must pass through it
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1", "TMPDIR": scratch}
+        return _run(args, timeout, env)
+
+
+def _run(args: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err, text=True, cwd=ROOT, env=env, start_new_session=True)
         try:

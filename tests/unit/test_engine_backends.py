@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 
 import pytest
 
@@ -108,10 +109,24 @@ def test_an_engine_is_supervised_and_stopped(tmp_path):
     assert not engine.alive()
 
 
-def test_an_engine_that_exits_at_start_says_why():
+def test_an_engine_that_exits_at_start_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     engine = EngineProcess("broken", lambda port: [sys.executable, "-c", "print('bad flag --x'); raise SystemExit(2)"])
     with pytest.raises(BackendError, match="exited with status 2 while starting: bad flag --x"):
         engine.start()
+    engine.stop()
+    assert list(tmp_path.iterdir()) == []  # its output has no file left behind
+
+
+def test_an_engine_that_is_not_ready_in_time_says_what_it_printed():
+    engine = EngineProcess(
+        "slow",
+        lambda port: [sys.executable, "-c", "import time; print('loading', flush=True); time.sleep(60)"],
+        start_timeout=1.5,
+    )
+    with pytest.raises(BackendError, match="not ready after 1.5s: loading"):
+        engine.start()
+    assert not engine.alive()
 
 
 def test_a_gguf_serving_concurrent_requests_defaults_to_the_batching_engine(monkeypatch):

@@ -58,7 +58,8 @@ class EngineProcess:
         self.port = 0
         self.restarts = 0
         self._lock = threading.Lock()
-        self._log = tempfile.NamedTemporaryFile(prefix=f"byzerllm-{name}-", suffix=".log", delete=False)
+        # unnamed: gone with the last process holding it, however the worker ends (undeploy kills it)
+        self._log = tempfile.TemporaryFile(prefix=f"byzerllm-{name}-", suffix=".log")
 
     @property
     def base_url(self) -> str:
@@ -88,8 +89,9 @@ class EngineProcess:
             except httpx.HTTPError:
                 pass  # not listening yet, or loading the model
             time.sleep(0.1)
+        output = self.tail()
         self.stop()
-        raise BackendError(f"{self.name} was not ready after {self.start_timeout:g}s: {self.tail()}")
+        raise BackendError(f"{self.name} was not ready after {self.start_timeout:g}s: {output}")
 
     def died(self, within: float = 1.0) -> bool:
         """Whether the engine is dead or dies within ``within`` seconds: a killed process closes its
@@ -115,10 +117,10 @@ class EngineProcess:
     def tail(self, chars: int = 1500) -> str:
         """The last ``chars`` characters of the engine's output."""
         try:
-            with open(self._log.name, "rb") as f:
-                f.seek(max(os.path.getsize(self._log.name) - chars, 0))
-                return f.read().decode("utf-8", errors="replace").strip()
-        except OSError:
+            fd = self._log.fileno()
+            start = max(os.fstat(fd).st_size - chars, 0)
+            return os.pread(fd, chars, start).decode("utf-8", errors="replace").strip()
+        except (OSError, ValueError):  # closed by stop()
             return ""
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@ reporting progress to the job folder and checkpoints to Ray Train."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -241,19 +242,17 @@ def train_worker(spec: dict[str, Any]) -> None:
     _single_process()
     trainer, progress = build_trainer(spec)
     folder = Path(spec["dir"])
-    resume = None
     checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts a failed run
-    if checkpoint:
-        resume = str(Path(checkpoint.to_directory()) / "checkpoint")
-    elif spec.get("resume_from"):
-        resume = spec["resume_from"]
-    rank = ray.train.get_context().get_world_rank()
-    node = ray.get_runtime_context().get_node_id()
-    event = f"rank {rank} on node {node[:12]}" + (f", resuming from {resume}" if resume else "")
-    with (folder / LOG).open("a") as f:  # where each rank runs, for `jobs logs` and cluster checks
-        f.write(json.dumps({"time": time.time(), "event": event, "rank": rank, "node_id": node, "resume": resume}))
-        f.write("\n")
-    trainer.train(resume_from_checkpoint=resume)
+    # as_directory: a copy only when the checkpoint is on another machine, removed after training
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as restored:
+        resume = str(Path(restored) / "checkpoint") if restored else spec.get("resume_from")
+        rank = ray.train.get_context().get_world_rank()
+        node = ray.get_runtime_context().get_node_id()
+        event = f"rank {rank} on node {node[:12]}" + (f", resuming from {resume}" if resume else "")
+        with (folder / LOG).open("a") as f:  # where each rank runs, for `jobs logs` and cluster checks
+            f.write(json.dumps({"time": time.time(), "event": event, "rank": rank, "node_id": node, "resume": resume}))
+            f.write("\n")
+        trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero() and not progress.cancelled:
         save_outputs(trainer, folder, spec["model_path"], lora=spec["config"].get("method") != "full")
     ray.train.report({"step": trainer.state.global_step, "cancelled": progress.cancelled})
