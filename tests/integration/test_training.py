@@ -211,3 +211,20 @@ def test_bad_input_is_refused_before_anything_starts(llm, trained, facts, stage,
     assert not any(
         (stage / n).exists() for n in ("bad_rows", "bad_model", "bad_gpu", "bad_cpus", "bad_qlora", "bad_cli")
     )
+
+
+def test_a_job_whose_folder_is_removed_is_forgotten(trained, stage, tmp_path):
+    from byzerllm.errors import JobNotFoundError
+    from byzerllm.training import jobs
+
+    away = tmp_path / "facts_api"
+    (stage / "facts_api").rename(away)
+    try:
+        assert "facts_api" not in {j["name"] for j in jobs.list_jobs()}
+        with pytest.raises(JobNotFoundError, match="no training job named 'facts_api'"):
+            jobs.job_status("facts_api")
+        listed = run_cli("jobs", "list", "--json")
+        assert listed.returncode == 0 and "facts_api" not in {j["name"] for j in json.loads(listed.stdout)}
+    finally:
+        away.rename(stage / "facts_api")
+    assert jobs.job_status("facts_api")["state"] == "succeeded"

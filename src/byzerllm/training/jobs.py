@@ -283,7 +283,7 @@ def start_job(
     ray = _ray()
     registry = _registry()
     folder = Path(stage_path).expanduser().resolve() / name
-    if ray.get(registry.get.remote(name)) or (folder / "job.json").exists():
+    if name in _registered() or (folder / "job.json").exists():
         raise InvalidRequestError(
             f"a job named {name!r} exists; resume it (byzerllm jobs resume {name}) or pick another name",
             param="sft_name",
@@ -312,9 +312,10 @@ def start_job(
 
 
 def _registered() -> dict[str, str]:
-    """Every job the cluster's registry knows: ``{name: folder}``."""
+    """Every job the cluster's registry knows whose folder is still there: ``{name: folder}``. The
+    folder is the job: once it is removed the job is forgotten and its name free again."""
     ray = _ray()
-    return ray.get(_registry().all.remote())
+    return {n: f for n, f in ray.get(_registry().all.remote()).items() if (Path(f) / "job.json").exists()}
 
 
 def _folder(name: str) -> Path:
