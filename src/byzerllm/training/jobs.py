@@ -144,8 +144,8 @@ def _run(spec: JobSpec) -> None:
         )
         trainer.fit()
         if (folder / CANCEL).exists():
-            _write_status(folder, state="cancelled", finished_at=time.time())
             log_line(folder, "cancelled")
+            _write_status(folder, state="cancelled", finished_at=time.time())
             return
         outputs = {"model": str(folder / "model")}  # the adapter merged in already (loop.save_outputs)
         if spec.config.get("method", "lora") != "full":
@@ -154,11 +154,12 @@ def _run(spec: JobSpec) -> None:
         if spec.gguf:
             log_line(folder, f"exporting GGUF ({spec.gguf_type})")
             outputs["gguf"] = export_gguf(outputs["model"], str(folder / f"{spec.name}.gguf"), spec.gguf_type)  # type: ignore[arg-type]
-        _write_status(folder, state="succeeded", outputs=outputs, finished_at=time.time())
+        # the log first: a job whose status has ended has written all it will
         log_line(folder, "succeeded")
+        _write_status(folder, state="succeeded", outputs=outputs, finished_at=time.time())
     except Exception as exc:  # recorded in the job's status, then the actor ends
-        _write_status(folder, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
         log_line(folder, "failed: " + "".join(traceback.format_exception(exc))[-4000:])
+        _write_status(folder, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
 
 
 def _start(spec: JobSpec) -> None:
@@ -392,8 +393,8 @@ def cancel_job(name: str, timeout: float = 120, wait: bool = True) -> dict[str, 
         except ValueError:
             pass  # it ended on its own meanwhile
     if job_status(name)["state"] != "cancelled":
-        _write_status(folder, state="cancelled", finished_at=time.time())
         log_line(folder, "cancelled")
+        _write_status(folder, state="cancelled", finished_at=time.time())
     return job_status(name)
 
 
