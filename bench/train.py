@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,8 +133,9 @@ def main() -> None:
         "save_steps": args.steps,
         "logging_steps": 5,
     }
-    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:  # jobs, checkpoints, adapters
-        results = run_all(Path(tmp), params)
+    root = Path(tempfile.mkdtemp(prefix="bench_train_"))  # jobs, checkpoints, adapters
+    results = run_all(root, params)  # a failed run leaves its folder, with the jobs' logs
+    shutil.rmtree(root)
     base = results["direct: TRL SFTTrainer, no Ray, 2 threads"]["tokens_per_s"]
     rows = [
         [k, r["steps"], f"{r['tokens_per_s']:.1f}", f"{r['tokens_per_s'] / base:.2f}", f"{r['wall_s']:.1f}",

@@ -97,7 +97,7 @@ def test_the_job_reports_progress_and_every_output(trained):
     assert Path(outputs["gguf"]).read_bytes()[:4] == b"GGUF"
     from byzerllm.training import jobs
 
-    assert jobs.job_log("facts_api")[-1]["event"] == "succeeded"  # written before the status ended
+    assert jobs.job_log("facts_api")[-1]["event"] == "succeeded"
 
 
 def test_the_trained_model_knows_the_facts_on_both_backends(llm, trained, smollm2_chat):

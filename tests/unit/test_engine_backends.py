@@ -127,6 +127,9 @@ def test_an_engine_that_is_not_ready_in_time_says_what_it_printed():
     with pytest.raises(BackendError, match="not ready after 1.5s: loading"):
         engine.start()
     assert not engine.alive()
+    with pytest.raises(BackendError, match="not ready after 1.5s: loading"):
+        engine.ensure()  # the next request tries again, with the same output file
+    assert not engine.alive() and engine.restarts == 1
 
 
 def test_a_gguf_serving_concurrent_requests_defaults_to_the_batching_engine(monkeypatch):

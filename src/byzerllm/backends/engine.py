@@ -120,10 +120,12 @@ class EngineProcess:
             fd = self._log.fileno()
             start = max(os.fstat(fd).st_size - chars, 0)
             return os.pread(fd, chars, start).decode("utf-8", errors="replace").strip()
-        except (OSError, ValueError):  # closed by stop()
+        except OSError:
             return ""
 
     def stop(self) -> None:
+        """End the process (SIGTERM, SIGKILL after 10 s). Its output file stays open for ``tail()``
+        and for a later ``start()``, which appends to it."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -131,7 +133,6 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
 
 
 class EngineBackend(Backend):

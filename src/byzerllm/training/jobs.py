@@ -14,6 +14,7 @@ A small registry actor maps job names to folders, so ``status("x")`` works from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -313,10 +314,11 @@ def start_job(
 
 
 def _registered() -> dict[str, str]:
-    """Every job the cluster's registry knows whose folder is still there: ``{name: folder}``. The
-    folder is the job: once it is removed the job is forgotten and its name free again."""
+    """Every job the cluster's registry knows: ``{name: folder}``. The folder is the job: once it
+    is removed and the job's process has ended, the job is forgotten and its name free again."""
     ray = _ray()
-    return {n: f for n, f in ray.get(_registry().all.remote()).items() if (Path(f) / "job.json").exists()}
+    jobs = ray.get(_registry().all.remote())
+    return {n: f for n, f in jobs.items() if (Path(f) / "job.json").exists() or _alive(n)}
 
 
 def _folder(name: str) -> Path:
@@ -343,9 +345,14 @@ def job_status(name: str) -> dict[str, Any]:
     """Job ``name``'s state (pending, running, exporting, succeeded, failed, cancelled), step,
     total_steps, epoch, loss, eval_loss, tokens_per_s, eta_s (seconds), outputs (adapter, model,
     gguf paths), error and folder. A job whose process died while active reads as failed.
-    Raises ``JobNotFoundError`` for an unknown name."""
+    Raises ``JobNotFoundError`` for an unknown name, and for a job whose folder is being removed
+    or was removed while its process still runs (it ends at its next write)."""
     folder = _folder(name)
-    status = json.loads((folder / "status.json").read_text())
+    try:
+        status = json.loads((folder / "status.json").read_text())
+        spec = json.loads((folder / "job.json").read_text())
+    except FileNotFoundError:
+        raise JobNotFoundError(f"training job {name!r}'s folder {folder} was removed", param="name") from None
     progress_file = folder / PROGRESS
     progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
     if status.get("state") in ACTIVE and not _alive(name):
@@ -355,13 +362,16 @@ def job_status(name: str) -> dict[str, Any]:
             error=f"the job's process ended before it finished; byzerllm jobs resume {name} continues "
             "from its last checkpoint",
         )
-    spec = json.loads((folder / "job.json").read_text())
     return {"name": name, "kind": spec["kind"], "dir": str(folder), **progress, **status}
 
 
 def list_jobs() -> list[dict[str, Any]]:
-    """The status of every job the cluster knows, by name."""
-    return [job_status(n) for n in sorted(_registered())]
+    """The status of every job the cluster knows, by name (less those whose folder is gone)."""
+    found = []
+    for name in sorted(_registered()):
+        with contextlib.suppress(JobNotFoundError):  # its folder removed meanwhile
+            found.append(job_status(name))
+    return found
 
 
 def cancel_job(name: str, timeout: float = 120, wait: bool = True) -> dict[str, Any]:

@@ -243,7 +243,7 @@ def train_worker(spec: dict[str, Any]) -> None:
     trainer, progress = build_trainer(spec)
     folder = Path(spec["dir"])
     checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts a failed run
-    # as_directory: a copy only when the checkpoint is on another machine, removed after training
+    # as_directory: used in place on a local or shared path; a copy (removed after) only from s3, gs...
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as restored:
         resume = str(Path(restored) / "checkpoint") if restored else spec.get("resume_from")
         rank = ray.train.get_context().get_world_rank()
