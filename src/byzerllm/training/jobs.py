@@ -347,7 +347,10 @@ def job_status(name: str) -> dict[str, Any]:
     gguf paths), error and folder. A job whose process died while active reads as failed.
     Raises ``JobNotFoundError`` for an unknown name, and for a job whose folder is being removed
     or was removed while its process still runs (it ends at its next write)."""
-    folder = _folder(name)
+    return _status(name, _folder(name))
+
+
+def _status(name: str, folder: Path) -> dict[str, Any]:
     try:
         status = json.loads((folder / "status.json").read_text())
         spec = json.loads((folder / "job.json").read_text())
@@ -368,9 +371,9 @@ def job_status(name: str) -> dict[str, Any]:
 def list_jobs() -> list[dict[str, Any]]:
     """The status of every job the cluster knows, by name (less those whose folder is gone)."""
     found = []
-    for name in sorted(_registered()):
+    for name, folder in sorted(_registered().items()):  # one read of the registry for them all
         with contextlib.suppress(JobNotFoundError):  # its folder removed meanwhile
-            found.append(job_status(name))
+            found.append(_status(name, Path(folder)))
     return found
 
 

@@ -24,7 +24,6 @@ from ...types import ChatChunk, ChatRequest
 from .routing import END
 
 log = logging.getLogger("byzerllm.runtime")
-_END = object()
 
 
 class LocalStream:
@@ -71,14 +70,14 @@ class LocalStream:
             self._readers.submit(self._read, asyncio.get_running_loop(), self._queue)
         item, exc = await self._queue.get()
         batch: list[ChatChunk] = []
-        while item is not _END:
+        while item is not END:
             batch.append(item)
             if self._queue.empty():
                 break
             item, exc = self._queue.get_nowait()
         if batch:
-            if item is _END:  # keep the end for the next call
-                self._queue.put_nowait((_END, exc))
+            if item is END:  # keep the end for the next call
+                self._queue.put_nowait((END, exc))
             return batch
         if exc is not None:
             raise exc
@@ -97,11 +96,11 @@ class LocalStream:
                 if self.closed:
                     break
         except BaseException as exc:  # raised again in the caller's task
-            put(_END, exc)
+            put(END, exc)
             return
         finally:
             self._chunks.close()
-        put(_END)
+        put(END)
 
     def close(self) -> None:
         """Stop reading. The engine ends the generation when its connection closes, which an
